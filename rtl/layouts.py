@@ -1,0 +1,216 @@
+"""Payload layouts of the streams between the IOMMU's blocks.
+
+Widths and encodings come from ``models/arch.py`` (the one source of truth);
+the testbench packs and unpacks these same layouts (see ``tb/``), so a field
+is named and placed exactly once.
+
+Stream map (all ``amaranth.lib.stream`` valid/ready):
+
+    request ─► core ─► response                 (TranslationRequest / TranslationResponse)
+               core ─► fault                    (FaultReport: records for the fault queue)
+    inval   ─► core                             (Invalidation: IOTINVAL / IODIR commands)
+               core ─► mem_req, mem_resp ◄─     (MemRequest / MemResponse, the IOMMU's own
+                                                 memory port for walks and A/D updates)
+    inside: iotlb lookup/fill, walker req/res, context_fetch req/res, per-block memory ports
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+from models import arch
+
+PA_BITS = 56
+PPN_BITS = 44
+IOVA_BITS = 64
+VPN_BITS = 52  # IOVA[63:12]
+DEVICE_ID_BITS = 24
+PROCESS_ID_BITS = 20
+GSCID_BITS = 16
+PSCID_BITS = 20
+CAUSE_BITS = 12
+
+
+class Access(enum.Enum, shape=2):
+    READ = int(arch.Access.READ)
+    WRITE = int(arch.Access.WRITE)
+    EXECUTE = int(arch.Access.EXECUTE)
+
+
+class AddrType(enum.Enum, shape=2):
+    UNTRANSLATED = int(arch.AddrType.UNTRANSLATED)
+    TRANSLATED = int(arch.AddrType.TRANSLATED)
+    ATS_TRANSLATION_REQUEST = int(arch.AddrType.ATS_TRANSLATION_REQUEST)
+
+
+# --------------------------------------------------------------------------- #
+# Device side
+# --------------------------------------------------------------------------- #
+def translation_request(tag_bits: int) -> data.StructLayout:
+    """A device's translation request (§1.1)."""
+    return data.StructLayout({
+        "tag": unsigned(tag_bits),
+        "device_id": unsigned(DEVICE_ID_BITS),
+        "process_id": unsigned(PROCESS_ID_BITS),
+        "pv": unsigned(1),
+        "priv": unsigned(1),  # 1 = Supervisor (only meaningful with pv)
+        "access": Access,
+        "addr_type": AddrType,
+        "iova": unsigned(IOVA_BITS),
+    })
+
+
+def translation_response(tag_bits: int) -> data.StructLayout:
+    """The completion for one request; ``fault`` selects which fields are meaningful."""
+    return data.StructLayout({
+        "tag": unsigned(tag_bits),
+        "fault": unsigned(1),
+        "cause": unsigned(CAUSE_BITS),  # valid when fault
+        "spa": unsigned(PA_BITS),  # valid when not fault
+        "size_log2": unsigned(6),  # translation size: 12 (4 KiB), 16 (64 KiB NAPOT), 21, 30, 39, 48
+        "r": unsigned(1), "w": unsigned(1), "x": unsigned(1),
+        "u": unsigned(1), "g": unsigned(1),
+        "pbmt": unsigned(2),
+    })
+
+
+class FaultReport(data.Struct):
+    """A fault record for the fault queue (§6.2); DTF suppression already applied."""
+
+    cause: unsigned(CAUSE_BITS)
+    ttyp: unsigned(6)
+    device_id: unsigned(DEVICE_ID_BITS)
+    process_id: unsigned(PROCESS_ID_BITS)
+    pv: unsigned(1)
+    priv: unsigned(1)
+    iotval: unsigned(64)
+    iotval2: unsigned(64)
+
+
+# --------------------------------------------------------------------------- #
+# Control side: invalidations from the command queue
+# --------------------------------------------------------------------------- #
+class InvalKind(enum.Enum, shape=3):
+    IOTINVAL_VMA = 0
+    IOTINVAL_GVMA = 1
+    IODIR_INVAL_DDT = 2
+    IODIR_INVAL_PDT = 3
+
+
+class Invalidation(data.Struct):
+    """One IOTINVAL or IODIR command's operands (§7.2), as the caches need them."""
+
+    kind: InvalKind
+    gv: unsigned(1)
+    av: unsigned(1)
+    pscv: unsigned(1)
+    dv: unsigned(1)
+    gscid: unsigned(GSCID_BITS)
+    pscid: unsigned(PSCID_BITS)
+    vpn: unsigned(VPN_BITS)  # ADDR[63:12]
+    device_id: unsigned(DEVICE_ID_BITS)
+    process_id: unsigned(PROCESS_ID_BITS)
+
+
+# --------------------------------------------------------------------------- #
+# Memory port (the IOMMU as a bus master)
+# --------------------------------------------------------------------------- #
+class MemOp(enum.Enum, shape=2):
+    READ = 0  # 8-byte aligned load
+    WRITE = 1  # 8-byte aligned store of wdata
+    CAS = 2  # atomic compare-and-swap: store wdata if memory == compare; rdata = old value
+
+
+class MemErr(enum.Enum, shape=2):
+    OK = 0
+    ACCESS_FAULT = 1  # PMA/PMP refusal or bus error
+    POISON = 2  # data corruption (reads only)
+
+
+def mem_request(id_bits: int) -> data.StructLayout:
+    return data.StructLayout({
+        "id": unsigned(id_bits),
+        "op": MemOp,
+        "addr": unsigned(PA_BITS),
+        "wdata": unsigned(64),
+        "compare": unsigned(64),
+    })
+
+
+def mem_response(id_bits: int) -> data.StructLayout:
+    return data.StructLayout({
+        "id": unsigned(id_bits),
+        "err": MemErr,
+        "rdata": unsigned(64),
+    })
+
+
+# --------------------------------------------------------------------------- #
+# Inside the core
+# --------------------------------------------------------------------------- #
+class TranslationContext(data.Struct):
+    """What the device and process contexts say about how to translate (§1.4 steps 6-16).
+
+    Produced by the context fetch (from its caches or the DDT/PDT walk) and
+    consumed by the walker. ``fs_mode`` is the first-stage scheme actually in
+    force for this request (Bare when there is none), ``pscid`` its tag.
+    """
+
+    dtf: unsigned(1)  # DC.tc.DTF: suppress reporting of translation faults
+    sade: unsigned(1)  # DC.tc.SADE: hardware A/D update in first-stage PTEs
+    gade: unsigned(1)
+    ens: unsigned(1)  # PC.ta.ENS (1 when there is no process context)
+    sum: unsigned(1)  # PC.ta.SUM
+    fs_mode: unsigned(4)  # arch.AtpMode
+    fs_ppn: unsigned(PPN_BITS)
+    pscid: unsigned(PSCID_BITS)
+    gs_mode: unsigned(4)  # iohgatp.MODE (Bare only, until the G-stage lands)
+    gs_ppn: unsigned(PPN_BITS)
+    gscid: unsigned(GSCID_BITS)
+
+
+class ContextRequest(data.Struct):
+    device_id: unsigned(DEVICE_ID_BITS)
+    process_id: unsigned(PROCESS_ID_BITS)
+    pv: unsigned(1)
+    priv: unsigned(1)
+    addr_type: AddrType
+
+
+class ContextResult(data.Struct):
+    """Either a context, or the fault that stopped the DDT/PDT walk or its checks.
+
+    ``dtf`` is meaningful on a fault too: it is the DC's DTF once the DC was
+    located, 0 before (a fault with no DC is always reported, §6.3).
+    """
+
+    fault: unsigned(1)
+    cause: unsigned(CAUSE_BITS)
+    context: TranslationContext
+
+
+class WalkRequest(data.Struct):
+    """One first-stage walk (§5.3) for a request whose context is known."""
+
+    iova: unsigned(IOVA_BITS)
+    access: Access
+    priv: unsigned(1)  # effective privilege (User when the request had no PID)
+    context: TranslationContext
+
+
+class WalkResult(data.Struct):
+    """The leaf the walk found (already checked) or the fault it raised."""
+
+    fault: unsigned(1)
+    cause: unsigned(CAUSE_BITS)
+    iotval2: unsigned(64)
+    ppn: unsigned(PPN_BITS)  # physical page of the translated 4 KiB page (offset not included)
+    size_log2: unsigned(6)
+    r: unsigned(1)
+    w: unsigned(1)
+    x: unsigned(1)
+    u: unsigned(1)
+    g: unsigned(1)
+    d: unsigned(1)  # PTE.D after any hardware update (write hits need D=1)
+    pbmt: unsigned(2)

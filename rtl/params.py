@@ -1,0 +1,83 @@
+"""Build-time parameters of the IOMMU hardware.
+
+Every choice the spec leaves to the implementation is made here and advertised
+through ``capabilities``; the reference model is built from the same object
+(``params.capabilities``) so that both agree on what is supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models import arch
+
+
+def rtl_capabilities() -> int:
+    """What the RTL translation core implements today.
+
+    First stage Sv39/Sv48/Sv57, Svpbmt, hardware A/D update, PD8/PD17/PD20,
+    56-bit physical addresses. G-stage (Sv39x4...), MSI translation (which
+    needs the extended device context) and ATS are not implemented yet, so
+    they are not advertised: a device context that asks for them is
+    misconfigured (cause 259), exactly as the spec says for a missing capability.
+    """
+    return arch.capabilities_value(
+        sv39=True, sv48=True, sv57=True, sv39x4=False, sv48x4=False, sv57x4=False,
+        svpbmt=True, amo_hwad=True, msi_flat=False, msi_mrif=False, ats=False,
+        t2gpa=False, end=False, igs=arch.Igs.WSI, hpm=False, dbg=False, pas=56,
+        pd8=True, pd17=True, pd20=True,
+    )
+
+
+def _power_of_two(name: str, value: int) -> None:
+    if value < 1 or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two, not {value!r}")
+
+
+@dataclass(frozen=True)
+class IOMMUParams:
+    """Sizes and features of one IOMMU instance.
+
+    iotlb_entries / iotlb_ways: IOTLB geometry; ways == entries is fully associative.
+    walkers: page-table walks in flight (each has its own walker and miss slot).
+    dc_cache_entries / pc_cache_entries: device- and process-context caches.
+    tag_bits: width of the request tag returned with each response.
+    """
+
+    iotlb_entries: int = 32
+    iotlb_ways: int = 32
+    walkers: int = 4
+    dc_cache_entries: int = 8
+    pc_cache_entries: int = 8
+    tag_bits: int = 8
+    capabilities: int = field(default_factory=rtl_capabilities)
+
+    def __post_init__(self):
+        _power_of_two("iotlb_entries", self.iotlb_entries)
+        _power_of_two("iotlb_ways", self.iotlb_ways)
+        if self.iotlb_ways > self.iotlb_entries:
+            raise ValueError(f"iotlb_ways ({self.iotlb_ways}) cannot exceed iotlb_entries "
+                             f"({self.iotlb_entries})")
+        if not 1 <= self.walkers <= 16:
+            raise ValueError(f"walkers must be 1..16, not {self.walkers!r}")
+        for name in ("dc_cache_entries", "pc_cache_entries"):
+            if not 1 <= getattr(self, name) <= 64:
+                raise ValueError(f"{name} must be 1..64, not {getattr(self, name)!r}")
+        if not 1 <= self.tag_bits <= 16:
+            raise ValueError(f"tag_bits must be 1..16, not {self.tag_bits!r}")
+
+    @property
+    def iotlb_sets(self) -> int:
+        return self.iotlb_entries // self.iotlb_ways
+
+    @property
+    def mem_id_bits(self) -> int:
+        """Id bits on the IOMMU's memory port: one port per walker plus context fetch."""
+        return max(1, (self.walkers + 1 - 1).bit_length())
+
+
+SMALL = IOMMUParams(iotlb_entries=8, iotlb_ways=8, walkers=2, dc_cache_entries=2,
+                    pc_cache_entries=2)
+DEFAULT = IOMMUParams()
+LARGE = IOMMUParams(iotlb_entries=64, iotlb_ways=64, walkers=8, dc_cache_entries=16,
+                    pc_cache_entries=16)
