@@ -14,7 +14,7 @@ Stream map (all ``amaranth.lib.stream`` valid/ready):
     inside: iotlb lookup/fill, walker req/res, context_fetch req/res, per-block memory ports
 """
 
-from __future__ import annotations
+# No "from __future__ import annotations": data.Struct reads its annotations as values.
 
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
