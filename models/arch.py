@@ -264,6 +264,24 @@ class HpmEvent(enum.IntEnum):
     G_PT_WALK = 8  # second-stage page-table walks
 
 
+#: Events that may be filtered by GSCID/PSCID (iohpmevt.IDT = 1) (§10.6); for the
+#: others an IDT = 1 selector never counts (§8.10).
+HPM_EVENTS_WITH_IDT = frozenset({HpmEvent.TLB_MISS, HpmEvent.S_VS_PT_WALK, HpmEvent.G_PT_WALK})
+
+
+class Iohpmcycles:
+    """iohpmcycles (§8.10): a 63-bit counter and a sticky overflow bit."""
+
+    COUNTER = Field(0, 63)
+    OF = Field(63)
+
+
+class Iocount:
+    """iocountovf / iocountinh (§8.10): bit 0 is the cycles counter, bit N is iohpmctrN."""
+
+    CY = Field(0)
+
+
 class TrReqCtl:
     GO_BUSY = Field(0)
     PRIV = Field(1)
@@ -279,6 +297,26 @@ class TrResponse:
     PBMT = Field(7, 2)
     S = Field(9)
     PPN = Field(10, 44)
+
+
+class TrReqIova:
+    VPN = Field(12, 52)
+
+
+class MsiAddr:
+    """msi_addr_x (§8.9): bits [1:0] read 0."""
+
+    ADDR = Field(2, 54)
+
+
+MSI_CFG_TBL_ENTRIES = 16
+
+
+class IommuQosid:
+    """iommu_qosid [ext] (§8.12)."""
+
+    RCID = Field(0, 12)
+    MCID = Field(16, 12)
 
 
 # --------------------------------------------------------------------------- #
@@ -717,6 +755,7 @@ class Cmd:
     RID = Field(40, 16)
     DSEG = Field(56, 8)
     PAYLOAD = Field(64, 64)
+    ATS_RESERVED = (0x3 << 10) | (0x3F << 34)
 
 
 def iotinval(func: IotinvalFunc, *, gv: bool = False, av: bool = False, pscv: bool = False,

@@ -1,0 +1,413 @@
+"""The translation core: requests in, translations (or faults) out, out of order by tag.
+
+    request ─► IOTLB lookup (2 stages) ─► decide ──hit/Off/Bare──────────────► completion ─► response
+                                               └─miss─► slot i: context fetch ─► walker i ─┘   └► fault
+                                                        (shared, cached)          (one per slot)
+
+* A hit answers 2 cycles after its request was accepted, one per cycle.
+* A miss takes a free *slot* (there are ``params.walkers``); up to that many
+  walks are in flight and the hits behind them keep flowing. A miss with no
+  free slot stalls the pipe (the only way a miss blocks a hit).
+* Slot completions win the output over the hit path, so walks cannot starve.
+* An invalidation marks every busy slot stale: its result is still returned
+  to its requester but not filled into the IOTLB, so nothing fetched before an
+  invalidation outlives it in a cache.
+"""
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from models import arch
+
+from . import layouts
+from .context_fetch import ContextFetch
+from .iotlb import IOTLB
+from .mem_arbiter import MemoryArbiter
+from .params import DEFAULT, IOMMUParams
+from .walker import PageTableWalker
+
+# Causes a DC with DTF=1 still reports (§6.3); everything else is suppressed.
+_ALWAYS_REPORTED = sorted(int(c) for c in arch.CAUSES_REPORTED_DESPITE_DTF)
+
+
+class SlotState(enum.Enum, shape=3):
+    FREE = 0
+    CONTEXT = 1  # waiting for the shared context fetch to take the request
+    CONTEXT_WAIT = 2  # context fetch is working for this slot
+    WALK = 3  # handing the walk to this slot's walker
+    WALK_WAIT = 4  # the walker is walking
+    DONE = 5  # response (and maybe fault report and IOTLB fill) ready to leave
+
+
+class TranslationCore(wiring.Component):
+    """IOTLB, context fetch and page-table walkers behind one request/response pair.
+
+    Ports:
+      ddtp, fctl:   configuration (from the register block), stable while translating.
+      request:      translation requests (layouts.translation_request).
+      response:     one per request, out of order, matched by tag.
+      fault:        fault records for the fault queue (DTF already applied).
+      inval:        IOTINVAL / IODIR operands from the command queue; always ready.
+      mem_req/resp: the IOMMU's own memory port (walks, A/D updates).
+      ev_*:         one-cycle event pulses for the performance counters.
+      busy:         a miss is in flight.
+    """
+
+    def __init__(self, params: IOMMUParams = DEFAULT):
+        self.params = params
+        tag = params.tag_bits
+        ids = params.mem_id_bits
+        super().__init__({
+            "ddtp": In(64),
+            "fctl": In(32),
+            "request": In(stream.Signature(layouts.translation_request(tag))),
+            "response": Out(stream.Signature(layouts.translation_response(tag))),
+            "fault": Out(stream.Signature(layouts.FaultReport)),
+            "inval": In(stream.Signature(layouts.Invalidation)),
+            "mem_req": Out(stream.Signature(layouts.mem_request(ids))),
+            "mem_resp": In(stream.Signature(layouts.mem_response(ids))),
+            "ev_request": Out(1),
+            "ev_iotlb_miss": Out(1),
+            "ev_ddt_walk": Out(1),
+            "ev_pdt_walk": Out(1),
+            "ev_fs_walk": Out(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n = p.walkers
+        request_layout = layouts.translation_request(p.tag_bits)
+        response_layout = layouts.translation_response(p.tag_bits)
+
+        m.submodules.iotlb = iotlb = IOTLB(p.iotlb_entries, p.iotlb_ways, request_layout)
+        m.submodules.context_fetch = ctx = ContextFetch(
+            p.mem_id_bits, 0, p.dc_cache_entries, p.pc_cache_entries, p.capabilities)
+        walkers = [PageTableWalker(p.mem_id_bits, i + 1, p.capabilities) for i in range(n)]
+        for i, w in enumerate(walkers):
+            m.submodules[f"walker{i}"] = w
+        m.submodules.mem_arbiter = arb = MemoryArbiter(n + 1, p.mem_id_bits)
+
+        # ---------------------------------------------------------- memory port
+        wiring.connect(m, ctx.mem_req, arb.client_req[0])
+        wiring.connect(m, arb.client_resp[0], ctx.mem_resp)
+        for i, w in enumerate(walkers):
+            wiring.connect(m, w.mem_req, arb.client_req[i + 1])
+            wiring.connect(m, arb.client_resp[i + 1], w.mem_resp)
+        wiring.connect(m, arb.mem_req, wiring.flipped(self.mem_req))
+        wiring.connect(m, wiring.flipped(self.mem_resp), arb.mem_resp)
+        m.d.comb += [ctx.ddtp.eq(self.ddtp), ctx.fctl.eq(self.fctl)]
+
+        # ------------------------------------------------------- invalidations
+        # Broadcast to every cache; always ready (each cache applies it in a cycle).
+        m.d.comb += [
+            self.inval.ready.eq(1),
+            iotlb.inval.valid.eq(self.inval.valid),
+            iotlb.inval.payload.eq(self.inval.payload),
+            ctx.inval.valid.eq(self.inval.valid),
+            ctx.inval.payload.eq(self.inval.payload),
+        ]
+
+        # ------------------------------------------------------- IOTLB lookup
+        req = self.request.payload
+        lookup = iotlb.lookup.payload
+        m.d.comb += [
+            iotlb.lookup.valid.eq(self.request.valid),
+            self.request.ready.eq(iotlb.lookup.ready),
+            lookup.payload.eq(req),
+            lookup.key.device_id.eq(req.device_id),
+            lookup.key.pv.eq(req.pv),
+            lookup.key.process_id.eq(Mux_(req.pv, req.process_id)),
+            lookup.key.priv.eq(req.priv & req.pv),  # no PID: always User (§1.1)
+            lookup.key.vpn.eq(req.iova[12:]),
+            lookup.key.access.eq(req.access),
+            self.ev_request.eq(self.request.valid & self.request.ready),
+        ]
+
+        # ----------------------------------------- decide: hit, immediate, miss
+        looked = iotlb.result.payload
+        r = looked.payload  # the request, two cycles later
+        mode = Signal(4)
+        m.d.comb += mode.eq(self.ddtp[0:4])
+        untranslated = r.addr_type == layouts.AddrType.UNTRANSLATED
+
+        imm = Signal(response_layout)  # response made here (hit, Off, Bare)
+        imm_report = Signal()
+        imm_cause = Signal(layouts.CAUSE_BITS)
+        is_miss = Signal()
+        m.d.comb += imm.tag.eq(r.tag)
+        with m.Switch(mode):
+            with m.Case(arch.DdtpMode.BARE):
+                with m.If(untranslated):
+                    # Bare: the IOVA is the physical address (§1.4 step 2).
+                    m.d.comb += [imm.spa.eq(r.iova), imm.size_log2.eq(12), imm.r.eq(1),
+                                 imm.w.eq(1), imm.x.eq(1), imm.u.eq(1)]
+                with m.Else():
+                    m.d.comb += [imm.fault.eq(1), imm_cause.eq(arch.Cause.TRANSACTION_TYPE_DISALLOWED)]
+            with m.Case(arch.DdtpMode.LVL1, arch.DdtpMode.LVL2, arch.DdtpMode.LVL3):
+                with m.If(looked.hit & untranslated):
+                    m.d.comb += [
+                        imm.spa.eq(Cat(r.iova[0:12], looked.ppn)),
+                        imm.size_log2.eq(looked.size_log2),
+                        imm.r.eq(looked.r), imm.w.eq(looked.w), imm.x.eq(looked.x),
+                        imm.u.eq(looked.u), imm.g.eq(looked.g), imm.pbmt.eq(looked.pbmt),
+                    ]
+                with m.Else():
+                    m.d.comb += is_miss.eq(1)
+            with m.Default():
+                # Off, or a reserved mode ddtp's WARL logic should never let through.
+                m.d.comb += [imm.fault.eq(1), imm_cause.eq(arch.Cause.ALL_INBOUND_DISALLOWED)]
+        m.d.comb += [imm.cause.eq(imm_cause), imm_report.eq(imm.fault)]  # no DC: DTF is 0
+
+        # ----------------------------------------------------------------- slots
+        slot_state = [Signal(SlotState, name=f"slot{i}_state") for i in range(n)]
+        slot_req = [Signal(request_layout, name=f"slot{i}_request") for i in range(n)]
+        slot_ctx = [Signal(layouts.TranslationContext, name=f"slot{i}_context") for i in range(n)]
+        slot_stale = [Signal(name=f"slot{i}_stale") for i in range(n)]
+        slot_resp = [Signal(response_layout, name=f"slot{i}_response") for i in range(n)]
+        slot_report = [Signal(name=f"slot{i}_report") for i in range(n)]
+        slot_iotval2 = [Signal(64, name=f"slot{i}_iotval2") for i in range(n)]
+        slot_fill = [Signal(name=f"slot{i}_fill") for i in range(n)]
+        slot_d = [Signal(name=f"slot{i}_dirty") for i in range(n)]
+
+        m.d.comb += self.busy.eq(Cat(s != SlotState.FREE for s in slot_state).any())
+
+        # Allocation: the lowest free slot takes the miss.
+        free = Signal(n)
+        m.d.comb += free.eq(Cat(s == SlotState.FREE for s in slot_state))
+        alloc = Signal(range(max(n, 2)))
+        for i in reversed(range(n)):
+            with m.If(free[i]):
+                m.d.comb += alloc.eq(i)
+
+        # ------------------------------------------------ completion (output)
+        done = Signal(n)
+        m.d.comb += done.eq(Cat(s == SlotState.DONE for s in slot_state))
+        winner = Signal(range(max(n, 2)))
+        for i in reversed(range(n)):
+            with m.If(done[i]):
+                m.d.comb += winner.eq(i)
+
+        m.submodules.fault_fifo = fault_fifo = SyncFIFOBuffered(
+            width=data.Layout.cast(layouts.FaultReport).size, depth=4)
+        m.d.comb += [
+            self.fault.valid.eq(fault_fifo.r_rdy),
+            self.fault.payload.eq(fault_fifo.r_data),
+            fault_fifo.r_en.eq(self.fault.ready),
+        ]
+
+        report = Signal(layouts.FaultReport)
+        out_report = Signal()
+        out_fill = Signal()
+        take_slot = Signal()
+        take_imm = Signal()
+        src_req = Signal(request_layout)
+        src_iotval2 = Signal(64)
+        with m.If(done.any()):
+            for i in range(n):
+                with m.If(winner == i):
+                    m.d.comb += [
+                        self.response.payload.eq(slot_resp[i]),
+                        out_report.eq(slot_report[i]),
+                        out_fill.eq(slot_fill[i]),
+                        src_req.eq(slot_req[i]),
+                        src_iotval2.eq(slot_iotval2[i]),
+                    ]
+            m.d.comb += [
+                self.response.valid.eq((~out_report | fault_fifo.w_rdy)
+                                       & (~out_fill | iotlb.fill.ready)),
+                take_slot.eq(self.response.valid & self.response.ready),
+            ]
+        with m.Else():
+            m.d.comb += [
+                self.response.payload.eq(imm),
+                out_report.eq(imm_report),
+                src_req.eq(r),
+                self.response.valid.eq(iotlb.result.valid & ~is_miss
+                                       & (~imm_report | fault_fifo.w_rdy)),
+                take_imm.eq(self.response.valid & self.response.ready),
+            ]
+
+        # The fault record for whichever completion leaves (§6.2): no PID → PID/PRIV 0.
+        tt = Signal(6)
+        with m.Switch(src_req.addr_type):
+            with m.Case(layouts.AddrType.ATS_TRANSLATION_REQUEST):
+                m.d.comb += tt.eq(arch.Ttyp.PCIE_ATS_TRANSLATION_REQUEST)
+            with m.Default():
+                base = Mux_(src_req.addr_type == layouts.AddrType.TRANSLATED, 5, 1)
+                with m.Switch(src_req.access):
+                    with m.Case(layouts.Access.EXECUTE):
+                        m.d.comb += tt.eq(base)
+                    with m.Case(layouts.Access.READ):
+                        m.d.comb += tt.eq(base + 1)
+                    with m.Default():
+                        m.d.comb += tt.eq(base + 2)
+        m.d.comb += [
+            report.cause.eq(self.response.payload.cause),
+            report.ttyp.eq(tt),
+            report.device_id.eq(src_req.device_id),
+            report.pv.eq(src_req.pv),
+            report.process_id.eq(Mux_(src_req.pv, src_req.process_id)),
+            report.priv.eq(src_req.pv & src_req.priv),
+            report.iotval.eq(src_req.iova),
+            report.iotval2.eq(src_iotval2),
+            fault_fifo.w_data.eq(report),
+            fault_fifo.w_en.eq(self.response.valid & self.response.ready & out_report),
+        ]
+
+        # IOTLB fill from the completing slot (only successful, non-stale walks).
+        fill = iotlb.fill.payload
+        for i in range(n):
+            with m.If(winner == i):
+                q, c, s = slot_req[i], slot_ctx[i], slot_resp[i]
+                m.d.comb += [
+                    fill.key.device_id.eq(q.device_id),
+                    fill.key.pv.eq(q.pv),
+                    fill.key.process_id.eq(Mux_(q.pv, q.process_id)),
+                    fill.key.priv.eq(q.priv & q.pv),
+                    fill.key.vpn.eq(q.iova[12:]),
+                    fill.gscid_valid.eq(c.gs_mode != 0),
+                    fill.gscid.eq(c.gscid),
+                    fill.pscid_valid.eq(c.fs_mode != 0),
+                    fill.pscid.eq(c.pscid),
+                    fill.ppn.eq(s.spa[12:]),
+                    fill.size_log2.eq(s.size_log2),
+                    fill.r.eq(s.r), fill.w.eq(s.w), fill.x.eq(s.x),
+                    fill.u.eq(s.u), fill.g.eq(s.g), fill.d.eq(slot_d[i]),
+                    fill.pbmt.eq(s.pbmt),
+                ]
+        m.d.comb += iotlb.fill.valid.eq(take_slot & out_fill)
+
+        # The decide stage: a miss leaves when a slot is free; others with the output.
+        take_miss = Signal()
+        m.d.comb += [
+            take_miss.eq(iotlb.result.valid & is_miss & free.any()),
+            iotlb.result.ready.eq(take_miss | take_imm),
+            self.ev_iotlb_miss.eq(take_miss),
+        ]
+
+        # ----------------------------------------------- shared context fetch
+        ctx_busy = Signal()  # a context fetch is outstanding
+        ctx_owner = Signal(range(max(n, 2)))
+        wants_ctx = Signal(n)
+        m.d.comb += wants_ctx.eq(Cat(s == SlotState.CONTEXT for s in slot_state))
+        ctx_pick = Signal(range(max(n, 2)))
+        for i in reversed(range(n)):
+            with m.If(wants_ctx[i]):
+                m.d.comb += ctx_pick.eq(i)
+        for i in range(n):
+            with m.If(ctx_pick == i):
+                q = slot_req[i]
+                m.d.comb += [
+                    ctx.req.payload.device_id.eq(q.device_id),
+                    ctx.req.payload.process_id.eq(q.process_id),
+                    ctx.req.payload.pv.eq(q.pv),
+                    ctx.req.payload.priv.eq(q.priv & q.pv),
+                    ctx.req.payload.addr_type.eq(q.addr_type),
+                ]
+        m.d.comb += [
+            ctx.req.valid.eq(wants_ctx.any() & ~ctx_busy),
+            ctx.res.ready.eq(1),
+            self.ev_ddt_walk.eq(ctx.ddt_walk),
+            self.ev_pdt_walk.eq(ctx.pdt_walk),
+        ]
+        with m.If(ctx.req.valid & ctx.req.ready):
+            m.d.sync += [ctx_busy.eq(1), ctx_owner.eq(ctx_pick)]
+        with m.If(ctx.res.valid):
+            m.d.sync += ctx_busy.eq(0)
+
+        # --------------------------------------------------- per-slot machines
+        fs_walk_pulses = []
+        for i in range(n):
+            w = walkers[i]
+            state = slot_state[i]
+            q = slot_req[i]
+            # Any invalidation while busy makes the slot's eventual result unfit to cache.
+            with m.If(self.inval.valid & (state != SlotState.FREE)):
+                m.d.sync += slot_stale[i].eq(1)
+
+            m.d.comb += [
+                w.req.payload.iova.eq(q.iova),
+                w.req.payload.access.eq(q.access),
+                w.req.payload.priv.eq(q.priv & q.pv),
+                w.req.payload.context.eq(slot_ctx[i]),
+                w.req.valid.eq(state == SlotState.WALK),
+                w.res.ready.eq(state == SlotState.WALK_WAIT),
+            ]
+            fs_walk_pulses.append(w.req.valid & w.req.ready & (slot_ctx[i].fs_mode != 0))
+
+            with m.Switch(state):
+                with m.Case(SlotState.FREE):
+                    with m.If(take_miss & (alloc == i)):
+                        m.d.sync += [state.eq(SlotState.CONTEXT), slot_req[i].eq(r),
+                                     slot_stale[i].eq(0)]
+                with m.Case(SlotState.CONTEXT):
+                    with m.If(ctx.req.valid & ctx.req.ready & (ctx_pick == i)):
+                        m.d.sync += state.eq(SlotState.CONTEXT_WAIT)
+                with m.Case(SlotState.CONTEXT_WAIT):
+                    with m.If(ctx.res.valid & (ctx_owner == i)):
+                        res = ctx.res.payload
+                        m.d.sync += slot_ctx[i].eq(res.context)
+                        with m.If(res.fault):
+                            suppressed = res.context.dtf & ~_cause_in(res.cause, _ALWAYS_REPORTED)
+                            m.d.sync += [
+                                state.eq(SlotState.DONE),
+                                slot_resp[i].eq(0),
+                                slot_resp[i].tag.eq(q.tag),
+                                slot_resp[i].fault.eq(1),
+                                slot_resp[i].cause.eq(res.cause),
+                                slot_report[i].eq(~suppressed),
+                                slot_iotval2[i].eq(0),
+                                slot_fill[i].eq(0),
+                            ]
+                        with m.Else():
+                            m.d.sync += state.eq(SlotState.WALK)
+                with m.Case(SlotState.WALK):
+                    with m.If(w.req.ready):
+                        m.d.sync += state.eq(SlotState.WALK_WAIT)
+                with m.Case(SlotState.WALK_WAIT):
+                    with m.If(w.res.valid):
+                        res = w.res.payload
+                        m.d.sync += [
+                            state.eq(SlotState.DONE),
+                            slot_resp[i].tag.eq(q.tag),
+                            slot_resp[i].fault.eq(res.fault),
+                            slot_resp[i].cause.eq(Mux_(res.fault, res.cause)),
+                            slot_resp[i].spa.eq(Mux_(~res.fault, Cat(q.iova[0:12], res.ppn))),
+                            slot_resp[i].size_log2.eq(Mux_(~res.fault, res.size_log2)),
+                            slot_resp[i].r.eq(~res.fault & res.r),
+                            slot_resp[i].w.eq(~res.fault & res.w),
+                            slot_resp[i].x.eq(~res.fault & res.x),
+                            slot_resp[i].u.eq(~res.fault & res.u),
+                            slot_resp[i].g.eq(~res.fault & res.g),
+                            slot_resp[i].pbmt.eq(Mux_(~res.fault, res.pbmt)),
+                            slot_d[i].eq(res.d),
+                            # Walk faults are translation faults: DTF suppresses them all.
+                            slot_report[i].eq(res.fault & ~slot_ctx[i].dtf),
+                            slot_iotval2[i].eq(res.iotval2),
+                            slot_fill[i].eq(~res.fault & ~slot_stale[i]
+                                            & ~(self.inval.valid)),
+                        ]
+                with m.Case(SlotState.DONE):
+                    with m.If(take_slot & (winner == i)):
+                        m.d.sync += state.eq(SlotState.FREE)
+            # A slot that became stale while DONE must not fill.
+            with m.If(self.inval.valid & (state == SlotState.DONE)):
+                m.d.sync += slot_fill[i].eq(0)
+
+        m.d.comb += self.ev_fs_walk.eq(Cat(*fs_walk_pulses).any())
+        return m
+
+
+def Mux_(cond, value):
+    """``value`` when ``cond`` else 0 (a masked field)."""
+    from amaranth.hdl import Mux
+
+    return Mux(cond, value, 0)
+
+
+def _cause_in(cause, codes):
+    return Cat(*(cause == c for c in codes)).any()

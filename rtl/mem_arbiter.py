@@ -1,0 +1,82 @@
+"""One memory master port shared by the IOMMU's walkers and its context fetch."""
+
+from amaranth.hdl import Array, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+
+
+class MemoryArbiter(wiring.Component):
+    """Round-robin merge of ``ports`` memory clients onto one port, responses routed back.
+
+    Each client has at most one request outstanding, so the id on the shared
+    port is simply the client's index: client ``i`` sends with any id and gets
+    its responses back by index. Responses may return in any order.
+
+    Ports: ``client_req[i]``/``client_resp[i]`` face the clients (their own
+    ``mem_req``/``mem_resp``), ``mem_req``/``mem_resp`` face memory.
+    """
+
+    def __init__(self, ports: int, id_bits: int):
+        if ports < 1 or ports > 1 << id_bits:
+            raise ValueError(f"{ports} memory clients do not fit {id_bits} id bits")
+        self.ports, self.id_bits = ports, id_bits
+        req = stream.Signature(layouts.mem_request(id_bits))
+        resp = stream.Signature(layouts.mem_response(id_bits))
+        super().__init__({
+            "client_req": In(req).array(ports),
+            "client_resp": Out(resp).array(ports),
+            "mem_req": Out(req),
+            "mem_resp": In(resp),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.ports
+
+        # Round-robin: the client after the last one granted has priority. The grant
+        # is held while the shared request waits for ready (a stream must not change
+        # its payload while valid), so the choice only moves after a handshake.
+        last = Signal(range(n), init=n - 1)
+        grant = Signal(range(n))
+        locked = Signal()
+        held = Signal(range(n))
+        with m.If(locked):
+            m.d.comb += grant.eq(held)
+        with m.Else():
+            valids = Array(c.valid for c in self.client_req)
+            # Scan clients in order last+1, last+2, ..., last (later matches win, so
+            # walk the ring backwards).
+            for offset in reversed(range(1, n + 1)):
+                idx = Signal(range(n), name=f"rr_candidate_{offset}")
+                m.d.comb += idx.eq((last + offset) % n)
+                with m.If(valids[idx]):
+                    m.d.comb += grant.eq(idx)
+
+        with m.Switch(grant):
+            for i in range(n):
+                with m.Case(i):
+                    m.d.comb += [
+                        self.mem_req.valid.eq(self.client_req[i].valid),
+                        self.mem_req.payload.eq(self.client_req[i].payload),
+                    ]
+        m.d.comb += self.mem_req.payload.id.eq(grant)
+        for i in range(n):
+            m.d.comb += self.client_req[i].ready.eq((grant == i) & self.mem_req.ready)
+        with m.If(self.mem_req.valid & ~self.mem_req.ready):
+            m.d.sync += [locked.eq(1), held.eq(grant)]
+        with m.If(self.mem_req.valid & self.mem_req.ready):
+            m.d.sync += [locked.eq(0), last.eq(grant)]
+
+        # Responses go back to the client named by the id.
+        for i in range(n):
+            m.d.comb += [
+                self.client_resp[i].payload.eq(self.mem_resp.payload),
+                self.client_resp[i].valid.eq(self.mem_resp.valid & (self.mem_resp.payload.id == i)),
+            ]
+        with m.Switch(self.mem_resp.payload.id):
+            for i in range(n):
+                with m.Case(i):
+                    m.d.comb += self.mem_resp.ready.eq(self.client_resp[i].ready)
+        return m
