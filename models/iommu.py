@@ -374,6 +374,11 @@ class IOMMU:
         queue.csr = csr
         self._update_interrupts()
 
+    def _write_iommu_qosid(self, value: int) -> None:
+        # [ext] RCID/MCID WARL: the model keeps the full 12 bits of each (§8.12).
+        self.iommu_qosid = (IommuQosid.RCID.put(IommuQosid.RCID.get(value))
+                            | IommuQosid.MCID.put(IommuQosid.MCID.get(value)))
+
     # ----------------------------------------------------- interrupts (§8.9)
     def _write_ipsr(self, value: int) -> None:
         pending = Ipsr.CIP.mask | Ipsr.FIP.mask | Ipsr.PMIP.mask
@@ -427,7 +432,7 @@ class IOMMU:
 
     def _update_interrupts(self) -> None:
         """Set cip / fip / pip while their queue conditions hold (§8.9)."""
-        cq_sources = self.cq.csr & (self.cq.csr_bits.rw1c)  # errors and fence_w_ip
+        cq_sources = self.cq.csr & self.cq.csr_bits.rw1c  # errors and fence_w_ip
         if Cqcsr.CIE.get(self.cq.csr) and cq_sources:
             self._set_pending(Ipsr.CIP)
         if Fqcsr.FIE.get(self.fq.csr) and self.fq.csr & self.fq.csr_bits.errors:
