@@ -1,0 +1,125 @@
+"""A small fully associative tag cache: the device-context and process-context caches.
+
+The context fetch keeps two instances: device contexts tagged by ``device_id`` and
+process contexts tagged by ``(device_id, process_id)`` (§10.1). Both are invalidated by
+IODIR commands that name some tag fields and leave others as wildcards, so the
+invalidation port takes a *mask* of tag bits that must match.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+
+class ContextCache(wiring.Component):
+    """``entries`` (tag, data) pairs, looked up by tag, filled round-robin.
+
+    Lookup (registered, one cycle): the tag on ``lookup_tag`` is compared with every
+    valid entry in a cycle where ``lookup_en`` is 1; the one-hot match vector is
+    registered, and in the *next* cycle ``hit`` and ``data`` reflect it. ``data`` is
+    an AND-OR select of the registered one-hot vector (no priority chain). ``hit``
+    keeps its meaning until the next ``lookup_en`` and drops to 0 as soon as the
+    matched entry is invalidated or overwritten, so a registered hit never returns
+    an entry that has gone.
+
+    Fill: in a cycle with ``fill_en``, (``fill_tag``, ``fill_data``) is written into
+    the entry already holding that tag, else the lowest free entry, else the entry
+    the round-robin pointer names. The caller fills only contexts that are valid
+    (V=1) and well formed: the cache never holds anything else (§10.1).
+
+    Invalidate: in a cycle with ``inval_en``, every entry whose tag equals
+    ``inval_tag`` on the bits set in ``inval_mask`` is dropped (a zero mask flushes
+    the cache). An invalidation in the same cycle as a fill also applies to the entry
+    being filled.
+    """
+
+    def __init__(self, tag_shape, data_shape, entries: int):
+        if not isinstance(entries, int) or not 1 <= entries <= 64:
+            raise ValueError(f"entries must be an integer in 1..64, not {entries!r}")
+        self.tag_shape, self.data_shape, self.entries = tag_shape, data_shape, entries
+        super().__init__({
+            "lookup_en": In(1),
+            "lookup_tag": In(tag_shape),
+            "hit": Out(1),
+            "data": Out(data_shape),
+            "fill_en": In(1),
+            "fill_tag": In(tag_shape),
+            "fill_data": In(data_shape),
+            "inval_en": In(1),
+            "inval_tag": In(tag_shape),
+            "inval_mask": In(tag_shape),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.entries
+        tag_width = Shape.cast(self.tag_shape).width
+        data_width = Shape.cast(self.data_shape).width
+
+        valid = Signal(n)
+        tags = [Signal(tag_width, name=f"tag{i}") for i in range(n)]
+        datas = [Signal(data_width, name=f"data{i}") for i in range(n)]
+        hit_vec = Signal(n)  # registered one-hot match of the last lookup
+
+        lookup_tag = Value.cast(self.lookup_tag)
+        fill_tag = Value.cast(self.fill_tag)
+        inval_tag = Value.cast(self.inval_tag)
+        inval_mask = Value.cast(self.inval_mask)
+
+        # ------------------------------------------------------------- lookup
+        lookup_match = Signal(n)
+        m.d.comb += lookup_match.eq(Cat((tags[i] == lookup_tag) & valid[i] for i in range(n)))
+        selected = Const(0, data_width)
+        for i in range(n):
+            selected = selected | (datas[i] & hit_vec[i].replicate(data_width))
+        m.d.comb += [
+            self.hit.eq((hit_vec & valid).any()),
+            Value.cast(self.data).eq(selected),
+        ]
+
+        # --------------------------------------------------------------- fill
+        # Victim: the entry holding this tag already, else the lowest free one, else
+        # the round-robin pointer. Fills are rare (a context miss), so the priority
+        # encoders here are off the lookup path.
+        fill_match = Signal(n)
+        m.d.comb += fill_match.eq(Cat((tags[i] == fill_tag) & valid[i] for i in range(n)))
+        rr = Signal(range(n))
+        victim = Signal(range(n))
+        m.d.comb += victim.eq(rr)
+        for i in reversed(range(n)):
+            with m.If(~valid[i]):
+                m.d.comb += victim.eq(i)
+        for i in reversed(range(n)):
+            with m.If(fill_match[i]):
+                m.d.comb += victim.eq(i)
+
+        # ------------------------------------------------------- invalidation
+        inval_match = Signal(n)
+        m.d.comb += inval_match.eq(
+            Cat(((tags[i] ^ inval_tag) & inval_mask) == 0 for i in range(n)))
+
+        # ------------------------------------------------------ state update
+        next_valid = Signal(n)
+        next_hit = Signal(n)
+        m.d.comb += [next_valid.eq(valid), next_hit.eq(hit_vec)]
+        with m.If(self.lookup_en):
+            m.d.comb += next_hit.eq(lookup_match)
+        with m.If(self.fill_en):
+            for i in range(n):
+                with m.If(victim == i):
+                    m.d.sync += [tags[i].eq(fill_tag), datas[i].eq(Value.cast(self.fill_data))]
+                    # The entry now holds another context: a pending hit on it is void,
+                    # and an invalidation this cycle is checked against the new tag.
+                    m.d.comb += [
+                        next_valid[i].eq(~self.inval_en | (((fill_tag ^ inval_tag) & inval_mask)
+                                                           != 0)),
+                        next_hit[i].eq(0),
+                    ]
+            m.d.sync += rr.eq(Mux(rr == n - 1, 0, rr + 1))
+        with m.If(self.inval_en):
+            for i in range(n):
+                with m.If(inval_match[i] & ~(self.fill_en & (victim == i))):
+                    m.d.comb += next_valid[i].eq(0)
+        m.d.sync += [valid.eq(next_valid), hit_vec.eq(next_hit)]
+        return m
+

