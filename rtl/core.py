@@ -14,7 +14,7 @@
   invalidation outlives it in a cache.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -237,7 +237,7 @@ class TranslationCore(wiring.Component):
             with m.Case(layouts.AddrType.ATS_TRANSLATION_REQUEST):
                 m.d.comb += tt.eq(arch.Ttyp.PCIE_ATS_TRANSLATION_REQUEST)
             with m.Default():
-                base = Mux_(src_req.addr_type == layouts.AddrType.TRANSLATED, 5, 1)
+                base = Mux(src_req.addr_type == layouts.AddrType.TRANSLATED, 5, 1)
                 with m.Switch(src_req.access):
                     with m.Case(layouts.Access.EXECUTE):
                         m.d.comb += tt.eq(base)

@@ -64,7 +64,10 @@ class TB:
     memory: the physical memory the RTL's walks read (the responder serves it).
     reference: a scoreboard reference; default ``EngineReference`` (the model's
     ``TranslationEngine`` on a copy of ``memory`` taken at the first ``configure``).
-    seed: seeds every random choice of the TB (default ``cocotb.RANDOM_SEED``).
+    seed: seeds every random choice of the TB (default ``cocotb.RANDOM_SEED``, which
+    cocotb derives from the run's ``COCOTB_RANDOM_SEED`` and the test's name).
+    Failure messages quote ``seed_text``: the run seed to pass to ``tb.runner.run(...,
+    seed=)`` (or ``COCOTB_RANDOM_SEED``) to replay the test exactly.
     """
 
     def __init__(self, dut, memory: Memory | None = None, *, params: IOMMUParams | None = None,
@@ -72,6 +75,9 @@ class TB:
         self.dut = dut
         self.params = params or params_from_env()
         self.seed = cocotb.RANDOM_SEED if seed is None else seed
+        run_seed = os.environ.get("COCOTB_RANDOM_SEED")
+        self.seed_text = (f"{seed}" if seed is not None or run_seed is None
+                          else f"{run_seed} (COCOTB_RANDOM_SEED)")
         self.rng = random.Random(self.seed)
         self.log = logging.getLogger("cocotb.tb")
         self.log.setLevel(logging.INFO)
@@ -83,7 +89,7 @@ class TB:
         Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
         dut.rst.value = 0
         self.loop = CycleLoop(dut.clk)
-        self.scoreboard = Scoreboard(reference, seed=self.seed, log=self.log)
+        self.scoreboard = Scoreboard(reference, seed=self.seed_text, log=self.log)
         self.driver = RequestDriver(self.loop, dut, tag_bits, on_sent=self.scoreboard.expect)
         self.responses = ResponseMonitor(self.loop, dut, tag_bits, on_response=self._response,
                                          keep=False)
@@ -95,7 +101,7 @@ class TB:
         self._last_progress = 0
         self._batch_done = None
         self.loop.start()
-        self.log.info("TB seed %d, params %s", self.seed, self.params)
+        self.log.info("TB seed %s, params %s", self.seed_text, self.params)
 
     # ------------------------------------------------------------- control
     @property
@@ -225,7 +231,7 @@ class TB:
                     f"no {what} for {stall_cycles} cycles (cycle {self.cycle}); "
                     f"{self.driver.outstanding} requests outstanding ({stuck}); "
                     f"{len(self.driver.queue)} not sent; memory requests outstanding "
-                    f"{self.responder.outstanding} (seed {self.seed})")
+                    f"{self.responder.outstanding} (seed {self.seed_text})")
         await RisingEdge(self.dut.clk)  # leave the read-only phase before anyone drives
 
     async def invalidate(self, kind: str | layouts.InvalKind = "IOTINVAL_VMA", **operands) -> None:
@@ -241,7 +247,7 @@ class TB:
         await First(done.wait(), Timer(CLOCK_PERIOD_NS * 1000, unit="ns"))
         if not done.is_set():
             raise AssertionError(f"the DUT did not accept invalidation {kind} {operands} "
-                                 f"in 1000 cycles (seed {self.seed})")
+                                 f"in 1000 cycles (seed {self.seed_text})")
         await RisingEdge(self.dut.clk)
         invalidate = getattr(self.scoreboard.reference, "invalidate", None)
         if invalidate is not None:
@@ -262,20 +268,20 @@ class TB:
         figures = self.figures()
         self.log.info("scoreboard: %d checked, %d matched, %d mismatches, %d fault reports "
                       "matched; latency min/median/max %s/%s/%s cycles; memory %s; events %s "
-                      "(seed %d)", figures["checked"], figures["matches"],
+                      "(seed %s)", figures["checked"], figures["matches"],
                       figures["mismatches"], figures["fault_reports_matched"],
                       figures["latency_min"], figures["latency_median"],
-                      figures["latency_max"], figures["memory"], figures["events"], self.seed)
+                      figures["latency_max"], figures["memory"], figures["events"], self.seed_text)
         if check:
             self._check_protocol()
             mismatches = self.scoreboard.mismatches
             if mismatches:
                 shown = "\n  ".join(mismatches[:10])
-                raise AssertionError(f"{len(mismatches)} mismatches (seed {self.seed}):\n  "
+                raise AssertionError(f"{len(mismatches)} mismatches (seed {self.seed_text}):\n  "
                                      f"{shown}")
             if self.scoreboard.pending:
                 raise AssertionError(f"{len(self.scoreboard.pending)} requests never answered "
-                                     f"(seed {self.seed})")
+                                     f"(seed {self.seed_text})")
         return figures
 
 

