@@ -142,13 +142,15 @@ class PageTableWalker(wiring.Component):
         access_fault = _by_access(access, arch.access_fault_cause)
 
         # ------------------------------------------------------- memory requests
+        # READ_PTE reads the PTE at pte_addr; UPDATE_AD swaps in PTE|A (|D for writes)
+        # if memory still holds ``pte`` (§5.5). One assignment of the whole payload
+        # keeps the constant id out of a process of its own in the Verilog.
+        mem_op = Signal(layouts.MemOp)
         m.d.comb += [
-            self.mem_req.payload.id.eq(self.mem_id),
-            self.mem_req.payload.addr.eq(pte_addr),
-            self.mem_req.payload.compare.eq(pte),
-            # A/D update value: A always, D for writes (§5.5); only meaningful for CAS.
-            self.mem_req.payload.wdata.eq(pte.as_value() | arch.PTE_A
-                                          | Mux(is_write, arch.PTE_D, 0)),
+            self.mem_req.payload.eq(layouts.mem_request(self.id_bits).const({
+                "id": self.mem_id}).as_value() | Cat(
+                C(0, self.id_bits), mem_op.as_value(), pte_addr,
+                pte.as_value() | arch.PTE_A | Mux(is_write, arch.PTE_D, 0), pte)),
             self.res.payload.eq(result),
         ]
 
@@ -262,8 +264,7 @@ class PageTableWalker(wiring.Component):
 
             with m.State("READ_PTE"):
                 # Step 1: load the PTE at a + VPN[i]*8.
-                m.d.comb += [self.mem_req.valid.eq(1),
-                             self.mem_req.payload.op.eq(layouts.MemOp.READ)]
+                m.d.comb += [self.mem_req.valid.eq(1), mem_op.eq(layouts.MemOp.READ)]
                 with m.If(self.mem_req.ready):
                     m.next = "WAIT_PTE"
 
@@ -304,8 +305,7 @@ class PageTableWalker(wiring.Component):
 
             with m.State("UPDATE_AD"):
                 # §5.5: store PTE|A(|D) only if memory still holds the PTE we checked.
-                m.d.comb += [self.mem_req.valid.eq(1),
-                             self.mem_req.payload.op.eq(layouts.MemOp.CAS)]
+                m.d.comb += [self.mem_req.valid.eq(1), mem_op.eq(layouts.MemOp.CAS)]
                 with m.If(self.mem_req.ready):
                     m.next = "WAIT_AD"
 

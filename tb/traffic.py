@@ -121,8 +121,8 @@ class RandomSystem:
                 continue
             pa = rng.randrange(0, 1 << 50, size)
             perms = dict(rng.choice(PERMS))
-            perms.update(u=rng.random() < 0.6, g=rng.random() < 0.1, a=rng.random() < 0.85,
-                         d=rng.random() < 0.6,
+            perms.update(u=rng.random() < 0.8, g=rng.random() < 0.1, a=rng.random() < 0.9,
+                         d=rng.random() < 0.7,
                          pbmt=rng.choice([0, 0, 0, 1, 2]) if self.svpbmt else 0)
             try:
                 table.map(va, pa, size, **perms)
@@ -160,10 +160,10 @@ class RandomSystem:
             for _ in range(self.processes_per_device):
                 pid = rng.getrandbits(width)
                 roll = rng.random()
-                if roll < 0.75:
+                if roll < 0.8:
                     space = self._page_table()
                     fsc = space.table.atp()
-                elif roll < 0.85:
+                elif roll < 0.9:
                     space, fsc = Space(None), 0  # Bare first stage for this process
                 else:
                     space, fsc = None, 0  # invalid process context
@@ -203,7 +203,7 @@ class RandomSystem:
     # --------------------------------------------------------------- traffic
     def _iova_in(self, space: Space | None) -> int:
         rng = self.rng
-        if space is None or space.table is None or not space.mapped or rng.random() < 0.15:
+        if space is None or space.table is None or not space.mapped or rng.random() < 0.08:
             roll = rng.random()
             if roll < 0.5:
                 return rng.getrandbits(39)

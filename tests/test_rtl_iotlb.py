@@ -535,7 +535,7 @@ def random_population(rng, n):
     region) pair is used once, regions being 2^39-byte slices of the address space."""
     requesters = [Requester(dev, 0, 0, 0) for dev in (1, 2, 3)]
     requesters += [Requester(dev, 1, pid, priv)
-                   for dev in (1, 2, 3) for pid in (5, 6) for priv in (0, 1)]
+                   for dev in (1, 2, 3) for pid in (0, 5) for priv in (0, 1)]
     slots = rng.sample([(q, region) for q in requesters for region in range(3)], n)
     population = []
     for q, region in slots:
@@ -550,7 +550,7 @@ def random_population(rng, n):
 
 
 def all_commands(rng, population):
-    """Every IOTINVAL.VMA row, both GVMA forms (with AV 0 and 1), IODIR DDT (DV 0/1), PDT."""
+    """Every IOTINVAL.VMA row, GVMA (GV and AV 0/1), IODIR.INVAL_DDT (DV 0/1) and _PDT."""
     def addr():
         t = rng.choice(population)  # an address some entries cover, often several
         base = t.vpn - t.vpn % t.pages
@@ -567,9 +567,10 @@ def all_commands(rng, population):
                               gscid=rng.choice((7, 9)), vpn=addr()))
     for dv in (0, 1):
         cmds.append(Inval(InvalKind.IODIR_INVAL_DDT, dv=dv, device_id=rng.choice((1, 2, 3))))
-    q = rng.choice([t.requester for t in population if t.requester.pv] or [Requester(1, 1, 5)])
-    cmds.append(Inval(InvalKind.IODIR_INVAL_PDT, dv=1, device_id=q.device_id,
-                      process_id=q.process_id))
+    # Process 0 of a device is not the device's requests without a process id.
+    for pid in (0, 5):
+        cmds.append(Inval(InvalKind.IODIR_INVAL_PDT, dv=1, device_id=rng.choice((1, 2, 3)),
+                          process_id=pid))
     return cmds
 
 
