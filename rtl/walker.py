@@ -18,7 +18,7 @@ The G-stage is out of scope: the core only hands over contexts whose ``gs_mode``
 Bare, so every PTE address is an SPA and ``iotval2`` is always 0.
 """
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,6 +72,25 @@ def _by_access(access, causes):
                    causes(arch.Access.READ)))
 
 
+def _pack(layout: data.StructLayout, **fields):
+    """The value of a ``layout`` struct whose every field is given, as one expression.
+
+    Driving a stream payload in one assignment (rather than field by field) keeps a
+    constant field such as the memory id from becoming an empty ``always @*`` in the
+    Verilog, which Verilator's lint rejects (ALWNEVER).
+    """
+    if set(fields) != {name for name, _ in layout}:
+        raise ValueError(f"_pack needs exactly the fields {[name for name, _ in layout]}")
+    parts = []
+    for name, f in sorted(layout, key=lambda item: item[1].offset):
+        value = Value.cast(fields[name])
+        if len(value) > f.width:
+            raise ValueError(f"{name} is {len(value)} bits wide, the field {f.width}")
+        parts.append(value.as_unsigned() if len(value) == f.width
+                     else Cat(value, C(0, f.width - len(value))))
+    return Cat(*parts)
+
+
 class PageTableWalker(wiring.Component):
     """Walks one first-stage page table per request and returns the checked leaf or a fault.
 
@@ -80,13 +99,17 @@ class PageTableWalker(wiring.Component):
                 request had no PID) and the ``context`` (``fs_mode``/``fs_ppn`` = iosatp or
                 PC.fsc, ``sade``, ``sum``). Taken only when the walker is idle.
       res:      one result per request. ``fault``=1: ``cause`` (12/13/15 page fault,
-                1/5/7 access fault, 274 data corruption) and ``iotval2``=0. Otherwise
+                1/5/7 access fault, 274 data corruption; 272 for an ``fs_mode`` this
+                walker was not built for, which the context fetch never lets through)
+                and ``iotval2``=0. Otherwise
                 ``ppn`` of the translated 4 KiB page (superpage and NAPOT low bits taken
                 from the IOVA), ``size_log2`` (12, 16, 21, 30, 39, 48), the leaf's
                 ``r w x u g pbmt`` and ``d`` as it is in memory after any update.
       mem_req:  8-byte READs of PTEs and CAS for A/D updates, always with id ``mem_id``;
                 at most one outstanding.
       mem_resp: the answer to the outstanding request; ``err`` ACCESS_FAULT or POISON.
+                Ready only while a request is outstanding; ``id`` is not checked (the
+                arbiter routes by id).
 
     ``capabilities`` (the register value) selects the schemes built (Sv39/48/57), Svpbmt,
     Svrsw60t59b and AMO_HWAD (without it SADE is treated as 0).
@@ -143,14 +166,13 @@ class PageTableWalker(wiring.Component):
 
         # ------------------------------------------------------- memory requests
         # READ_PTE reads the PTE at pte_addr; UPDATE_AD swaps in PTE|A (|D for writes)
-        # if memory still holds ``pte`` (§5.5). One assignment of the whole payload
-        # keeps the constant id out of a process of its own in the Verilog.
+        # if memory still holds ``pte`` (§5.5).
         mem_op = Signal(layouts.MemOp)
         m.d.comb += [
-            self.mem_req.payload.eq(layouts.mem_request(self.id_bits).const({
-                "id": self.mem_id}).as_value() | Cat(
-                C(0, self.id_bits), mem_op.as_value(), pte_addr,
-                pte.as_value() | arch.PTE_A | Mux(is_write, arch.PTE_D, 0), pte)),
+            self.mem_req.payload.eq(_pack(
+                layouts.mem_request(self.id_bits), id=self.mem_id, op=mem_op, addr=pte_addr,
+                wdata=pte.as_value() | arch.PTE_A | Mux(is_write, arch.PTE_D, 0),
+                compare=pte)),
             self.res.payload.eq(result),
         ]
 

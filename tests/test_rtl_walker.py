@@ -21,6 +21,7 @@ import copy
 import gc
 import os
 import random
+import subprocess
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from models.arch import Access, AtpMode, Cause, Pte
 from models.memory import AccessFault, DataCorruption, FaultKind, FrameAllocator, Memory
 from models.pagetable import PageTable
 from rtl import layouts, params
+from rtl.toolchain import VERILATOR_WAIVERS, verilator_env
 from rtl.walker import PageTableWalker
 
 WHO = "walker"
@@ -349,6 +351,17 @@ def test_verilog_conversion(caps):
                            name="walker", emit_src=False)
     for port in ("req__valid", "res__payload", "mem_req__payload", "mem_resp__ready"):
         assert port in text
+
+
+def test_verilog_passes_verilator_lint(tmp_path):
+    """The walker on its own lints clean with the project's waivers (rtl/toolchain.py)."""
+    path = tmp_path / "walker.v"
+    path.write_text(verilog.convert(PageTableWalker(id_bits=2, mem_id=1), name="walker",
+                                    emit_src=False))
+    cmd = ["verilator", "--lint-only", "-Wall", *VERILATOR_WAIVERS, "--top-module", "walker",
+           str(path)]
+    result = subprocess.run(cmd, env=verilator_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("kwargs, message", [
