@@ -91,6 +91,11 @@ def _pack(layout: data.StructLayout, **fields):
     return Cat(*parts)
 
 
+#: The walk FSM's states in declaration order: Amaranth numbers them this way in the
+#: generated Verilog (``walk_state``), and the waveform save file decodes them with it.
+WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "UPDATE_AD", "WAIT_AD", "DONE")
+
+
 class PageTableWalker(wiring.Component):
     """Walks one first-stage page table per request and returns the checked leaf or a fault.
 

@@ -253,6 +253,49 @@ class TB:
         if invalidate is not None:
             invalidate(kind, **operands)
 
+    def compare_memories(self, limit: int = 10) -> list[str]:
+        """Where the RTL's memory and the model's copy differ, dword by dword.
+
+        After the same requests both should hold the same tables, including the A/D
+        bits each set by itself (hardware A/D update, §5.5): A/D only ever go from 0
+        to 1, so the order the two sides set them in does not matter. One freedom is
+        allowed: a 64 KiB NAPOT page is 16 identical PTEs, and which of them a walk
+        reads (so which gets its A/D set) depends on what each IOTLB held; for those
+        groups only the OR of A and of D over the 16 PTEs must agree.
+        """
+        model_memory = getattr(self.scoreboard.reference, "memory", None)
+        if model_memory is None or model_memory is self.memory:
+            return []
+        ad, napot = arch.Pte.A.mask | arch.Pte.D.mask, arch.Pte.N.mask
+        out: list[str] = []
+        groups: set[int] = set()  # NAPOT groups (128-byte aligned) differing only in A/D
+        # Memory keeps its contents as 4 KiB pages; compare every page either side has.
+        for page in sorted(set(self.memory._pages) | set(model_memory._pages)):
+            rtl = self.memory._raw_read(page << 12, 4096)
+            model = model_memory._raw_read(page << 12, 4096)
+            if rtl == model:
+                continue
+            for offset in range(0, 4096, 8):
+                a = int.from_bytes(rtl[offset:offset + 8], "little")
+                b = int.from_bytes(model[offset:offset + 8], "little")
+                addr = (page << 12) + offset
+                if a == b:
+                    continue
+                if (a ^ b) & ~ad == 0 and a & b & napot:
+                    groups.add(addr & ~127)
+                    continue
+                out.append(f"memory at {addr:#x}: RTL side {a:#018x}, model side {b:#018x} "
+                           f"(differing bits {a ^ b:#x})")
+        for group in sorted(groups):
+            rtl_or = model_or = 0
+            for addr in range(group, group + 128, 8):
+                rtl_or |= self.memory.peek64(addr) & ad
+                model_or |= model_memory.peek64(addr) & ad
+            if rtl_or != model_or:
+                out.append(f"NAPOT PTEs at {group:#x}: A/D set over the group, RTL side "
+                           f"{rtl_or:#x}, model side {model_or:#x}")
+        return out[:limit]
+
     def _check_protocol(self) -> None:
         if self.responder.violations:
             raise AssertionError("memory port protocol violations:\n  "
@@ -274,6 +317,8 @@ class TB:
                       figures["latency_max"], figures["memory"], figures["events"], self.seed_text)
         if check:
             self._check_protocol()
+            for difference in self.compare_memories():
+                self.scoreboard._mismatch(difference)
             mismatches = self.scoreboard.mismatches
             if mismatches:
                 shown = "\n  ".join(mismatches[:10])

@@ -47,7 +47,7 @@ from .env import PARAMS_ENV, params_to_env
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
-SIM_BUILD = BUILD / "sim_build"
+SIM_BUILD = Path(os.environ.get("IOMMU_SIM_BUILD", BUILD / "sim_build"))
 TOPLEVEL = "iommu"
 SIMULATORS = ("verilator", "icarus")
 

@@ -28,7 +28,9 @@ from models import arch
 from models.memory import Memory
 from models.transaction import Request, Response
 
-Reference = Callable[[Request], "tuple[Response, arch.FaultRecord | None]"]
+#: ``reference(request) -> (response, record)``, or ``(response, record, reason)`` where
+#: ``reason`` says in words why the model answered so (quoted in mismatch messages).
+Reference = Callable[[Request], tuple]
 
 
 class EngineReference:
@@ -58,7 +60,7 @@ class EngineReference:
         outcome = self.engine.translate(request, self.ddtp, self.fctl)
         for event in outcome.events:
             self.events[event[0] if isinstance(event, tuple) else event] += 1
-        return outcome.response, outcome.record
+        return outcome.response, outcome.record, outcome.reason
 
     def invalidate(self, kind: str, *, gv=0, av=0, pscv=0, dv=0, gscid=0, pscid=0, vpn=0,
                    device_id=0, process_id=0) -> None:
@@ -114,6 +116,7 @@ class Expectation:
     record: arch.FaultRecord | None
     sent: int  # cycle
     index: object = None
+    reason: str = ""
 
 
 class Scoreboard:
@@ -146,8 +149,9 @@ class Scoreboard:
         if request.tag in self.pending:
             self._mismatch(f"tag {request.tag} sent again while its response is outstanding "
                            f"({describe(request)})")
-        response, record = self.reference(request)
-        self.pending[request.tag] = Expectation(request, response, record, cycle, index)
+        response, record, *reason = self.reference(request)
+        self.pending[request.tag] = Expectation(request, response, record, cycle, index,
+                                                reason[0] if reason else "")
         if record is not None:
             self.expected_records[record] += 1
             self.record_context.setdefault(record, request)
@@ -166,7 +170,8 @@ class Scoreboard:
         if diff:
             self._mismatch(f"{describe(expectation.request)} (tag {got.tag}, sent cycle "
                            f"{expectation.sent}, answered {cycle}): expected "
-                           f"{expectation.response}, got {got} [{', '.join(diff)} differ]")
+                           f"{expectation.response}, got {got} [{', '.join(diff)} differ]"
+                           + (f"; model: {expectation.reason}" if expectation.reason else ""))
         else:
             self.matches += 1
         return expectation

@@ -10,8 +10,9 @@ directory (1, 2 or 3 levels) holding a mix of devices:
 * ``invalid`` (tc.V = 0) and ``misconfigured`` (a reserved bit or an unsupported
   mode) device contexts;
 
-with random mappings (4 KiB, 64 KiB NAPOT, 2 MiB, 1 GiB; random R/W/X/U/G/A/D,
-PBMT), random DTF/SADE/DPE/SUM/ENS. ``requests(n)`` then draws requests that
+with random mappings (4 KiB, 64 KiB NAPOT, 2 MiB, 1 GiB; random R/W/X/U/A/D,
+PBMT) plus a few global (G=1) ones present identically in every table, and random
+DTF/SADE/DPE/SUM/ENS. ``requests(n)`` then draws requests that
 mostly hit mapped pages (with a hot set, so the IOTLB has hits), and also miss,
 use unknown devices and processes, other address types and every privilege.
 
@@ -37,6 +38,8 @@ PD_MODES = {"PD8": PdtpMode.PD8, "PD17": PdtpMode.PD17, "PD20": PdtpMode.PD20}
 DDT_MODES = {"1LVL": DdtpMode.LVL1, "2LVL": DdtpMode.LVL2, "3LVL": DdtpMode.LVL3}
 PERMS = [dict(r=1, w=0, x=0), dict(r=1, w=1, x=0), dict(r=0, w=0, x=1), dict(r=1, w=0, x=1),
          dict(r=1, w=1, x=1)]
+PERM_WEIGHTS = [15, 45, 5, 10, 25]
+KIND_WEIGHTS = {"first-stage": 50, "pdt": 30, "bare": 10, "invalid": 5, "misconfigured": 5}
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Device:
     space: Space | None = None  # first-stage / bare devices
     processes: dict[int, Space | None] = field(default_factory=dict)  # pdt devices
     pd_mode: PdtpMode | None = None
+    pdt: ProcessDirectory | None = None
     dc: DeviceContext | None = None
 
 
@@ -80,13 +84,22 @@ class RandomSystem:
         self.id_bits = {DdtpMode.LVL1: 6 if self.extended else 7,
                         DdtpMode.LVL2: 15 if self.extended else 16, DdtpMode.LVL3: 24}[
             self.ddt.mode]
-        kinds = kinds or (["first-stage"] * 4 + ["pdt"] * 3 + ["bare", "invalid",
-                                                                "misconfigured"])
+        weights = {k: KIND_WEIGHTS[k] for k in kinds} if kinds else KIND_WEIGHTS
+        # Global (G=1) mappings exist in every address space (Privileged spec): the same
+        # leaves in every table, so an IOTLB may answer any space from any of them.
+        # Random G=1 leaves would make the answer depend on what each cache holds.
+        self.globals = []
+        for index, size in enumerate(rng.sample([KIB4, KIB4, MIB2, GIB1], 3)):
+            # One GiB slot each, canonical in Sv39/48/57.
+            va = GIB1 * (200 + index) + rng.randrange(0, GIB1, size)
+            perms = dict(rng.choice(PERMS), u=rng.random() < 0.5, g=True, a=True, d=True)
+            self.globals.append((va, rng.randrange(0, 1 << 50, size), size, perms))
         self.devices: list[Device] = []
         used: set[int] = set()
         for _ in range(devices):
             device_id = self._new_id(used)
-            self.devices.append(self._add_device(device_id, rng.choice(kinds)))
+            kind = rng.choices(list(weights), list(weights.values()))[0]
+            self.devices.append(self._add_device(device_id, kind))
         self.hot: list[tuple[Device, int | None, int]] = []  # recent (device, pid, iova)
 
     def ddtp(self) -> int:
@@ -112,16 +125,20 @@ class RandomSystem:
         # A few regions, so mappings share intermediate tables.
         regions = [rng.randrange(0, top, GIB1), rng.randrange(0, top, GIB1),
                    (1 << 64) - top + rng.randrange(0, top, GIB1)]
+        for va, pa, size, perms in self.globals:
+            table.map(va, pa, size, **perms)
+            space.mapped.append((va, size))
         for _ in range(self.mappings_per_table):
             size = rng.choices([KIB4, KIB64, MIB2, GIB1], [60, 8 if self.napot else 0, 22, 10])[0]
             base = rng.choice(regions)
             span = GIB1 * 4 if size == GIB1 else GIB1
             va = (base + rng.randrange(0, span, size)) % (1 << 64)
-            if table._va_problem(va):
+            if table._va_problem(va) or any(va < g_va + g_size and g_va < va + size
+                                             for g_va, _, g_size, _ in self.globals):
                 continue
             pa = rng.randrange(0, 1 << 50, size)
-            perms = dict(rng.choice(PERMS))
-            perms.update(u=rng.random() < 0.8, g=rng.random() < 0.1, a=rng.random() < 0.9,
+            perms = dict(rng.choices(PERMS, PERM_WEIGHTS)[0])
+            perms.update(u=rng.random() < 0.8, g=False, a=rng.random() < 0.9,
                          d=rng.random() < 0.7,
                          pbmt=rng.choice([0, 0, 0, 1, 2]) if self.svpbmt else 0)
             try:
@@ -155,7 +172,7 @@ class RandomSystem:
         elif kind == "pdt":
             mode = rng.choice(self.pd_modes)
             pdt = ProcessDirectory(self.memory, self.alloc, mode)
-            device.pd_mode = mode
+            device.pd_mode, device.pdt = mode, pdt
             width = {PdtpMode.PD8: 8, PdtpMode.PD17: 17, PdtpMode.PD20: 20}[mode]
             for _ in range(self.processes_per_device):
                 pid = rng.getrandbits(width)
@@ -219,7 +236,7 @@ class RandomSystem:
     def request(self) -> Request:
         """One random request (``tag`` is assigned by the driver)."""
         rng = self.rng
-        access = rng.choices(list(arch.Access), [45, 40, 15])[0]
+        access = rng.choices(list(arch.Access), [50, 35, 15])[0]
         addr_type = rng.choices(list(AddrType), [94, 3, 3])[0]
         priv = rng.choice(list(Priv))
         if self.hot and rng.random() < 0.4:
@@ -227,7 +244,7 @@ class RandomSystem:
             if rng.random() < 0.3:
                 iova = (iova & ~(KIB4 - 1)) | rng.randrange(KIB4)
         else:
-            if rng.random() < 0.05:
+            if rng.random() < 0.03:
                 device = Device(rng.getrandbits(self.id_bits if rng.random() < 0.8 else 24),
                                 "unknown")
             else:
@@ -255,6 +272,44 @@ class RandomSystem:
 
     def requests(self, count: int) -> list[Request]:
         return [self.request() for _ in range(count)]
+
+    def inject_memory_errors(self, count: int) -> list[tuple[int, str, str]]:
+        """Make ``count`` dwords the IOMMU reads fail: a PTE on some walk path, a device
+        context or a process context, each an access fault or poisoned data.
+
+        Call before ``TB.configure`` so the model's copy of memory has them too.
+        Returns ``(address, kind, what)`` for the log.
+        """
+        rng = self.rng
+        candidates: list[tuple[int, str]] = []
+        for device in self.devices:
+            addr = self.ddt.dc_address(device.device_id)
+            if addr is not None:
+                candidates.append((addr + 8 * rng.randrange(self.ddt.dc_size // 8),
+                                   f"DC of device {device.device_id:#x}"))
+            if device.pdt is not None and device.processes:
+                pid = rng.choice(list(device.processes))
+                candidates.append((device.pdt.pc_address(pid) + 8 * rng.randrange(2),
+                                   f"PC of device {device.device_id:#x} process {pid:#x}"))
+            spaces = [device.space] + list(device.processes.values())
+            for space in spaces:
+                if space and space.table and space.mapped:
+                    # Not on the way to a global page: an IOTLB may answer those from
+                    # another address space's walk, so whether a request meets the
+                    # error would depend on what the caches hold.
+                    global_path = {pte for g_va, *_ in self.globals
+                                   for pte, _, _ in space.table.walk_path(g_va)}
+                    va, _ = rng.choice(space.mapped)
+                    path = [p for p in space.table.walk_path(va) if p[0] not in global_path]
+                    if path:
+                        pte, level, _ = rng.choice(path)
+                        candidates.append((pte, f"level-{level} PTE for va {va:#x}"))
+        injected = []
+        for addr, what in rng.sample(candidates, min(count, len(candidates))):
+            kind = rng.choice(["access", "poison"])
+            self.memory.inject_fault(addr, 8, kind)
+            injected.append((addr, kind, what))
+        return injected
 
     def describe(self) -> str:
         kinds = {}

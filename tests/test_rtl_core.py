@@ -32,9 +32,9 @@ def test_testbench_on_a_stub(sim):
 CORE_GROUPS = {
     "off-bare": ["ddtp_off_blocks_everything", "ddtp_bare_passes_untranslated_through"],
     "sv39": ["one_level_ddt_sv39", "invalidation_makes_table_changes_visible"],
-    "random-1lvl": ["random_traffic/system=1LVL-Sv39-PD8"],
-    "random-2lvl": ["random_traffic/system=2LVL-Sv48-PD17"],
-    "random-3lvl": ["random_traffic/system=3LVL-Sv57-PD20"],
+    "random-1lvl": ["random_traffic/system=lvl1"],
+    "random-2lvl": ["random_traffic/system=lvl2"],
+    "random-3lvl": ["random_traffic/system=lvl3"],
 }
 
 
@@ -48,6 +48,5 @@ def test_core_on_icarus():
     _need("icarus")
     runner.run("tb.tests.test_core_basic", sim="icarus",
                testcase=CORE_GROUPS["off-bare"] + ["one_level_ddt_sv39/stress=True",
-                                                   "random_traffic/system=1LVL-Sv39-PD8"
-                                                   "/stress=True"],
+                                                   "random_traffic/system=lvl1/stress=True"],
                extra_env={"IOMMU_TB_TRANSACTIONS": "200"})

@@ -88,6 +88,9 @@ async def responder_driver_monitors_scoreboard(dut, stress):
                 f"RTL-side and model-side memory differ at {addr:#x} (seed {tb.seed_text})")
     # Tags: several requests were in flight, and results come back in request order.
     assert [r.iova for r, _ in results] == [r.iova for r in requests]
+    # An invalidation drains the requests, then is transferred exactly once.
+    await tb.invalidate("IODIR_INVAL_DDT", dv=1, device_id=5)
+    assert tb.inval.transfers == 1
 
 
 @cocotb.test()
