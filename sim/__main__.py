@@ -30,7 +30,8 @@ def _parse_params(sc, items: list[str]) -> dict:
     return out
 
 
-def print_report(report, out=sys.stdout) -> None:
+def print_report(report, out=None) -> None:
+    out = out or sys.stdout
     print(f"== scenario {report.name} ==", file=out)
     width = max((len(k) for k in report.figures), default=0)
     for k, v in report.figures.items():
