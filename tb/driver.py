@@ -9,8 +9,8 @@ bounds requests in flight; ``pause`` (see ``tb.stream``) inserts random gaps.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from models.transaction import Request
 

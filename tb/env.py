@@ -319,6 +319,10 @@ class TB:
             self._check_protocol()
             for difference in self.compare_memories():
                 self.scoreboard._mismatch(difference)
+            pulses = self.events.counts.get("ev_request")
+            if pulses is not None and pulses != self.driver.transfers:
+                self.scoreboard._mismatch(f"ev_request pulsed {pulses} times for "
+                                          f"{self.driver.transfers} accepted requests")
             mismatches = self.scoreboard.mismatches
             if mismatches:
                 shown = "\n  ".join(mismatches[:10])

@@ -7,8 +7,8 @@ monitor also drives their ``ready``: ``backpressure`` is switchable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from models import arch
 from models.transaction import Response
@@ -24,7 +24,8 @@ class Stamped:
 
 
 class ResponseMonitor(StreamSink):
-    """Collects ``response`` transfers as ``models.transaction.Response``; ``on_response(resp, cycle)``."""
+    """Collects ``response`` transfers as ``models.transaction.Response``s and calls
+    ``on_response(response, cycle)`` for each."""
 
     def __init__(self, loop: CycleLoop, dut, tag_bits: int,
                  on_response: Callable[[Response, int], None] | None = None, keep: bool = True):

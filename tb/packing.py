@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
@@ -39,7 +39,7 @@ class FieldInfo:
     layout: data.Layout | None  # for nested struct/union fields
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fields_of(layout: data.Layout) -> tuple[FieldInfo, ...]:
     out = []
     for name, field in layout:

@@ -132,7 +132,7 @@ def simulation_copy(verilog: Path) -> tuple[Path, int]:
 
 def _port_control_file(verilog: Path) -> Path:
     """A Verilator control file making only the top module's ports VPI-visible."""
-    match = re.search(rf"^module {TOPLEVEL}\(([^)]*)\);", verilog.read_text(), re.M)
+    match = re.search(rf"^module {TOPLEVEL}\(([^)]*)\);", verilog.read_text(), re.MULTILINE)
     if not match:
         raise RuntimeError(f"no 'module {TOPLEVEL}(...)' header in {verilog}")
     ports = [p.strip() for p in match.group(1).split(",") if p.strip()]
@@ -240,9 +240,9 @@ def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool 
         source, _ = simulation_copy(verilog)
         runner = _get_runner(sim)
         start = time.monotonic()
-        kwargs = dict(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                      waves=waves, always=True, timescale=("1ns", "1ps"),
-                      log_file=build_dir / "build.log")
+        kwargs = {"sources": [source], "hdl_toplevel": TOPLEVEL, "build_dir": build_dir,
+                  "waves": waves, "always": True, "timescale": ("1ns", "1ps"),
+                  "log_file": build_dir / "build.log"}
         if sim == "verilator":
             kwargs["build_args"] = _verilator_build_args(waves)
             kwargs["sources"].insert(0, _port_control_file(source))
@@ -257,7 +257,7 @@ def build(params: IOMMUParams = DEFAULT, sim: str = "verilator", *, waves: bool 
         try:
             with _own_settings():
                 runner.build(**kwargs)
-        except (SystemExit, Exception) as error:
+        except (SystemExit, RuntimeError, OSError, ValueError) as error:
             log = build_dir / "build.log"
             tail = log.read_text()[-4000:] if log.exists() else ""
             raise RuntimeError(f"{sim} build of {verilog} failed: {error}\n{tail}") from None
@@ -323,6 +323,7 @@ def run(test_module: str, params: IOMMUParams = DEFAULT,
     build_dir, build_seconds = build(params, sim, waves=waves, design=design)
     cases = [testcase] if isinstance(testcase, str) else list(testcase or [])
     label = test_module.rpartition(".")[2] + ("-" + "-".join(cases) if cases else "")
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:80]
     test_dir = build_dir / "runs" / f"{label}-{os.getpid()}"
     test_dir.mkdir(parents=True, exist_ok=True)
     results_xml = test_dir / "results.xml"
@@ -379,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     except SimulationFailed as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return 1
-    print(f"{result.tests} passed on {result.sim}, seed {result.seed} (build {result.build_seconds:.1f} s, "
-          f"run {result.run_seconds:.1f} s)" + (f"; waves: {result.wave}" if result.wave else ""))
+    print(f"{result.tests} passed on {result.sim}, seed {result.seed} "
+          f"(build {result.build_seconds:.1f} s, run {result.run_seconds:.1f} s)"
+          + (f"; waves: {result.wave}" if result.wave else ""))
     return 0
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge

@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 
 from models import arch
 from models.arch import (
-    AddrType, DdtpMode, DeviceContext, Fsc, Iohgatp, PcTa, PdtpMode, Priv, ProcessContext, Ta, Tc,
+    AddrType,
+    DdtpMode,
+    DeviceContext,
+    Fsc,
+    Iohgatp,
+    PcTa,
+    PdtpMode,
+    Priv,
+    ProcessContext,
+    Ta,
+    Tc,
 )
 from models.memory import FrameAllocator, Memory
 from models.pagetable import DeviceDirectory, PageTable, ProcessDirectory
@@ -36,8 +46,8 @@ KIB4, KIB64, MIB2, GIB1 = 1 << 12, 1 << 16, 1 << 21, 1 << 30
 SCHEMES = {"Sv39": arch.SV39, "Sv48": arch.SV48, "Sv57": arch.SV57}
 PD_MODES = {"PD8": PdtpMode.PD8, "PD17": PdtpMode.PD17, "PD20": PdtpMode.PD20}
 DDT_MODES = {"1LVL": DdtpMode.LVL1, "2LVL": DdtpMode.LVL2, "3LVL": DdtpMode.LVL3}
-PERMS = [dict(r=1, w=0, x=0), dict(r=1, w=1, x=0), dict(r=0, w=0, x=1), dict(r=1, w=0, x=1),
-         dict(r=1, w=1, x=1)]
+PERMS = [{"r": 1, "w": 0, "x": 0}, {"r": 1, "w": 1, "x": 0}, {"r": 0, "w": 0, "x": 1},
+         {"r": 1, "w": 0, "x": 1}, {"r": 1, "w": 1, "x": 1}]
 PERM_WEIGHTS = [15, 45, 5, 10, 25]
 KIND_WEIGHTS = {"first-stage": 50, "pdt": 30, "bare": 10, "invalid": 5, "misconfigured": 5}
 

@@ -10,10 +10,10 @@ responder may answer them out of order) and answers with what memory said:
 * R = 1, W/X/U/G/PBMT = bits 0..5 of that dword (so every response field is exercised).
 
 A memory error makes the response a fault (cause 5 for ACCESS_FAULT, 274 for
-POISON) preceded by a fault report (ttyp = the access, iotval2 = iova >> 12). ``stub_reference`` is the matching
-reference for the scoreboard. Nothing of this is an IOMMU: it exercises packing,
-the responder (latency, reordering, CAS, errors), driver, monitors, scoreboard
-and runner before the real core exists, and keeps doing so afterwards.
+POISON) preceded by a fault report (ttyp = the access, iotval2 = iova >> 12).
+``StubReference`` is the matching reference for the scoreboard. Nothing of this is
+an IOMMU: it exercises packing, the responder (latency, reordering, CAS, errors),
+driver, monitors, scoreboard and runner without depending on the real core.
 """
 
 from amaranth.hdl import Cat, Module, Signal
@@ -21,7 +21,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from models import arch
-from models.memory import AccessFault, DataCorruption, PA_LIMIT
+from models.memory import PA_LIMIT, AccessFault, DataCorruption
 from models.transaction import Response, Status
 from rtl import layouts
 from rtl.params import IOMMUParams

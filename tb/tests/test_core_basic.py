@@ -5,7 +5,7 @@ reference model running on its own copy of the same tables; no test here compute
 an expected address. Run through pytest (``tests/test_rtl_core.py``) or directly:
 ``python -m tb.runner tb.tests.test_core_basic [--sim icarus] [--waves] [--seed N]``.
 
-The random-traffic size is ``$IOMMU_TB_TRANSACTIONS`` per test (default 1500).
+The random-traffic size is ``$IOMMU_TB_TRANSACTIONS`` per test (default 3000).
 """
 
 import os
@@ -18,11 +18,10 @@ from models.arch import AddrType, DdtpMode, DeviceContext, Priv, Ta, Tc
 from models.memory import FrameAllocator, Memory
 from models.pagetable import DeviceDirectory, PageTable
 from models.transaction import Request
-
 from tb.env import TB
 from tb.traffic import RandomSystem
 
-TRANSACTIONS = int(os.environ.get("IOMMU_TB_TRANSACTIONS", "1500"))
+TRANSACTIONS = int(os.environ.get("IOMMU_TB_TRANSACTIONS", "3000"))
 
 
 def random_plain_requests(rng: random.Random, count: int) -> list[Request]:
@@ -106,9 +105,9 @@ async def one_level_ddt_sv39(dut, stress):
 
 # Names are short identifiers so cocotb puts them in the test name (random_traffic/system=lvl1).
 SYSTEMS = {
-    "lvl1": dict(ddt_mode="1LVL", schemes=("Sv39",), pd_modes=("PD8",)),
-    "lvl2": dict(ddt_mode="2LVL", schemes=("Sv48", "Sv39"), pd_modes=("PD17",)),
-    "lvl3": dict(ddt_mode="3LVL", schemes=("Sv57", "Sv48", "Sv39"), pd_modes=("PD20", "PD8")),
+    "lvl1": {"ddt_mode": "1LVL", "schemes": ("Sv39",), "pd_modes": ("PD8",)},
+    "lvl2": {"ddt_mode": "2LVL", "schemes": ("Sv48", "Sv39"), "pd_modes": ("PD17",)},
+    "lvl3": {"ddt_mode": "3LVL", "schemes": ("Sv57", "Sv48", "Sv39"), "pd_modes": ("PD20", "PD8")},
 }
 
 

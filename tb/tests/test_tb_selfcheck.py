@@ -14,7 +14,6 @@ import cocotb
 from models import arch
 from models.memory import Memory
 from models.transaction import Request
-
 from tb.env import TB
 from tb.tests.stub_core import StubReference
 

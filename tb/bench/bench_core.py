@@ -1,0 +1,130 @@
+"""Cycle measurements of the translation core (run by ``make bench`` through sim/bench.py).
+
+Every response is still judged by the scoreboard; the figures are cycles counted
+in simulation, written as JSON to ``$BENCH_OUT``:
+
+* hit latency: cycles from a request's handshake to its response, page in the IOTLB;
+* hit throughput: back-to-back requests to IOTLB-resident pages, responses per cycle;
+* walk cycles for Sv39/Sv48/Sv57 with a fixed memory latency, and per level;
+* miss throughput: requests to distinct pages (every one a walk) with a slow memory,
+  translations per cycle, for the ``walkers`` this build has.
+"""
+
+import json
+import os
+
+import cocotb
+
+from models import arch
+from models.arch import DdtpMode, DeviceContext, Ta, Tc
+from models.memory import FrameAllocator, Memory
+from models.pagetable import DeviceDirectory, PageTable
+from models.transaction import Request
+from tb.env import TB
+
+MEM_LATENCY = int(os.environ.get("BENCH_MEM_LATENCY", "10"))
+HITS = int(os.environ.get("BENCH_HITS", "2000"))
+MISSES = int(os.environ.get("BENCH_MISSES", "256"))
+DEVICES = {0x11: arch.SV39, 0x12: arch.SV48, 0x13: arch.SV57}
+PAGES = 1024  # 4 KiB pages mapped per device
+
+
+def build_system(memory: Memory) -> DeviceDirectory:
+    alloc = FrameAllocator(memory, base=0x8000_0000, size=1 << 30)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=False)
+    for device_id, scheme in DEVICES.items():
+        table = PageTable(memory, alloc, scheme)
+        table.map_range(0x4000_0000, 0x2_0000_0000 + device_id * (PAGES << 12), PAGES << 12,
+                        r=True, w=True, a=True, d=True)
+        ddt.install(device_id, DeviceContext(tc=Tc.V.put(1), ta=Ta.PSCID.put(device_id),
+                                             fsc=table.atp()))
+    return ddt
+
+
+class Timing:
+    """Send and answer cycles per tag, hooked onto the scoreboard."""
+
+    def __init__(self, tb: TB):
+        self.sent, self.answered = [], []
+        expect, check = tb.scoreboard.expect, tb.scoreboard.check
+
+        def on_expect(index, request, cycle):
+            self.sent.append(cycle)
+            expect(index, request, cycle)
+
+        def on_check(response, cycle):
+            self.answered.append(cycle)
+            return check(response, cycle)
+
+        tb.scoreboard.expect, tb.scoreboard.check = on_expect, on_check
+
+    def clear(self):
+        self.sent.clear()
+        self.answered.clear()
+
+    def throughput(self) -> float:
+        return len(self.answered) / (max(self.answered) - min(self.sent))
+
+
+def request(device_id: int, page: int) -> Request:
+    return Request(device_id=device_id, iova=0x4000_0000 + (page << 12) + 0x10,
+                   access=arch.Access.READ)
+
+
+async def flush_iotlb(tb: TB) -> None:
+    # IOTINVAL.VMA GV=0 AV=0 PSCV=0: every host entry (§10.2); contexts stay cached.
+    await tb.invalidate("IOTINVAL_VMA")
+
+
+@cocotb.test()
+async def bench(dut):
+    memory = Memory(log=False)
+    ddt = build_system(memory)
+    tb = TB(dut, memory)
+    await tb.reset()
+    tb.configure(ddt.ddtp())
+    tb.responder.latency = MEM_LATENCY
+    timing = Timing(tb)
+    out = {"walkers": tb.params.walkers, "iotlb_entries": tb.params.iotlb_entries,
+           "mem_latency": MEM_LATENCY}
+
+    # Warm the context caches and the IOTLB with 8 pages of the Sv39 device.
+    await tb.translate_all([request(0x11, p) for p in range(8)])
+    for device_id in DEVICES:
+        await tb.translate(request(device_id, 0))
+
+    # Hit latency and throughput.
+    timing.clear()
+    await tb.translate(request(0x11, 3))
+    out["hit_latency_cycles"] = timing.answered[0] - timing.sent[0]
+    timing.clear()
+    await tb.translate_all([request(0x11, i % 8) for i in range(HITS)])
+    out["hit_throughput_per_cycle"] = round(timing.throughput(), 4)
+
+    # One walk per scheme, contexts cached, IOTLB cold.
+    walks = {}
+    for device_id, scheme in DEVICES.items():
+        await flush_iotlb(tb)
+        timing.clear()
+        await tb.translate(request(device_id, 100))
+        walks[scheme.name] = timing.answered[0] - timing.sent[0]
+    out["walk_cycles"] = walks
+    out["walk_cycles_per_level"] = walks["Sv48"] - walks["Sv39"]
+    out["walk_overhead_per_level"] = out["walk_cycles_per_level"] - MEM_LATENCY
+
+    # Miss throughput: distinct pages, every request walks.
+    await flush_iotlb(tb)
+    timing.clear()
+    await tb.translate_all([request(0x11, 16 + i) for i in range(MISSES)])
+    out["miss_throughput_per_cycle"] = round(timing.throughput(), 4)
+    out["miss_latency_mean_cycles"] = round(
+        sum(a - s for a, s in zip(timing.answered, timing.sent)) / MISSES, 1)
+
+    figures = tb.report()
+    out["checked"] = figures["checked"]
+    out["mismatches"] = len(tb.scoreboard.mismatches)
+    path = os.environ.get("BENCH_OUT")
+    if path:
+        with open(path, "w") as f:
+            json.dump(out, f, indent=2)
+    tb.log.info("bench: %s", out)
