@@ -376,7 +376,10 @@ class TranslationCore(wiring.Component):
                             slot_resp[i].tag.eq(q.tag),
                             slot_resp[i].fault.eq(res.fault),
                             slot_resp[i].cause.eq(Mux_(res.fault, res.cause)),
-                            slot_resp[i].spa.eq(Mux_(~res.fault, Cat(q.iova[0:12], res.ppn))),
+                            # First stage Bare: SPA = IOVA, all 64 bits (the walker's ppn
+                            # holds only PAS bits).
+                            slot_resp[i].spa.eq(Mux_(~res.fault, Mux(
+                                slot_ctx[i].fs_mode == 0, q.iova, Cat(q.iova[0:12], res.ppn)))),
                             slot_resp[i].size_log2.eq(Mux_(~res.fault, res.size_log2)),
                             slot_resp[i].r.eq(~res.fault & res.r),
                             slot_resp[i].w.eq(~res.fault & res.w),
@@ -388,8 +391,10 @@ class TranslationCore(wiring.Component):
                             # Walk faults are translation faults: DTF suppresses them all.
                             slot_report[i].eq(res.fault & ~slot_ctx[i].dtf),
                             slot_iotval2[i].eq(res.iotval2),
-                            slot_fill[i].eq(~res.fault & ~slot_stale[i]
-                                            & ~(self.inval.valid)),
+                            # An identity beyond PAS does not fit an IOTLB entry: not cached.
+                            slot_fill[i].eq(~res.fault & ~slot_stale[i] & ~self.inval.valid
+                                            & ~((slot_ctx[i].fs_mode == 0)
+                                                & q.iova[layouts.PA_BITS:].any())),
                         ]
                 with m.Case(SlotState.DONE):
                     with m.If(take_slot & (winner == i)):

@@ -67,7 +67,9 @@ def translation_response(tag_bits: int) -> data.StructLayout:
         "tag": unsigned(tag_bits),
         "fault": unsigned(1),
         "cause": unsigned(CAUSE_BITS),  # valid when fault
-        "spa": unsigned(PA_BITS),  # valid when not fault
+        # Valid when not fault. 64 bits: a Bare stage passes the whole IOVA through
+        # (SPA = IOVA, §1.4 step 2); PMA/PMP checks on it belong to the bridge (§1.1).
+        "spa": unsigned(IOVA_BITS),
         "size_log2": unsigned(6),  # translation size: 12 (4 KiB), 16 (64 KiB NAPOT), 21, 30, 39, 48
         "r": unsigned(1), "w": unsigned(1), "x": unsigned(1),
         "u": unsigned(1), "g": unsigned(1),

@@ -189,6 +189,9 @@ class TB:
         fault reports the model expects; return ``(request_with_tag, rtl_response)``
         in request order. Fails if the DUT answers nothing for ``stall_cycles``."""
         requests = list(requests)
+        if requests and self.scoreboard.reference is None:
+            raise RuntimeError("call tb.configure(ddtp, fctl) before sending requests: it "
+                               "programs the DUT and creates the reference model")
         self.driver.max_outstanding = max_outstanding
         self.scoreboard.results = {}
         self._batch_done = cocotb.triggers.Event()

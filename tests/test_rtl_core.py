@@ -35,6 +35,7 @@ CORE_GROUPS = {
     "random-1lvl": ["random_traffic/system=lvl1"],
     "random-2lvl": ["random_traffic/system=lvl2"],
     "random-3lvl": ["random_traffic/system=lvl3"],
+    "memory-errors": ["random_traffic_memory_errors"],
 }
 
 

@@ -56,7 +56,8 @@ class Timing:
             self.answered.append(cycle)
             return check(response, cycle)
 
-        tb.scoreboard.expect, tb.scoreboard.check = on_expect, on_check
+        # The driver holds its callback; the TB looks the scoreboard's check up per response.
+        tb.driver.on_sent, tb.scoreboard.check = on_expect, on_check
 
     def clear(self):
         self.sent.clear()

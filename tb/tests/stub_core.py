@@ -118,7 +118,7 @@ class MemoryEchoCore(wiring.Component):
                 r = self.response.payload
                 m.d.comb += r.tag.eq(q.tag)
                 with m.If(err[i] == layouts.MemErr.OK):
-                    m.d.comb += [r.spa.eq(rdata[i]), r.size_log2.eq(12), r.r.eq(1),
+                    m.d.comb += [r.spa.eq(rdata[i][:56]), r.size_log2.eq(12), r.r.eq(1),
                                  Cat(r.w, r.x, r.u, r.g, r.pbmt).eq(rdata[i])]
                 with m.Else():
                     m.d.comb += [r.fault.eq(1),
