@@ -13,7 +13,7 @@ JOBS        ?= 2
 REGRESS_N   ?= 100000
 export SIM
 
-.PHONY: all install sim test regress verilog lint waves bench synth clean help
+.PHONY: all install sim test regress verilog lint waves wave-demo bench synth clean help
 
 all: test
 
@@ -23,6 +23,7 @@ help:
 	@echo "make regress [REGRESS_N=100000] [SEED=n]        long random differential run"
 	@echo "make verilog [PRESET=small|default|large]       write build/iommu.v"
 	@echo "make lint                                       Verilator lint of build/iommu.v"
+	@echo "make wave-demo                                  record one miss and some hits (FST)"
 	@echo "make waves                                      open the last waveform in GTKWave"
 	@echo "make bench                                      measure model and RTL performance"
 	@echo "make synth                                      ECP5 area/Fmax estimates (yowasp)"
@@ -52,8 +53,12 @@ lint: verilog
 
 waves: $(STAMP)
 	@f=$$(cat build/last_wave.txt 2>/dev/null); \
-	 if [ -z "$$f" ]; then echo "no waveform yet: run 'make sim' or a test with WAVES=1 first"; exit 1; fi; \
-	 echo "gtkwave $$f sim/waves/core.gtkw"; gtkwave "$$f" sim/waves/core.gtkw
+	 if [ -z "$$f" ]; then echo "no waveform yet: run 'make wave-demo' or WAVES=1 make test first"; exit 1; fi; \
+	 $(PY) -m sim.waves "$$f" build/last_wave.gtkw >/dev/null && \
+	 echo "gtkwave $$f build/last_wave.gtkw" && gtkwave "$$f" build/last_wave.gtkw
+
+wave-demo: $(STAMP)
+	$(PY) -m tb.runner tb.tests.test_core_basic --waves --testcase waveform_hit_and_miss
 
 bench: $(STAMP)
 	$(PY) -m sim.bench

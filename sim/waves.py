@@ -23,48 +23,33 @@ from pathlib import Path
 # (group, [(signal pattern relative to the top scope, format, filter enum)])
 # Formats: "bin" for 1-bit controls, "hex" for vectors, "enum" for decoded states.
 GROUPS = [
-    ("Clock and reset", [("clk", "bin", None), ("rst", "bin", None)]),
+    ("Clock", [("clk", "bin", None), ("rst", "bin", None)]),
     ("Request", [
         ("request__valid", "bin", None), ("request__ready", "bin", None),
         ("request__payload.tag", "hex", None), ("request__payload.device_id", "hex", None),
-        ("request__payload.pv", "bin", None), ("request__payload.process_id", "hex", None),
         ("request__payload.iova", "hex", None),
         ("request__payload.access", "enum", "Access"),
     ]),
     ("IOTLB", [
         ("iotlb.result__valid", "bin", None), ("iotlb.result__payload.hit", "bin", None),
-        ("iotlb.result__payload.ppn", "hex", None),
-        ("iotlb.fill__valid", "bin", None), ("iotlb.fill__payload.ppn", "hex", None),
-        ("iotlb.inval__valid", "bin", None),
+        ("iotlb.fill__valid", "bin", None), ("iotlb.inval__valid", "bin", None),
     ]),
     ("Response", [
-        ("response__valid", "bin", None), ("response__ready", "bin", None),
-        ("response__payload.tag", "hex", None), ("response__payload.fault", "bin", None),
-        ("response__payload.cause", "dec", None), ("response__payload.spa", "hex", None),
-        ("response__payload.size_log2", "dec", None),
-    ]),
-    ("Fault reports", [
-        ("fault__valid", "bin", None), ("fault__payload.cause", "dec", None),
-        ("fault__payload.iotval", "hex", None),
+        ("response__valid", "bin", None), ("response__payload.tag", "hex", None),
+        ("response__payload.fault", "bin", None), ("response__payload.cause", "dec", None),
+        ("response__payload.spa", "hex", None), ("fault__valid", "bin", None),
     ]),
     ("Miss slots", [(r"slot\d+_state", "enum", "SlotState")]),
     ("Context fetch", [
         ("context_fetch.req__valid", "bin", None), ("context_fetch.res__valid", "bin", None),
-        ("context_fetch.res__payload.fault", "bin", None),
-        ("context_fetch.res__payload.cause", "dec", None),
         ("context_fetch.ddt_walk", "bin", None), ("context_fetch.pdt_walk", "bin", None),
     ]),
-    ("Walkers", [
-        (r"walker\d+\.walk_state", "enum", "WalkerState"),
-        (r"walker\d+\.req__valid", "bin", None),
-        (r"walker\d+\.res__valid", "bin", None),
-    ]),
+    ("Walkers", [(r"walker\d+\.walk_state", "enum", "WalkerState")]),
     ("Memory port", [
-        ("mem_req__valid", "bin", None), ("mem_req__ready", "bin", None),
-        ("mem_req__payload.id", "dec", None), ("mem_req__payload.op", "enum", "MemOp"),
-        ("mem_req__payload.addr", "hex", None),
+        ("mem_req__valid", "bin", None), ("mem_req__payload.id", "dec", None),
+        ("mem_req__payload.op", "enum", "MemOp"), ("mem_req__payload.addr", "hex", None),
         ("mem_resp__valid", "bin", None), ("mem_resp__payload.id", "dec", None),
-        ("mem_resp__payload.err", "enum", "MemErr"), ("mem_resp__payload.rdata", "hex", None),
+        ("mem_resp__payload.rdata", "hex", None),
     ]),
 ]
 

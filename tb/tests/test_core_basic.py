@@ -171,3 +171,28 @@ async def invalidation_makes_table_changes_visible(dut):
     (_, after), = await tb.translate_all([request])
     tb.report()  # the model says where the new mapping goes; here only: it moved
     assert before[-1][1].ok and after.ok and after.spa != before[-1][1].spa, (before, after)
+
+
+@cocotb.test()
+async def waveform_hit_and_miss(dut):
+    """A short story for the waveform: a miss (context fetch, 3-level walk), then hits on
+    the same page that overtake a second miss. ``python -m tb.runner tb.tests.test_core_basic
+    --waves --testcase waveform_hit_and_miss`` then ``make waves``."""
+    memory = Memory()
+    alloc = FrameAllocator(memory)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL2, extended=False)
+    table = PageTable(memory, alloc, arch.SV39)
+    table.map(0x4000_0000, 0x9_0000_0000)
+    table.map(0x4000_1000, 0x9_0007_0000)
+    ddt.install(0x42, DeviceContext(tc=Tc.V.put(1), ta=Ta.PSCID.put(7), fsc=table.atp()))
+    tb = TB(dut, memory)
+    await tb.reset()
+    tb.configure(ddt.ddtp())
+    tb.responder.latency = 4
+    first = Request(device_id=0x42, iova=0x4000_0010, access=arch.Access.READ)
+    await tb.translate_all([first])  # miss: DDT walk, DC, then 3 PTE reads
+    second_page = Request(device_id=0x42, iova=0x4000_1020, access=arch.Access.WRITE)
+    hits = [Request(device_id=0x42, iova=0x4000_0100 + 8 * i) for i in range(6)]
+    results = await tb.translate_all([second_page] + hits)  # hits answer before the miss
+    tb.report()
+    assert all(r.ok for _, r in results)
