@@ -63,7 +63,7 @@ def rtl_bench(walkers: int, sim: str) -> dict:
     path = OUT / f"rtl_walkers{walkers}.json"
     path.unlink(missing_ok=True)
     run("tb.bench.bench_core", params=replace(DEFAULT, walkers=walkers), sim=sim,
-        extra_env={"BENCH_OUT": str(path.resolve())})
+        extra_env={"BENCH_OUT": str(path.resolve()), "COCOTB_LOG_LEVEL": "WARNING"})
     return json.loads(path.read_text())
 
 
