@@ -1061,7 +1061,7 @@ class TranslationEngine:
                 return False
             return not av or entry.covers(addr)
 
-        pass
+        self._drop(victim)
 
     def iotinval_gvma(self, gv: bool, av: bool, gscid: int, addr: int) -> None:
         """IOTINVAL.GVMA: drop G-stage-derived translations.
