@@ -49,8 +49,8 @@ Choices this implementation makes where the spec leaves one (also listed in
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import arch
 from .arch import (
@@ -69,8 +69,8 @@ from .arch import (
     Ddtp,
     DdtpMode,
     DeviceContext,
-    Fctl,
     FaultRecord,
+    Fctl,
     Fsc,
     HpmEvent,
     Iohgatp,
@@ -90,8 +90,13 @@ from .arch import (
 from .memory import AccessFault, DataCorruption, Memory
 from .transaction import Request, Response, Status
 
-__all__ = ["EngineConfig", "MrifTarget", "Outcome", "TranslationEngine",
-           "IMPLEMENTATION_CHOICES"]
+__all__ = [
+    "IMPLEMENTATION_CHOICES",
+    "EngineConfig",
+    "MrifTarget",
+    "Outcome",
+    "TranslationEngine",
+]
 
 # Names of the engine's implicit accesses in the memory access log.
 WHO_DDT = "iommu.ddt"

@@ -14,35 +14,6 @@ import dataclasses
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from models import arch
-from models.arch import (
-    SV39,
-    SV39X4_SCHEME,
-    SV48,
-    SV57,
-    Access,
-    AddrType,
-    AtpMode,
-    Cause,
-    DdtpMode,
-    DeviceContext,
-    Fctl,
-    Fsc,
-    HpmEvent,
-    MsiPte,
-    PcTa,
-    PdtpMode,
-    Priv,
-    ProcessContext,
-    Pte,
-    Ta,
-    Tc,
-)
-from models.memory import Memory
-from models.pagetable import MsiPageTable, ProcessDirectory
-from models.transaction import Status
-from models.translate import WHO_DDT, EngineConfig, MrifTarget, TranslationEngine
 from translate_env import (
     BASE_CAPS,
     CAPS,
@@ -56,12 +27,38 @@ from translate_env import (
     Env,
     gpa_to_spa,
     gs_atp,
-    leaf,
+    pointer,
     record,
 )
 
+from models import arch
+from models.arch import (
+    SV39,
+    SV39X4_SCHEME,
+    SV48,
+    SV57,
+    Access,
+    AddrType,
+    Cause,
+    DdtpMode,
+    DeviceContext,
+    Fctl,
+    HpmEvent,
+    PcTa,
+    PdtpMode,
+    Priv,
+    ProcessContext,
+    Pte,
+    Ta,
+    Tc,
+)
+from models.memory import Memory
+from models.pagetable import MsiPageTable, ProcessDirectory
+from models.transaction import Status
+from models.translate import WHO_DDT, EngineConfig, MrifTarget, TranslationEngine
+
 ATS_CAPS = arch.capabilities_value(ats=True, t2gpa=True)
-NO_CACHES = dict(ddt_cache_entries=0, pdt_cache_entries=0, iotlb_entries=0)
+NO_CACHES = {"ddt_cache_entries": 0, "pdt_cache_entries": 0, "iotlb_entries": 0}
 
 
 def host(env: Env, scheme=SV39, *, tc: int = 0, pscid: int = PSCID, device_id: int = DID):
@@ -450,7 +447,7 @@ def test_ats_translation_request_grants_what_the_tables_allow():
 
 
 def test_ats_with_t2gpa_returns_the_gpa_and_translated_requests_use_the_g_stage():
-    env, gs, fs = ats_env()
+    env, _gs, fs = ats_env()
     dc = env.ddt.read(DID)
     env.install(dataclasses.replace(dc, tc=dc.tc | Tc.T2GPA.mask))
     fs.map(0x7000, 0x1_0000_0000)
@@ -550,6 +547,29 @@ def test_process_context_cache_until_iodir_inval_pdt():
     env.engine.iodir_inval_pdt(DID, 7)
     env.engine.iotinval_vma(False, False, True, 0, 0, 0)
     assert env.translate(0x1000, pid=7).response.cause == Cause.PDT_ENTRY_NOT_VALID
+
+
+def test_iodir_inval_ddt_drops_the_process_contexts_of_the_device():
+    # §10.3: a non-leaf PDT entry change is invalidated with IODIR.INVAL_DDT DV=1 DID,
+    # which drops every cached PC of the device (IODIR.INVAL_PDT would not reach it).
+    env = Env()
+    pt_a, pt_b = env.page_table(SV39), env.page_table(SV39)
+    pt_a.map(0x1000, 0xA000)
+    pt_b.map(0x1000, 0xB000)
+    pdt = ProcessDirectory(env.memory, env.alloc, PdtpMode.PD17)
+    pdt.install(0x1_0007, ProcessContext(ta=PcTa.V.mask | PcTa.PSCID.put(1), fsc=pt_a.atp()))
+    env.install(DeviceContext(tc=TC_V | Tc.PDTV.mask, fsc=pdt.pdtp()))
+    assert ok(env.translate(0x1000, pid=0x1_0007)).spa == 0xA000
+    # Point the non-leaf entry (PDI[1] = 0x100) at a new leaf table with another PC.
+    new_leaf = env.alloc.alloc()
+    env.memory.write64(new_leaf + 7 * 16 + 8, pt_b.atp())
+    env.memory.write64(new_leaf + 7 * 16, PcTa.V.mask | PcTa.PSCID.put(2))
+    env.memory.write64(pdt.root + 0x100 * 8, pointer(new_leaf))
+    assert ok(env.translate(0x1000, pid=0x1_0007)).spa == 0xA000  # cached PC
+    env.engine.iodir_inval_pdt(DID, 0x1_0008)  # another process: no effect
+    assert ok(env.translate(0x1000, pid=0x1_0007)).spa == 0xA000
+    env.engine.iodir_inval_ddt(True, DID)
+    assert ok(env.translate(0x1000, pid=0x1_0007)).spa == 0xB000  # PSCID 2: a new tag
 
 
 def test_write_hit_on_entry_with_d_clear_rewalks_to_set_d():
@@ -776,7 +796,9 @@ def test_cached_engine_equals_cacheless_engine_after_invalidation(data):
         else:
             engine.iotinval_vma(nested, av, pscv, GSCID if nested else 0, PSCID, addr)
     elif change == "gs":
-        k = draw(st.integers(0, 3), "gs leaf")
+        # Usually a G-stage leaf that one of the first-stage mappings leads to.
+        used = sorted({(fs.mappings[va][0] - _TARGETS) >> 30 for va in mappings})
+        k = draw(st.sampled_from(used + [0, 1, 2, 3]), "gs leaf")
         _map(gs, _TARGETS + (k << 30), 1 << 30, 0x2_0000_0000 + (k << 30),
              draw(_PERMS, "gs new perms"))
         engine.iotinval_gvma(draw(st.booleans()), draw(st.booleans()), GSCID,

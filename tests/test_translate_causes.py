@@ -13,6 +13,19 @@ write; 0 otherwise).
 from __future__ import annotations
 
 import pytest
+from translate_env import (
+    CAPS,
+    GPA_BASE,
+    PSCID,
+    SPA_BASE,
+    TC_V,
+    CasRefusingMemory,
+    Env,
+    gs_atp,
+    leaf,
+    pointer,
+    record,
+)
 
 from models import arch
 from models.arch import (
@@ -26,8 +39,8 @@ from models.arch import (
     DeviceContext,
     Fsc,
     Iohgatp,
-    Msiptp,
     MsiPte,
+    Msiptp,
     PcTa,
     PdtpMode,
     Priv,
@@ -38,21 +51,6 @@ from models.arch import (
 )
 from models.memory import FaultKind
 from models.pagetable import MsiPageTable, ProcessDirectory
-from translate_env import (
-    CAPS,
-    DID,
-    GPA_BASE,
-    GSCID,
-    PSCID,
-    SPA_BASE,
-    TC_V,
-    CasRefusingMemory,
-    Env,
-    gs_atp,
-    leaf,
-    pointer,
-    record,
-)
 
 # Sv39 IOVA used by most tests: VPN[2] = 0x10, VPN[1] = 0x91, VPN[0] = 0x145, offset 0x678.
 IOVA = 0x4_1234_5678
@@ -433,7 +431,7 @@ def test_cause_23_implicit_write_for_first_stage_a_d_update():
     # SADE=1, so the update of the leaf PTE at GPA 0x8000_2000 + VPN[0]*8 = 0x8000_2A28
     # needs a G-stage write: iotval2 = 0x8000_2A28 | 0b11.
     env = Env()
-    _, fs = nested(env, tc=Tc.SADE.mask, fs_perms=dict(d=0), guest_tables_writable=False)
+    _, fs = nested(env, tc=Tc.SADE.mask, fs_perms={"d": 0}, guest_tables_writable=False)
     assert fs.walk_path(IOVA, phys=False)[-1][0] == 0x8000_2A28
     check(env.translate(IOVA, Access.WRITE),
           record(Cause.WRITE_GUEST_PAGE_FAULT, UNTRANSLATED_WRITE, iova=IOVA,
@@ -499,67 +497,67 @@ _SV39X4_ROOT = Iohgatp.MODE.put(arch.SV39X4) | Iohgatp.PPN.put(0x2000_0000 >> 12
 # Each case: (id, the §3.7 rule, capabilities, fctl, DC fields). Every DC has V=1.
 DC_MISCONFIGURATIONS = [
     ("tc_reserved_bit_12", "check 1: reserved bits in tc [23:12]", CAPS, 0,
-     dict(tc=1 << 12)),
+     {"tc": 1 << 12}),
     ("tc_reserved_bit_32", "check 1: reserved bits in tc [63:32]", CAPS, 0,
-     dict(tc=1 << 32)),
-    ("ta_reserved_bit_0", "check 1: ta [11:0] reserved", CAPS, 0, dict(ta=1)),
+     {"tc": 1 << 32}),
+    ("ta_reserved_bit_0", "check 1: ta [11:0] reserved", CAPS, 0, {"ta": 1}),
     ("ta_rcid_without_qosid", "check 1: RCID/MCID reserved when capabilities.QOSID=0",
-     CAPS, 0, dict(ta=Ta.RCID.put(1))),
-    ("fsc_reserved_bit_44", "check 1: fsc [59:44] reserved", CAPS, 0, dict(fsc=1 << 44)),
+     CAPS, 0, {"ta": Ta.RCID.put(1)}),
+    ("fsc_reserved_bit_44", "check 1: fsc [59:44] reserved", CAPS, 0, {"fsc": 1 << 44}),
     ("msiptp_reserved_bit_44", "check 1: msiptp [59:44] reserved", CAPS, 0,
-     dict(iohgatp=_SV39X4_ROOT, msiptp=1 << 44)),
+     {"iohgatp": _SV39X4_ROOT, "msiptp": 1 << 44}),
     ("msi_addr_mask_bit_52", "check 1: msi_addr_mask [63:52] reserved", CAPS, 0,
-     dict(msi_addr_mask=1 << 52)),
-    ("msi_addr_pattern_above_mgpaw", "§3.6: pattern bits [51:MGPAW-12] reserved; Sv39x4: "
-     "MGPAW=41 -> bit 29 is reserved", CAPS, 0,
-     dict(iohgatp=_SV39X4_ROOT, msi_addr_pattern=1 << 29)),
-    ("reserved_dword_7", "check 1: the reserved dword at 0x38", CAPS, 0, dict(reserved=1)),
-    ("dpe_without_pdtv", "check 12: PDTV=0 and DPE=1", CAPS, 0, dict(tc=Tc.DPE.mask)),
+     {"msi_addr_mask": 1 << 52}),
+    ("msi_addr_pattern_above_mgpaw", ("§3.6: pattern bits [51:MGPAW-12] reserved; Sv39x4: "
+     "MGPAW=41 -> bit 29 is reserved"), CAPS, 0,
+     {"iohgatp": _SV39X4_ROOT, "msi_addr_pattern": 1 << 29}),
+    ("reserved_dword_7", "check 1: the reserved dword at 0x38", CAPS, 0, {"reserved": 1}),
+    ("dpe_without_pdtv", "check 12: PDTV=0 and DPE=1", CAPS, 0, {"tc": Tc.DPE.mask}),
     ("en_ats_without_ats", "check 2: capabilities.ATS=0 and EN_ATS=1", CAPS, 0,
-     dict(tc=Tc.EN_ATS.mask)),
+     {"tc": Tc.EN_ATS.mask}),
     ("en_pri_without_ats", "check 2: capabilities.ATS=0 and EN_PRI=1", CAPS, 0,
-     dict(tc=Tc.EN_ATS.mask | Tc.EN_PRI.mask)),
+     {"tc": Tc.EN_ATS.mask | Tc.EN_PRI.mask}),
     ("t2gpa_without_en_ats", "check 3: EN_ATS=0 and T2GPA=1", _ATS_CAPS, 0,
-     dict(tc=Tc.T2GPA.mask, iohgatp=_SV39X4_ROOT)),
+     {"tc": Tc.T2GPA.mask, "iohgatp": _SV39X4_ROOT}),
     ("en_pri_without_en_ats", "check 4: EN_ATS=0 and EN_PRI=1", _ATS_CAPS, 0,
-     dict(tc=Tc.EN_PRI.mask)),
+     {"tc": Tc.EN_PRI.mask}),
     ("prpr_without_en_pri", "check 5: EN_PRI=0 and PRPR=1", _ATS_CAPS, 0,
-     dict(tc=Tc.EN_ATS.mask | Tc.PRPR.mask)),
+     {"tc": Tc.EN_ATS.mask | Tc.PRPR.mask}),
     ("t2gpa_without_capability", "check 6: capabilities.T2GPA=0 and T2GPA=1",
      arch.capabilities_value(ats=True), 0,
-     dict(tc=Tc.EN_ATS.mask | Tc.T2GPA.mask, iohgatp=_SV39X4_ROOT)),
+     {"tc": Tc.EN_ATS.mask | Tc.T2GPA.mask, "iohgatp": _SV39X4_ROOT}),
     ("t2gpa_with_bare_g_stage", "check 7: T2GPA=1 and iohgatp.MODE=Bare", _ATS_CAPS, 0,
-     dict(tc=Tc.EN_ATS.mask | Tc.T2GPA.mask)),
+     {"tc": Tc.EN_ATS.mask | Tc.T2GPA.mask}),
     ("pdtp_pd20_unsupported", "check 8: PDTV=1 and PD20 without capabilities.PD20",
      arch.capabilities_value(pd20=False), 0,
-     dict(tc=Tc.PDTV.mask, fsc=Fsc.MODE.put(PdtpMode.PD20))),
+     {"tc": Tc.PDTV.mask, "fsc": Fsc.MODE.put(PdtpMode.PD20)}),
     ("pdtp_mode_reserved", "check 8/1: pdtp.MODE 4 is reserved", CAPS, 0,
-     dict(tc=Tc.PDTV.mask, fsc=Fsc.MODE.put(4))),
+     {"tc": Tc.PDTV.mask, "fsc": Fsc.MODE.put(4)}),
     ("iosatp_mode_reserved", "check 9: iosatp.MODE 1 is reserved (SXL=0)", CAPS, 0,
-     dict(fsc=Fsc.MODE.put(1))),
+     {"fsc": Fsc.MODE.put(1)}),
     ("iosatp_mode_custom", "check 9: iosatp.MODE 14 is custom: not supported here", CAPS, 0,
-     dict(fsc=Fsc.MODE.put(14))),
+     {"fsc": Fsc.MODE.put(14)}),
     ("iosatp_sv57_unsupported", "check 10: Sv57 with capabilities.Sv57=0",
-     arch.capabilities_value(sv57=False), 0, dict(fsc=Fsc.MODE.put(AtpMode.SV57))),
+     arch.capabilities_value(sv57=False), 0, {"fsc": Fsc.MODE.put(AtpMode.SV57)}),
     ("sxl_without_gxl", "check 20: fctl.GXL=0 and not writable -> SXL must be 0", CAPS, 0,
-     dict(tc=Tc.SXL.mask)),
+     {"tc": Tc.SXL.mask}),
     ("iohgatp_mode_reserved", "check 13: iohgatp.MODE 1 reserved (GXL=0)", CAPS, 0,
-     dict(iohgatp=Iohgatp.MODE.put(1))),
+     {"iohgatp": Iohgatp.MODE.put(1)}),
     ("iohgatp_sv48x4_unsupported", "check 14: Sv48x4 without capabilities.Sv48x4",
      arch.capabilities_value(sv48x4=False), 0,
-     dict(iohgatp=Iohgatp.MODE.put(arch.SV48X4) | Iohgatp.PPN.put(0x2000_0000 >> 12))),
+     {"iohgatp": Iohgatp.MODE.put(arch.SV48X4) | Iohgatp.PPN.put(0x2000_0000 >> 12)}),
     ("msiptp_mode_reserved", "check 16: MSI_FLAT=1 and msiptp.MODE not Off/Flat", CAPS, 0,
-     dict(iohgatp=_SV39X4_ROOT, msiptp=Msiptp.MODE.put(2))),
+     {"iohgatp": _SV39X4_ROOT, "msiptp": Msiptp.MODE.put(2)}),
     ("iohgatp_root_not_16k_aligned", "check 17: iohgatp.PPN not 16 KiB aligned", CAPS, 0,
-     dict(iohgatp=Iohgatp.MODE.put(arch.SV39X4) | Iohgatp.PPN.put((0x2000_0000 >> 12) + 1))),
+     {"iohgatp": Iohgatp.MODE.put(arch.SV39X4) | Iohgatp.PPN.put((0x2000_0000 >> 12) + 1)}),
     ("sade_without_amo_hwad", "check 18: AMO_HWAD=0 and SADE=1",
-     arch.capabilities_value(amo_hwad=False), 0, dict(tc=Tc.SADE.mask)),
+     arch.capabilities_value(amo_hwad=False), 0, {"tc": Tc.SADE.mask}),
     ("gade_without_amo_hwad", "check 18: AMO_HWAD=0 and GADE=1",
-     arch.capabilities_value(amo_hwad=False), 0, dict(tc=Tc.GADE.mask)),
+     arch.capabilities_value(amo_hwad=False), 0, {"tc": Tc.GADE.mask}),
     ("sbe_differs_from_be", "checks 19/21: END=0 and SBE != fctl.BE", CAPS, 0,
-     dict(tc=Tc.SBE.mask)),
+     {"tc": Tc.SBE.mask}),
     ("msi_flat_with_bare_g_stage", "check 23: iohgatp.MODE=Bare and msiptp.MODE!=Off",
-     CAPS, 0, dict(msiptp=Msiptp.MODE.put(1) | Msiptp.PPN.put(0x2000))),
+     CAPS, 0, {"msiptp": Msiptp.MODE.put(1) | Msiptp.PPN.put(0x2000)}),
 ]
 
 

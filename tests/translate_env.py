@@ -22,8 +22,8 @@ from models.arch import (
     DeviceContext,
     FaultRecord,
     Iohgatp,
-    Pte,
     Priv,
+    Pte,
     Tc,
 )
 from models.memory import AccessFault, FrameAllocator, Memory
