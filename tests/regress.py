@@ -33,7 +33,7 @@ def one_run(name: str, cases: list[str], per_case: int, seed: int, sim: str) -> 
     start = time.monotonic()
     try:
         run("tb.tests.test_core_basic", sim=sim, seed=seed, testcase=cases,
-            extra_env={"IOMMU_TB_TRANSACTIONS": str(per_case)})
+            extra_env={"IOMMU_TB_TRANSACTIONS": str(per_case), "COCOTB_LOG_LEVEL": "WARNING"})
         error = ""
     except SimulationFailed as e:
         error = str(e).splitlines()[0] + " " + " ".join(str(e).splitlines()[1:3])
