@@ -41,6 +41,36 @@ class SlotState(enum.Enum, shape=3):
     DONE = 5  # response (and maybe fault report and IOTLB fill) ready to leave
 
 
+def core_ports(params: IOMMUParams) -> dict:
+    """The core's signature members (also used by the testbench's stand-in DUT)."""
+    tag, ids = params.tag_bits, params.mem_id_bits
+    return {
+        "ddtp": In(64),
+        "fctl": In(32),
+        "request": In(stream.Signature(layouts.translation_request(tag))),
+        "response": Out(stream.Signature(layouts.translation_response(tag))),
+        "fault": Out(stream.Signature(layouts.FaultReport)),
+        "inval": In(stream.Signature(layouts.Invalidation)),
+        "mem_req": Out(stream.Signature(layouts.mem_request(ids))),
+        "mem_resp": In(stream.Signature(layouts.mem_response(ids))),
+        "ev_request": Out(1),
+        "ev_iotlb_miss": Out(1),
+        "ev_ddt_walk": Out(1),
+        "ev_pdt_walk": Out(1),
+        "ev_fs_walk": Out(1),
+        "busy": Out(1),
+    }
+
+
+def lowest_set(m: Module, bits, n: int, name: str):
+    """Index of the lowest set bit of ``bits`` (0 when none): a fixed-priority pick."""
+    index = Signal(range(max(n, 2)), name=name)
+    for i in reversed(range(n)):
+        with m.If(bits[i]):
+            m.d.comb += index.eq(i)
+    return index
+
+
 class TranslationCore(wiring.Component):
     """IOTLB, context fetch and page-table walkers behind one request/response pair.
 
@@ -57,24 +87,7 @@ class TranslationCore(wiring.Component):
 
     def __init__(self, params: IOMMUParams = DEFAULT):
         self.params = params
-        tag = params.tag_bits
-        ids = params.mem_id_bits
-        super().__init__({
-            "ddtp": In(64),
-            "fctl": In(32),
-            "request": In(stream.Signature(layouts.translation_request(tag))),
-            "response": Out(stream.Signature(layouts.translation_response(tag))),
-            "fault": Out(stream.Signature(layouts.FaultReport)),
-            "inval": In(stream.Signature(layouts.Invalidation)),
-            "mem_req": Out(stream.Signature(layouts.mem_request(ids))),
-            "mem_resp": In(stream.Signature(layouts.mem_response(ids))),
-            "ev_request": Out(1),
-            "ev_iotlb_miss": Out(1),
-            "ev_ddt_walk": Out(1),
-            "ev_pdt_walk": Out(1),
-            "ev_fs_walk": Out(1),
-            "busy": Out(1),
-        })
+        super().__init__(core_ports(params))
 
     def elaborate(self, platform):
         m = Module()
@@ -178,18 +191,12 @@ class TranslationCore(wiring.Component):
         # Allocation: the lowest free slot takes the miss.
         free = Signal(n)
         m.d.comb += free.eq(Cat(s == SlotState.FREE for s in slot_state))
-        alloc = Signal(range(max(n, 2)))
-        for i in reversed(range(n)):
-            with m.If(free[i]):
-                m.d.comb += alloc.eq(i)
+        alloc = lowest_set(m, free, n, "alloc")
 
         # ------------------------------------------------ completion (output)
         done = Signal(n)
         m.d.comb += done.eq(Cat(s == SlotState.DONE for s in slot_state))
-        winner = Signal(range(max(n, 2)))
-        for i in reversed(range(n)):
-            with m.If(done[i]):
-                m.d.comb += winner.eq(i)
+        winner = lowest_set(m, done, n, "winner")
 
         m.submodules.fault_fifo = fault_fifo = SyncFIFOBuffered(
             width=data.Layout.cast(layouts.FaultReport).size, depth=4)
@@ -294,10 +301,7 @@ class TranslationCore(wiring.Component):
         ctx_owner = Signal(range(max(n, 2)))
         wants_ctx = Signal(n)
         m.d.comb += wants_ctx.eq(Cat(s == SlotState.CONTEXT for s in slot_state))
-        ctx_pick = Signal(range(max(n, 2)))
-        for i in reversed(range(n)):
-            with m.If(wants_ctx[i]):
-                m.d.comb += ctx_pick.eq(i)
+        ctx_pick = lowest_set(m, wants_ctx, n, "ctx_pick")
         for i in range(n):
             with m.If(ctx_pick == i):
                 q = slot_req[i]
@@ -340,10 +344,9 @@ class TranslationCore(wiring.Component):
             fs_walk_pulses.append(w.req.valid & w.req.ready & (slot_ctx[i].fs_mode != 0))
 
             with m.Switch(state):
-                with m.Case(SlotState.FREE):
-                    with m.If(take_miss & (alloc == i)):
-                        m.d.sync += [state.eq(SlotState.CONTEXT), slot_req[i].eq(r),
-                                     slot_stale[i].eq(0)]
+                with m.Case(SlotState.FREE), m.If(take_miss & (alloc == i)):
+                    m.d.sync += [state.eq(SlotState.CONTEXT), slot_req[i].eq(r),
+                                 slot_stale[i].eq(0)]
                 with m.Case(SlotState.CONTEXT):
                     with m.If(ctx.req.valid & ctx.req.ready & (ctx_pick == i)):
                         m.d.sync += state.eq(SlotState.CONTEXT_WAIT)
@@ -365,40 +368,37 @@ class TranslationCore(wiring.Component):
                             ]
                         with m.Else():
                             m.d.sync += state.eq(SlotState.WALK)
-                with m.Case(SlotState.WALK):
-                    with m.If(w.req.ready):
-                        m.d.sync += state.eq(SlotState.WALK_WAIT)
-                with m.Case(SlotState.WALK_WAIT):
-                    with m.If(w.res.valid):
-                        res = w.res.payload
-                        m.d.sync += [
-                            state.eq(SlotState.DONE),
-                            slot_resp[i].tag.eq(q.tag),
-                            slot_resp[i].fault.eq(res.fault),
-                            slot_resp[i].cause.eq(Mux_(res.fault, res.cause)),
-                            # First stage Bare: SPA = IOVA, all 64 bits (the walker's ppn
-                            # holds only PAS bits).
-                            slot_resp[i].spa.eq(Mux_(~res.fault, Mux(
-                                slot_ctx[i].fs_mode == 0, q.iova, Cat(q.iova[0:12], res.ppn)))),
-                            slot_resp[i].size_log2.eq(Mux_(~res.fault, res.size_log2)),
-                            slot_resp[i].r.eq(~res.fault & res.r),
-                            slot_resp[i].w.eq(~res.fault & res.w),
-                            slot_resp[i].x.eq(~res.fault & res.x),
-                            slot_resp[i].u.eq(~res.fault & res.u),
-                            slot_resp[i].g.eq(~res.fault & res.g),
-                            slot_resp[i].pbmt.eq(Mux_(~res.fault, res.pbmt)),
-                            slot_d[i].eq(res.d),
-                            # Walk faults are translation faults: DTF suppresses them all.
-                            slot_report[i].eq(res.fault & ~slot_ctx[i].dtf),
-                            slot_iotval2[i].eq(res.iotval2),
-                            # An identity beyond PAS does not fit an IOTLB entry: not cached.
-                            slot_fill[i].eq(~res.fault & ~slot_stale[i] & ~self.inval.valid
-                                            & ~((slot_ctx[i].fs_mode == 0)
-                                                & q.iova[layouts.PA_BITS:].any())),
-                        ]
-                with m.Case(SlotState.DONE):
-                    with m.If(take_slot & (winner == i)):
-                        m.d.sync += state.eq(SlotState.FREE)
+                with m.Case(SlotState.WALK), m.If(w.req.ready):
+                    m.d.sync += state.eq(SlotState.WALK_WAIT)
+                with m.Case(SlotState.WALK_WAIT), m.If(w.res.valid):
+                    res = w.res.payload
+                    m.d.sync += [
+                        state.eq(SlotState.DONE),
+                        slot_resp[i].tag.eq(q.tag),
+                        slot_resp[i].fault.eq(res.fault),
+                        slot_resp[i].cause.eq(Mux_(res.fault, res.cause)),
+                        # First stage Bare: SPA = IOVA, all 64 bits (the walker's ppn
+                        # holds only PAS bits).
+                        slot_resp[i].spa.eq(Mux_(~res.fault, Mux(
+                            slot_ctx[i].fs_mode == 0, q.iova, Cat(q.iova[0:12], res.ppn)))),
+                        slot_resp[i].size_log2.eq(Mux_(~res.fault, res.size_log2)),
+                        slot_resp[i].r.eq(~res.fault & res.r),
+                        slot_resp[i].w.eq(~res.fault & res.w),
+                        slot_resp[i].x.eq(~res.fault & res.x),
+                        slot_resp[i].u.eq(~res.fault & res.u),
+                        slot_resp[i].g.eq(~res.fault & res.g),
+                        slot_resp[i].pbmt.eq(Mux_(~res.fault, res.pbmt)),
+                        slot_d[i].eq(res.d),
+                        # Walk faults are translation faults: DTF suppresses them all.
+                        slot_report[i].eq(res.fault & ~slot_ctx[i].dtf),
+                        slot_iotval2[i].eq(res.iotval2),
+                        # An identity beyond PAS does not fit an IOTLB entry: not cached.
+                        slot_fill[i].eq(~res.fault & ~slot_stale[i] & ~self.inval.valid
+                                        & ~((slot_ctx[i].fs_mode == 0)
+                                            & q.iova[layouts.PA_BITS:].any())),
+                    ]
+                with m.Case(SlotState.DONE), m.If(take_slot & (winner == i)):
+                    m.d.sync += state.eq(SlotState.FREE)
             # A slot that became stale while DONE must not fill.
             with m.If(self.inval.valid & (state == SlotState.DONE)):
                 m.d.sync += slot_fill[i].eq(0)

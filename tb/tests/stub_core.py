@@ -17,13 +17,13 @@ driver, monitors, scoreboard and runner without depending on the real core.
 """
 
 from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
 from models import arch
 from models.memory import PA_LIMIT, AccessFault, DataCorruption
 from models.transaction import Response, Status
 from rtl import layouts
+from rtl.core import core_ports
 from rtl.params import IOMMUParams
 
 WRITE_PATTERN = 0x5A5A_5A5A_5A5A_5A5A
@@ -34,22 +34,7 @@ CAUSE_FOR_ERR = {layouts.MemErr.ACCESS_FAULT: arch.Cause.READ_ACCESS_FAULT,
 class MemoryEchoCore(wiring.Component):
     def __init__(self, params: IOMMUParams):
         self.params = params
-        tag, ids = params.tag_bits, params.mem_id_bits
-        super().__init__({
-            "ddtp": In(64),
-            "fctl": In(32),
-            "request": In(stream.Signature(layouts.translation_request(tag))),
-            "response": Out(stream.Signature(layouts.translation_response(tag))),
-            "fault": Out(stream.Signature(layouts.FaultReport)),
-            "inval": In(stream.Signature(layouts.Invalidation)),
-            "mem_req": Out(stream.Signature(layouts.mem_request(ids))),
-            "mem_resp": In(stream.Signature(layouts.mem_response(ids))),
-            "ev_request": Out(1),
-            "ev_iotlb_miss": Out(1),
-            "ev_ddt_walk": Out(1),
-            "ev_pdt_walk": Out(1),
-            "ev_fs_walk": Out(1),
-        })
+        super().__init__(core_ports(params))  # the same ports as the real core
 
     def elaborate(self, platform):
         m = Module()
