@@ -36,6 +36,7 @@ CORE_GROUPS = {
     "random-2lvl": ["random_traffic/system=lvl2"],
     "random-3lvl": ["random_traffic/system=lvl3"],
     "memory-errors": ["random_traffic_memory_errors"],
+    "causes": ["directed_fault_causes"],
 }
 
 

@@ -1,18 +1,23 @@
-"""PageTableWalker (rtl/walker.py) in the Amaranth simulator against a reference walk.
+"""PageTableWalker (rtl/walker.py) in the Amaranth simulator, judged by the reference model.
 
 A memory responder coroutine serves the walker's memory port from a
 ``models.memory.Memory`` (configurable latency and back-pressure, CAS semantics,
-injected access faults and poison). Every walk is also run by a reference on a copy
-of the memory taken just before; the test compares the result, the sequence of
-memory accesses (reads and CAS, by address) and the PTE words afterwards.
+injected access faults and poison). Every walk is also asked of
+``models.translate.TranslationEngine`` (the project's reference model, the judge) on a
+copy of the memory taken just before: ``expected_walk`` installs a real device
+context there (a 1LVL ``DeviceDirectory`` whose DC has iosatp = the walk's table and
+SADE as the job says; Supervisor and SUM jobs go through a PD8 ``ProcessDirectory``
+whose PC carries ENS/SUM) and sends the matching request. The test compares the
+walker's result with the engine's ``Response`` (cause, or ppn, size, r/w/x/u/g,
+pbmt; ``d`` from the leaf the engine left in memory), the walker's memory accesses
+(reads and CAS, by address) with the engine's first-stage PTE accesses, and the PTE
+words both leave behind. No expected address is written by hand.
 
-JUDGE: ``models/translate.py`` (the project's reference translation engine) did not
-exist when this was written, so ``reference_walk`` below is a small independent walk
-written from the digest (§5.3-§5.6). Once ``TranslationEngine`` lands, switch
-``expected_walk`` to it: install a DC (``models.pagetable.DeviceDirectory``, with a
-``ProcessDirectory`` for Supervisor/SUM cases) whose fsc is the table's ``atp()`` and
-compare its ``Response`` (spa, page_size, r/w/x/u/g, pbmt, cause) and the memory it
-leaves behind; keep the access-sequence check.
+Run with ``Bench(check=False)`` and their own assertions: the walker's 272 for a
+first-stage mode it was not built for (the engine, like the context fetch, refuses
+such a DC with 259), and walks racing a memory change mid-walk (the engine is
+instantaneous; the race that ends in a translation is still compared with the
+engine's walk of the table as software left it).
 """
 
 from __future__ import annotations
@@ -32,9 +37,24 @@ from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from models import arch
-from models.arch import Access, AtpMode, Cause, Pte
+from models.arch import (
+    Access,
+    AtpMode,
+    Cause,
+    DdtpMode,
+    DeviceContext,
+    Fsc,
+    PcTa,
+    PdtpMode,
+    Priv,
+    ProcessContext,
+    Pte,
+    Tc,
+)
 from models.memory import AccessFault, DataCorruption, FaultKind, FrameAllocator, Memory
-from models.pagetable import PageTable
+from models.pagetable import DeviceDirectory, PageTable, ProcessDirectory
+from models.transaction import Request
+from models.translate import WHO_FS, EngineConfig, TranslationEngine
 from rtl import layouts, params
 from rtl.toolchain import VERILATOR_WAIVERS, verilator_env
 from rtl.walker import PageTableWalker
@@ -46,7 +66,6 @@ USER, SUPERVISOR = 0, 1
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
 SZ_4K, SZ_64K, SZ_2M, SZ_1G, SZ_512G, SZ_256T = 4 * KIB, 64 * KIB, 2 * MIB, GIB, 512 * GIB, 1 << 48
 CAPS = params.rtl_capabilities()
-SCHEMES = {AtpMode.SV39: arch.SV39, AtpMode.SV48: arch.SV48, AtpMode.SV57: arch.SV57}
 V, R, W, X, U, G, A, D = (1 << i for i in range(8))
 
 
@@ -94,87 +113,90 @@ def job_for(pt: PageTable, iova: int, access=Access.READ, **kw) -> Job:
 
 
 # --------------------------------------------------------------------------- #
-# Reference: the digest's §5.3 walk, written out independently of the RTL
+# The judge: models/translate.py's TranslationEngine, given a real device context
 # --------------------------------------------------------------------------- #
-def reference_walk(memory: Memory, job: Job, caps: int = CAPS) -> Walk:
-    """One first-stage walk on ``memory`` (A/D updates are stored to it)."""
-    access = Access(job.access)
-    pf, af = arch.page_fault_cause(access), arch.access_fault_cause(access)
-    if job.fs_mode == AtpMode.BARE:
-        return Walk(0, ppn=(job.iova >> 12) & ((1 << 44) - 1), size_log2=12,
-                    r=1, w=1, x=1, u=1, g=0, d=1)
-    scheme = SCHEMES.get(job.fs_mode)
-    cap = {AtpMode.SV39: arch.Cap.SV39, AtpMode.SV48: arch.Cap.SV48,
-           AtpMode.SV57: arch.Cap.SV57}.get(job.fs_mode)
-    if scheme is None or not cap.get(caps):
-        return Walk.failed(Cause.INTERNAL_DATAPATH_ERROR)
-    svpbmt = arch.Cap.SVPBMT.get(caps)
-    sw_60_59 = arch.Cap.SVRSW60T59B.get(caps)
-    sade = job.sade and arch.Cap.AMO_HWAD.get(caps)
-    # §5.1: IOVA[63:va_bits-1] all equal.
-    upper = job.iova >> (scheme.va_bits - 1)
-    if upper not in (0, (1 << (65 - scheme.va_bits)) - 1):
-        return Walk.failed(pf)
-    table, i = job.fs_ppn << 12, scheme.levels - 1
-    for _ in range(64):  # bounded restarts after failed A/D compare-and-swaps
-        addr = table + scheme.vpn(job.iova, i) * 8
-        try:
-            pte = memory.read64(addr, who=WHO)  # step 1
-        except AccessFault:
-            return Walk.failed(af)
-        except DataCorruption:
-            return Walk.failed(Cause.PT_DATA_CORRUPTION)
-        v, r, w, x = (f.get(pte) for f in (Pte.V, Pte.R, Pte.W, Pte.X))
-        u, g, a, d = (f.get(pte) for f in (Pte.U, Pte.G, Pte.A, Pte.D))
-        n, pbmt, ppn = Pte.N.get(pte), Pte.PBMT.get(pte), Pte.PPN.get(pte)
-        reserved = Pte.RESERVED.get(pte) & (0b11111 if sw_60_59 else 0b1111111)
-        # Step 2.
-        if not v or (w and not r) or reserved or pbmt == 3 or (pbmt and not svpbmt):
-            return Walk.failed(pf)
-        if not (r or x):  # step 3: pointer
-            if a or d or u or n or pbmt or i == 0:
-                return Walk.failed(pf)
-            table, i = ppn << 12, i - 1
-            continue
-        if n and (i != 0 or ppn & 0xF != 0b1000):  # Svnapot
-            return Walk.failed(pf)
-        if i > 0 and ppn & ((1 << 9 * i) - 1):  # step 4
-            return Walk.failed(pf)
-        if job.priv == USER:  # step 5
-            if not u:
-                return Walk.failed(pf)
-        elif u and (access == Access.EXECUTE or not job.sum):
-            return Walk.failed(pf)
-        need = {Access.READ: r, Access.WRITE: w, Access.EXECUTE: x}[access]
-        if not need:  # step 6
-            return Walk.failed(pf)
-        if not a or (access == Access.WRITE and not d):  # step 7, §5.5
-            if not sade:
-                return Walk.failed(pf)
-            new = pte | A | (D if access == Access.WRITE else 0)
-            try:
-                old = memory.cas64(addr, pte, new, who=WHO)
-            except AccessFault:
-                return Walk.failed(af)
-            except DataCorruption:
-                return Walk.failed(Cause.PT_DATA_CORRUPTION)
-            if old != pte:
-                continue  # memory changed: restart this level
-            d = Pte.D.get(new)
-        # Step 8.
-        if n:
-            out_ppn, size_log2 = (ppn & ~0xF) | ((job.iova >> 12) & 0xF), 16
-        else:
-            low = (1 << 9 * i) - 1
-            out_ppn, size_log2 = (ppn & ~low) | ((job.iova >> 12) & low), 12 + 9 * i
-        return Walk(0, ppn=out_ppn, size_log2=size_log2, r=r, w=w, x=x, u=u, g=g, d=d,
-                    pbmt=pbmt)
-    raise AssertionError("reference walk restarted 64 times")
+#: Frames for the device directory (and process directory) the engine is given. They
+#: are built only in the engine's copy of memory, far from the frames ``new_table``
+#: allocates (0x8000_0000 upwards), so no page table the walker reads overlaps them.
+JUDGE_TABLES = 0x00C0_0000_0000
+JUDGE_DEVICE_ID = 0x2A  # fits a 1LVL DDT (7 bits, base-format DC)
+JUDGE_PROCESS_ID = 0x5B  # fits PD8
+#: What a walk can answer; any other cause from the engine means the job's context is
+#: one the context fetch would never hand to the walker (a bug in the test itself).
+WALKER_CAUSES = {Cause.INSTRUCTION_ACCESS_FAULT, Cause.READ_ACCESS_FAULT,
+                 Cause.WRITE_ACCESS_FAULT, Cause.INSTRUCTION_PAGE_FAULT, Cause.READ_PAGE_FAULT,
+                 Cause.WRITE_PAGE_FAULT, Cause.PT_DATA_CORRUPTION}
 
 
-def expected_walk(memory: Memory, job: Job, caps: int) -> Walk:
-    """The judge (see the module docstring: switch to models.translate when it lands)."""
-    return reference_walk(memory, job, caps)
+@dataclass
+class Judgement:
+    walk: Walk  # what the walker must answer
+    accesses: list  # (op, addr) of the engine's first-stage PTE reads and CAS, in order
+    request: Request  # what the engine was asked (quoted in failures)
+    reason: str  # the engine's words for a fault
+
+
+def judge_context(memory: Memory, job: Job, caps: int) -> tuple[Request, int]:
+    """Install, in ``memory``, a device context that hands ``job``'s context to the walk.
+
+    A 1LVL DDT with one base-format DC: iosatp = the job's table (Bare: fsc = 0) and SADE
+    as asked (only with AMO_HWAD: the walker treats SADE as 0 without it, and the context
+    fetch refuses such a DC). A Supervisor job, or one with SUM, goes through a PD8
+    process directory whose one PC (ENS=1, SUM as asked) holds the table instead.
+    Returns the request to send and ``ddtp``.
+    """
+    alloc = FrameAllocator(memory, base=JUDGE_TABLES, size=1 << 24)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=False)
+    fsc = (0 if job.fs_mode == AtpMode.BARE
+           else Fsc.MODE.put(job.fs_mode) | Fsc.PPN.put(job.fs_ppn))
+    tc = Tc.V.put(1) | Tc.SADE.put(int(bool(job.sade and arch.Cap.AMO_HWAD.get(caps))))
+    with_process = bool(job.priv == SUPERVISOR or job.sum)
+    if with_process:
+        pdt = ProcessDirectory(memory, alloc, PdtpMode.PD8)
+        pdt.install(JUDGE_PROCESS_ID, ProcessContext(
+            ta=PcTa.V.put(1) | PcTa.ENS.put(1) | PcTa.SUM.put(int(bool(job.sum))), fsc=fsc))
+        dc = DeviceContext(tc=tc | Tc.PDTV.put(1), fsc=pdt.pdtp())
+    else:
+        dc = DeviceContext(tc=tc, fsc=fsc)
+    ddt.install(JUDGE_DEVICE_ID, dc)
+    request = Request(device_id=JUDGE_DEVICE_ID, iova=job.iova, access=Access(job.access),
+                      process_id=JUDGE_PROCESS_ID if with_process else 0, pv=with_process,
+                      priv=Priv.SUPERVISOR if job.priv == SUPERVISOR else Priv.USER)
+    return request, ddt.ddtp()
+
+
+def expected_walk(memory: Memory, job: Job, caps: int) -> Judgement:
+    """Ask ``TranslationEngine`` what the walk of ``job`` must give, on ``memory``.
+
+    ``memory`` is the engine's own copy (taken just before the walk): the DDT/PDT go
+    in, and the engine's A/D updates stay in it for the comparison afterwards. A fresh
+    engine with no caches walks every table from memory.
+
+    From the engine's ``Response``: cause, or ppn (SPA >> 12: the walker carries 44 PPN
+    bits; for a Bare first stage the core takes the IOVA itself, not the walker's ppn),
+    size, r/w/x/u/g and pbmt. ``d``: the leaf's D bit in memory after the engine's walk
+    (the walker returns D as memory holds it after any update; 1 for Bare). The
+    expected accesses are the engine's first-stage PTE reads and CAS (``iommu.fs_pt``).
+    """
+    request, ddtp = judge_context(memory, job, caps)
+    engine = TranslationEngine(memory, EngineConfig(
+        capabilities=caps, ddt_cache_entries=0, pdt_cache_entries=0, iotlb_entries=0))
+    start = len(memory.log)
+    outcome = engine.translate(request, ddtp, 0)
+    accesses = [(rec.op, rec.addr) for rec in memory.log[start:] if rec.who == WHO_FS]
+    response = outcome.response
+    if not response.ok:
+        assert response.cause in WALKER_CAUSES, (
+            f"{job}: the engine answered cause {response.cause} ({outcome.reason}); a walk "
+            f"cannot, so the test gave the walker a context the core never would")
+        walk = Walk.failed(response.cause)
+    else:
+        d = Pte.D.get(memory.peek64(accesses[-1][1])) if accesses else 1
+        walk = Walk(0, ppn=(response.spa >> arch.PAGE_SHIFT) & ((1 << layouts.PPN_BITS) - 1),
+                    size_log2=response.page_size.bit_length() - 1, r=int(response.r),
+                    w=int(response.w), x=int(response.x), u=int(response.u),
+                    g=int(response.g), d=d, pbmt=response.pbmt)
+    return Judgement(walk, accesses, request, outcome.reason)
 
 
 # --------------------------------------------------------------------------- #
@@ -189,7 +211,7 @@ class Bench:
       memory accepts a request / the consumer takes a result in a given cycle.
     after_access(memory, op, addr): called after each access the responder performs
       (tests mutate memory there to race the walker).
-    check: compare every walk with the reference (False: only record).
+    check: compare every walk with the engine (False: only record).
     """
 
     caps: int = CAPS
@@ -276,6 +298,7 @@ def run_walks(memory: Memory, jobs, bench: Bench | None = None) -> list[Outcome]
             for addr, kind in job.faults:
                 memory.inject_fault(addr, 8, kind)
             memory.log.clear()
+            # The engine judges on its own copy: the walker and the engine both set A/D.
             ref_memory = copy.deepcopy(memory)
             want = expected_walk(ref_memory, job, bench.caps) if bench.check else None
 
@@ -301,16 +324,16 @@ def run_walks(memory: Memory, jobs, bench: Bench | None = None) -> list[Outcome]
             accesses = [(rec.op, rec.addr) for rec in memory.log if rec.who == WHO]
             outcomes.append(Outcome(job, got, cycles, accesses))
             if bench.check:
-                ref_accesses = [(rec.op, rec.addr) for rec in ref_memory.log if rec.who == WHO]
-                ctx_line = f"{job} {bench.rerun}"
-                assert got == want, f"{ctx_line}\n  expected {want}\n  got      {got}"
-                assert accesses == ref_accesses, (
-                    f"{ctx_line}\n  expected accesses {_fmt(ref_accesses)}\n"
+                ctx_line = (f"{job} {bench.rerun}\n  engine request: {want.request}"
+                            + (f"\n  engine: {want.reason}" if want.reason else ""))
+                assert got == want.walk, f"{ctx_line}\n  expected {want.walk}\n  got      {got}"
+                assert accesses == want.accesses, (
+                    f"{ctx_line}\n  expected accesses {_fmt(want.accesses)}\n"
                     f"  got accesses      {_fmt(accesses)}")
                 for _, addr in accesses:
                     assert memory.peek64(addr) == ref_memory.peek64(addr), (
                         f"{ctx_line}: PTE @ {addr:#x} is {memory.peek64(addr):#x} after the "
-                        f"walk, reference left {ref_memory.peek64(addr):#x}")
+                        f"walk, the engine left {ref_memory.peek64(addr):#x}")
         memory.clear_faults()
 
     sim = Simulator(dut)
@@ -489,8 +512,8 @@ def test_bits_60_59_are_ignored_with_svrsw60t59b():
     caps = CAPS | arch.Cap.SVRSW60T59B.mask
     memory, pt = new_table()
     pt.set_raw(0x7000, 0, LEAF_4K | 1 << 59 | 1 << 60)
-    out = run_one(memory, job_for(pt, 0x7000), caps=caps)
-    assert not out.got.fault and out.got.ppn == 0x12345
+    out = run_one(memory, job_for(pt, 0x7000), caps=caps)  # the engine judged the ppn
+    assert not out.got.fault
     pt.set_raw(0x7000, 0, LEAF_4K | 1 << 58)  # [58:54] stay reserved
     assert_page_fault(memory, job_for(pt, 0x7000), caps=caps)
 
@@ -553,8 +576,8 @@ def test_napot_above_level_0_faults(level):
 def test_napot_takes_low_ppn_bits_from_the_iova():
     memory, pt = new_table()
     pt.map(0x3_0000, 0x5_0000, SZ_64K)
-    out = run_one(memory, job_for(pt, 0x3_B123))
-    assert out.got.ppn == 0x5B and out.got.size_log2 == 16
+    out = run_one(memory, job_for(pt, 0x3_B123))  # the engine judged the ppn
+    assert not out.got.fault and out.got.size_log2 == 16
 
 
 # (U bit, priv, SUM, access) -> allowed, §5.4
@@ -610,7 +633,9 @@ def test_unsupported_mode_reports_internal_error():
     for mode in (AtpMode.SV57, 5):
         job = job_for(pt, 0x7000)
         job.fs_mode = mode
-        out = run_one(memory, job, caps=caps)
+        # Not judged by the engine: a DC naming such a mode is misconfigured (259) and the
+        # context fetch never hands it to the walker; 272 is the walker's own answer.
+        out = run_one(memory, job, caps=caps, check=False)
         assert out.got == Walk.failed(Cause.INTERNAL_DATAPATH_ERROR) and out.accesses == []
 
 
@@ -672,17 +697,22 @@ def race_once(trigger_op, mutate):
 def test_ad_update_retries_when_memory_changed():
     memory, pt = new_table()
     entry = pt.map(0x7000, 0x9000, a=False, d=False)
+    remapped = leaf_pte(0xBEEF0, V | R | W | U)
+    job = job_for(pt, 0x7123, Access.WRITE, sade=1)
+    # The walk must end as the engine's walk of the table as software left it.
+    after_remap = copy.deepcopy(memory)
+    after_remap.poke64(entry, remapped)
+    want = expected_walk(after_remap, job, CAPS)
 
     def mutate(mem, addr):  # after the leaf's first read: software remaps the page
         if addr != entry:
             return False
-        mem.poke64(addr, leaf_pte(0xBEEF0, V | R | W | U))
+        mem.poke64(addr, remapped)
     hook, fired = race_once(layouts.MemOp.READ, mutate)
-    out = run_walks(memory, [job_for(pt, 0x7123, Access.WRITE, sade=1)],
-                    Bench(after_access=hook, check=False))[0]
+    out = run_walks(memory, [job], Bench(after_access=hook, check=False))[0]
     assert fired == [entry]
-    assert out.got == Walk(0, ppn=0xBEEF0, size_log2=12, r=1, w=1, x=0, u=1, g=0, d=1)
-    assert memory.peek64(entry) == leaf_pte(0xBEEF0, V | R | W | U | A | D)
+    assert not want.walk.fault and out.got == want.walk, (want.walk, out.got)
+    assert memory.peek64(entry) == after_remap.peek64(entry) == remapped | A | D
     ops = [(op, addr == entry) for op, addr in out.accesses]
     assert ops == [("R", False), ("R", False), ("R", True), ("A", True), ("R", True),
                    ("A", True)], _fmt(out.accesses)

@@ -10,15 +10,30 @@ The random-traffic size is ``$IOMMU_TB_TRANSACTIONS`` per test (default 3000).
 
 import os
 import random
+from dataclasses import dataclass
 
 import cocotb
 
 from models import arch
-from models.arch import AddrType, DdtpMode, DeviceContext, Priv, Ta, Tc
+from models.arch import (
+    AddrType,
+    Ddte,
+    DdtpMode,
+    DeviceContext,
+    Fsc,
+    Iohgatp,
+    PcTa,
+    PdtpMode,
+    Priv,
+    ProcessContext,
+    Pte,
+    Ta,
+    Tc,
+)
 from models.memory import FrameAllocator, Memory
-from models.pagetable import DeviceDirectory, PageTable
+from models.pagetable import DeviceDirectory, PageTable, ProcessDirectory
 from models.transaction import Request
-from tb.env import TB
+from tb.env import TB, cause_name
 from tb.traffic import RandomSystem
 
 TRANSACTIONS = int(os.environ.get("IOMMU_TB_TRANSACTIONS", "3000"))
@@ -196,3 +211,289 @@ async def waveform_hit_and_miss(dut):
     results = await tb.translate_all([second_page] + hits)  # hits answer before the miss
     tb.report()
     assert all(r.ok for _, r in results)
+
+
+# --------------------------------------------------------------------------- #
+# Every fault cause the RTL can produce, one directed trigger each
+# --------------------------------------------------------------------------- #
+#: The causes the translation core can report (everything else needs a G-stage, MSI
+#: translation or ATS, which the RTL does not implement; 272 is never reached).
+FAULT_CAUSES_RTL_CAN_REPORT = frozenset({
+    arch.Cause.ALL_INBOUND_DISALLOWED, arch.Cause.DDT_LOAD_ACCESS_FAULT,
+    arch.Cause.DDT_ENTRY_NOT_VALID, arch.Cause.DDT_ENTRY_MISCONFIGURED,
+    arch.Cause.TRANSACTION_TYPE_DISALLOWED, arch.Cause.PDT_ENTRY_LOAD_ACCESS_FAULT,
+    arch.Cause.PDT_ENTRY_NOT_VALID, arch.Cause.PDT_ENTRY_MISCONFIGURED,
+    arch.Cause.DDT_DATA_CORRUPTION, arch.Cause.PDT_DATA_CORRUPTION,
+    arch.Cause.INSTRUCTION_ACCESS_FAULT, arch.Cause.READ_ACCESS_FAULT,
+    arch.Cause.WRITE_ACCESS_FAULT, arch.Cause.INSTRUCTION_PAGE_FAULT,
+    arch.Cause.READ_PAGE_FAULT, arch.Cause.WRITE_PAGE_FAULT, arch.Cause.PT_DATA_CORRUPTION,
+})
+
+
+@dataclass
+class Trigger:
+    """One directed request and the cause its setup is built to exercise (None: a success
+    that shows the setup around the faulty entries is sound)."""
+
+    name: str
+    request: Request
+    cause: int | None
+
+
+def cause_text(cause: int | None) -> str:
+    return "success" if cause is None else f"{int(cause)} {cause_name(cause)}"
+
+
+def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], list[Trigger],
+                                                 list[tuple[int, str, str]]]:
+    """A 2LVL DDT with one device (or process, or page) per fault trigger.
+
+    Returns the DDT, the triggers for ddtp Off (sent first), the triggers for the DDT, and
+    the memory errors to inject ``(address, kind, what)``: inject them only once every
+    table is built (stores go through the fault machinery).
+    """
+    C, R, W, X = arch.Cause, arch.Access.READ, arch.Access.WRITE, arch.Access.EXECUTE
+    S = Priv.SUPERVISOR
+    alloc = FrameAllocator(memory)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL2, extended=False)
+    off: list[Trigger] = []
+    triggers: list[Trigger] = []
+    errors: list[tuple[int, str, str]] = []
+
+    def trigger(name, cause, device_id, iova=0x1000, access=R, **request):
+        triggers.append(Trigger(name, Request(device_id=device_id, iova=iova, access=access,
+                                              **request), cause))
+
+    # A sound Sv39 table for the contexts that fault before (or instead of) walking it.
+    plain = PageTable(memory, alloc, arch.SV39)
+    plain.map(0x1000, 0x9_0000_1000, x=True)
+    pscid = iter(range(1, 1 << 20))
+
+    def dc(tc=0, fsc=None, ta_bits=0, iohgatp=0):
+        return DeviceContext(tc=Tc.V.put(1) | tc, iohgatp=iohgatp,
+                             ta=Ta.PSCID.put(next(pscid)) | ta_bits,
+                             fsc=plain.atp() if fsc is None else fsc)
+
+    # ---- 256: ddtp Off (a phase of its own) -------------------------------------
+    good = 0x80  # DDI[1] = 1: the directed DCs share one leaf table
+    ddt.install(good, dc())
+    off.append(Trigger("ddtp Off", Request(device_id=good, iova=0x1000), C.ALL_INBOUND_DISALLOWED))
+    trigger("sound DC, mapped page", None, good)
+
+    # ---- 257 / 258 / 268: the DC itself --------------------------------------------
+    ddt.install(0x81, DeviceContext(tc=0, fsc=plain.atp()))
+    trigger("DC V=0", C.DDT_ENTRY_NOT_VALID, 0x81)
+    errors.append((ddt.install(0x82, dc()) + 8, "access", "DC of device 0x82 (dword 1)"))
+    trigger("DC load access fault", C.DDT_LOAD_ACCESS_FAULT, 0x82)
+    errors.append((ddt.install(0x83, dc()) + 16, "poison", "DC of device 0x83 (dword 2)"))
+    trigger("DC poisoned", C.DDT_DATA_CORRUPTION, 0x83)
+
+    # ---- 259: one DC per §3.7 rule the RTL checks ------------------------------------
+    misconfigured = {
+        "DC tc reserved bit 12": dc(tc=1 << 12),
+        "DC tc reserved bit 40": dc(tc=1 << 40),
+        "DC ta reserved bit 0": dc(ta_bits=1),
+        "DC ta RCID without QOSID": dc(ta_bits=Ta.RCID.put(3)),
+        "DC iosatp reserved bits [59:44]": dc(fsc=plain.atp() | 1 << 50),
+        "DC iosatp MODE reserved (1)": dc(fsc=Fsc.MODE.put(1) | Fsc.PPN.put(plain.root >> 12)),
+        "DC iosatp MODE custom (14)": dc(fsc=Fsc.MODE.put(14)),
+        "DC EN_ATS without ATS": dc(tc=Tc.EN_ATS.put(1)),
+        "DC T2GPA without EN_ATS": dc(tc=Tc.T2GPA.put(1)),
+        "DC DPE with PDTV=0": dc(tc=Tc.DPE.put(1)),
+        "DC pdtp MODE reserved (5)": dc(tc=Tc.PDTV.put(1), fsc=Fsc.MODE.put(5)),
+        "DC iohgatp Sv39x4 without G-stage": dc(iohgatp=Iohgatp.MODE.put(arch.SV39X4)),
+        "DC SBE=1 with fctl.BE=0": dc(tc=Tc.SBE.put(1)),
+        "DC SXL=1": dc(tc=Tc.SXL.put(1)),
+    }
+    for index, (name, context) in enumerate(misconfigured.items()):
+        device_id = 0x90 + index
+        ddt.install(device_id, context)
+        trigger(name, C.DDT_ENTRY_MISCONFIGURED, device_id)
+
+    # ---- the non-leaf DDT entry: each trigger has a DDI[1] of its own -----------------
+    ddt.set_raw_ddte(0x200, 1, 0)
+    trigger("DDTE V=0", C.DDT_ENTRY_NOT_VALID, 0x200)
+    leaf_table = ddt.install(0x280, dc()) & ~0xFFF
+    pointer = Ddte.V.put(1) | Ddte.PPN.put(leaf_table >> 12)
+    ddt.set_raw_ddte(0x280, 1, pointer | 1 << 60)
+    trigger("DDTE reserved bit 60", C.DDT_ENTRY_MISCONFIGURED, 0x280)
+    for device_id, kind, cause in ((0x300, "access", C.DDT_LOAD_ACCESS_FAULT),
+                                   (0x380, "poison", C.DDT_DATA_CORRUPTION)):
+        ddt.install(device_id, dc())
+        errors.append((ddt.root + arch.ddi(device_id, False)[1] * 8, kind,
+                       f"DDTE on device {device_id:#x}'s path"))
+        trigger(f"DDTE {'load access fault' if kind == 'access' else 'poisoned'}", cause,
+                device_id)
+
+    # ---- 260: transaction types a (sound) context does not allow ----------------------
+    trigger("device_id wider than a 2LVL DDT", C.TRANSACTION_TYPE_DISALLOWED, 0x1_0080)
+    trigger("Translated request, EN_ATS=0", C.TRANSACTION_TYPE_DISALLOWED, good,
+            addr_type=AddrType.TRANSLATED)
+    trigger("ATS Translation Request, EN_ATS=0", C.TRANSACTION_TYPE_DISALLOWED, good,
+            addr_type=AddrType.ATS_TRANSLATION_REQUEST)
+    trigger("process_id with PDTV=0", C.TRANSACTION_TYPE_DISALLOWED, good, pv=True,
+            process_id=1)
+
+    # ---- process contexts: a PD8 PDT, one process per trigger -------------------------
+    pd8 = ProcessDirectory(memory, alloc, PdtpMode.PD8)
+    pd8_device = 0xB0
+    ddt.install(pd8_device, dc(tc=Tc.PDTV.put(1), fsc=pd8.pdtp()))
+
+    def pc(ta=0, fsc=None, v=1, ens=1):
+        return ProcessContext(ta=PcTa.V.put(v) | PcTa.ENS.put(ens) | PcTa.PSCID.put(next(pscid))
+                              | ta, fsc=plain.atp() if fsc is None else fsc)
+
+    processes = [
+        ("sound PC, mapped page", None, pc(), {}),
+        ("PC V=0", C.PDT_ENTRY_NOT_VALID, pc(v=0), {}),
+        ("PC ta reserved bit 3", C.PDT_ENTRY_MISCONFIGURED, pc(ta=1 << 3), {}),
+        ("PC ta reserved bit 40", C.PDT_ENTRY_MISCONFIGURED, pc(ta=1 << 40), {}),
+        ("PC fsc reserved bits [59:44]", C.PDT_ENTRY_MISCONFIGURED,
+         pc(fsc=plain.atp() | 1 << 44), {}),
+        ("PC fsc MODE reserved (2)", C.PDT_ENTRY_MISCONFIGURED, pc(fsc=Fsc.MODE.put(2)), {}),
+        ("Supervisor request, PC ENS=0", C.TRANSACTION_TYPE_DISALLOWED, pc(ens=0),
+         {"priv": S}),
+    ]
+    for pid, (name, cause, context, extra) in enumerate(processes, start=1):
+        pd8.install(pid, context)
+        trigger(name, cause, pd8_device, pv=True, process_id=pid, **extra)
+    for pid, kind, cause in ((0x20, "access", C.PDT_ENTRY_LOAD_ACCESS_FAULT),
+                             (0x21, "poison", C.PDT_DATA_CORRUPTION)):
+        errors.append((pd8.install(pid, pc()) + 8 * (pid & 1), kind,
+                       f"PC of device {pd8_device:#x} process {pid:#x}"))
+        trigger(f"PC {'load access fault' if kind == 'access' else 'poisoned'}", cause,
+                pd8_device, pv=True, process_id=pid)
+    trigger("process_id wider than PD8", C.TRANSACTION_TYPE_DISALLOWED, pd8_device, pv=True,
+            process_id=0x1_01)
+
+    # ---- the non-leaf PDT entry: a PD17 PDT, one PDI[1] per trigger ---------------------
+    pd17 = ProcessDirectory(memory, alloc, PdtpMode.PD17)
+    pd17_device = 0xB1
+    ddt.install(pd17_device, dc(tc=Tc.PDTV.put(1), fsc=pd17.pdtp()))
+    pd17.set_raw_pdte(0x100, 1, 0)
+    trigger("PDTE V=0", C.PDT_ENTRY_NOT_VALID, pd17_device, pv=True, process_id=0x100)
+    pc_table = pd17.install(0x200, pc()) & ~0xFFF
+    pd17.set_raw_pdte(0x200, 1, Ddte.V.put(1) | Ddte.PPN.put(pc_table >> 12) | 1 << 1)
+    trigger("PDTE reserved bit 1", C.PDT_ENTRY_MISCONFIGURED, pd17_device, pv=True,
+            process_id=0x200)
+    for pid, kind, cause in ((0x300, "access", C.PDT_ENTRY_LOAD_ACCESS_FAULT),
+                             (0x400, "poison", C.PDT_DATA_CORRUPTION)):
+        pd17.install(pid, pc())
+        errors.append((pd17.root + arch.pdi(pid)[1] * 8, kind,
+                       f"PDTE on device {pd17_device:#x} process {pid:#x}'s path"))
+        trigger(f"PDTE {'load access fault' if kind == 'access' else 'poisoned'}", cause,
+                pd17_device, pv=True, process_id=pid)
+
+    # ---- first-stage PTEs: one Sv39 table (SADE=0), one page per trigger ----------------
+    pt = PageTable(memory, alloc, arch.SV39)
+    pte_device = 0xC0
+    ddt.install(pte_device, dc(fsc=pt.atp()))
+
+    def pte_trigger(name, cause, iova, access):
+        trigger(name, cause, pte_device, iova=iova, access=access)
+
+    pt.map(0xD000, 0x7_0000_D000, x=True)
+    pte_trigger("sound leaf", None, 0xD123, R)
+    for iova, access, cause in ((0x1000, X, C.INSTRUCTION_ACCESS_FAULT),
+                                (0x2000, R, C.READ_ACCESS_FAULT),
+                                (0x3000, W, C.WRITE_ACCESS_FAULT)):
+        errors.append((pt.map(iova, 0x7_0000_0000 + iova, x=True), "access",
+                       f"leaf PTE of va {iova:#x}"))
+        pte_trigger(f"leaf PTE load access fault, {access.name}", cause, iova, access)
+    # A non-leaf PTE too: each in a 1 GiB region (VPN[2]) of its own.
+    pt.map(0x8000_1000, 0x7_1000_1000)
+    errors.append((pt.walk_path(0x8000_1000)[1][0], "access", "level-1 PTE of va 0x80001000"))
+    pte_trigger("level-1 PTE load access fault, READ", C.READ_ACCESS_FAULT, 0x8000_1000, R)
+    errors.append((pt.map(0xA000, 0x7_0000_A000), "poison", "leaf PTE of va 0xa000"))
+    pte_trigger("leaf PTE poisoned", C.PT_DATA_CORRUPTION, 0xA000, W)
+    pt.map(0xC000_1000, 0x7_2000_1000, x=True)
+    errors.append((pt.walk_path(0xC000_1000)[0][0], "poison", "root PTE of va 0xc0001000"))
+    pte_trigger("root PTE poisoned", C.PT_DATA_CORRUPTION, 0xC000_1000, X)
+
+    leaf = Pte.V.mask | Pte.U.mask | Pte.A.mask | Pte.D.mask
+    pt.map(0x4000, 0x7_0000_4000)
+    pt.unmap(0x4000)  # V=0, the rest kept
+    pte_trigger("leaf V=0", C.READ_PAGE_FAULT, 0x4000, R)
+    pt.set_raw(0x5000, 0, leaf | Pte.W.mask | Pte.PPN.put(0x7_0000_5))
+    pte_trigger("leaf W without R", C.WRITE_PAGE_FAULT, 0x5000, W)
+    pt.set_raw(0x6000, 0, leaf | Pte.R.mask | Pte.X.mask | Pte.PPN.put(0x7_0000_6) | 1 << 54)
+    pte_trigger("leaf reserved bit 54", C.INSTRUCTION_PAGE_FAULT, 0x6000, X)
+    pt.set_raw(0x6_0000_0000, 1, leaf | Pte.R.mask | Pte.PPN.put(0x7_0000_1))
+    pte_trigger("misaligned 2 MiB superpage", C.READ_PAGE_FAULT, 0x6_0000_0000, R)
+    pt.map(0x7000, 0x7_0000_7000, x=True, u=False)
+    pte_trigger("User execute from a U=0 page", C.INSTRUCTION_PAGE_FAULT, 0x7000, X)
+    pt.map(0x8000, 0x7_0000_8000, a=False)
+    pte_trigger("A=0 with SADE=0", C.READ_PAGE_FAULT, 0x8000, R)
+    pt.map(0x9000, 0x7_0000_9000, d=False)
+    pte_trigger("write, D=0 with SADE=0", C.WRITE_PAGE_FAULT, 0x9000, W)
+    pt.map(0xB000, 0x7_0000_B000, w=False)
+    pte_trigger("write to a read-only page", C.WRITE_PAGE_FAULT, 0xB000, W)
+    pte_trigger("non-canonical IOVA (bit 45 of Sv39)", C.WRITE_PAGE_FAULT, 1 << 45, W)
+    pt.map(0x5_0000_1000, 0x7_3000_1000)
+    _, _, pointer = pt.walk_path(0x5_0000_1000)[1]
+    pt.set_raw(0x5_0000_1000, 1, pointer | Pte.A.mask)
+    pte_trigger("pointer with A set", C.READ_PAGE_FAULT, 0x5_0000_1000, R)
+
+    # ---- Supervisor and the U bit: a PD8 PDT, SUM=0 and SUM=1 ---------------------------
+    user_pages = PageTable(memory, alloc, arch.SV39)
+    user_pages.map(0x1000, 0x7_4000_1000, x=True, u=True)
+    supervisor_pdt = ProcessDirectory(memory, alloc, PdtpMode.PD8)
+    supervisor_device = 0xC1
+    ddt.install(supervisor_device, dc(tc=Tc.PDTV.put(1), fsc=supervisor_pdt.pdtp()))
+    supervisor_pdt.install(1, pc(fsc=user_pages.atp()))
+    supervisor_pdt.install(2, pc(ta=PcTa.SUM.put(1), fsc=user_pages.atp()))
+    trigger("Supervisor read of a U=1 page, SUM=0", C.READ_PAGE_FAULT, supervisor_device,
+            pv=True, process_id=1, priv=S)
+    trigger("Supervisor execute from a U=1 page, SUM=1", C.INSTRUCTION_PAGE_FAULT,
+            supervisor_device, access=X, pv=True, process_id=2, priv=S)
+    return ddt, off, triggers, errors
+
+
+@cocotb.test()
+async def directed_fault_causes(dut):
+    """Every cause the RTL can report, from one directed trigger each.
+
+    One 2LVL DDT holds a device (or a process, or a page) per trigger: DDT, PDT and PTE
+    entries that are invalid, misconfigured (several §3.7 / §4.4 rules), malformed, or
+    unreadable (access faults and poison injected once the tables are built); requests
+    a sound context does not allow. ddtp Off (256) is a phase of its own, first. The
+    scoreboard judges every response and fault record against the model; on top, the
+    causes in the RTL's responses must cover every cause listed, and each trigger must
+    still produce the cause it was built for (or a success, for the few sound ones).
+    """
+    memory = Memory()
+    ddt, off, triggers, errors = build_fault_system(memory)
+    for addr, kind, what in errors:
+        memory.inject_fault(addr, 8, kind)
+    tb = TB(dut, memory)
+    for addr, kind, what in errors:
+        tb.log.info("memory error: %s at %#x (%s)", kind, addr, what)
+    await tb.reset()
+    tb.configure(ddtp_of(DdtpMode.OFF))
+    results = await tb.translate_all([t.request for t in off])
+    tb.configure(ddt.ddtp())
+    results += await tb.translate_all([t.request for t in triggers])
+    figures = tb.report()
+    everything = off + triggers
+    assert figures["checked"] == len(everything)
+
+    tb.log.info("%-46s %-34s %s", "trigger", "built for", "RTL response (= model)")
+    for trigger, (request, response) in zip(everything, results):
+        tb.log.info("%-46s %-34s %s", trigger.name, cause_text(trigger.cause),
+                    "success" if response.ok else cause_text(response.cause))
+    seen = {response.cause for _, response in results if not response.ok}
+    wanted = {trigger.cause for trigger in everything if trigger.cause is not None}
+    missing = sorted(wanted - seen)
+    assert not missing, ("no RTL response had cause " + ", ".join(map(cause_text, missing))
+                         + f" (seed {tb.seed_text})")
+    assert wanted >= FAULT_CAUSES_RTL_CAN_REPORT, (
+        "the test no longer lists cause(s) "
+        + ", ".join(map(cause_text, sorted(FAULT_CAUSES_RTL_CAN_REPORT - wanted))))
+    astray = [f"{trigger.name} ({trigger.request}): built for {cause_text(trigger.cause)}, "
+              f"got {'success' if response.ok else cause_text(response.cause)}"
+              for trigger, (_, response) in zip(everything, results)
+              if (None if response.ok else response.cause) != trigger.cause]
+    assert not astray, ("triggers that no longer exercise their cause (the model agreed "
+                        "with the RTL on each):\n  " + "\n  ".join(astray))
+    tb.log.info("%d triggers, causes seen: %s", len(everything),
+                ", ".join(map(cause_text, sorted(seen))))
