@@ -26,7 +26,7 @@ help:
 	@echo "make wave-demo                                  record one miss and some hits (FST)"
 	@echo "make waves                                      open the last waveform in GTKWave"
 	@echo "make bench                                      measure model and RTL performance"
-	@echo "make synth                                      ECP5 area/Fmax estimates (yowasp)"
+	@echo "make synth [PRESET=small|default|large|all]     ECP5-85k area/Fmax estimates (yowasp, minutes)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,7 +65,7 @@ bench: $(STAMP)
 
 synth: $(STAMP)
 	$(PY) -m pip install -q -e '.[fpga]'
-	$(PY) -m rtl.synth
+	$(PY) -m rtl.synth --preset $(PRESET) --jobs $(JOBS)
 
 clean:
 	rm -rf build sim_build .pytest_cache

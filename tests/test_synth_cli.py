@@ -34,15 +34,15 @@ def test_missing_tool_is_one_line(monkeypatch, tmp_path, capsys):
 
 
 def test_parse_nextpnr_log():
-    log = "\n".join([
-        "Info:     Total LUT4s:      9183/83640    10%",
-        "Info: \t          TRELLIS_FF:    3895/  83640     4%",
-        "Info: Max frequency for clock 'clk': 33.22 MHz (FAIL at 100.00 MHz)",
-        "Info: Critical path report for clock 'clk' (posedge -> posedge):",
-        "Info:      logic  0.24  12.50 Source iotlb.x.F",
-        "Info: 4.10 ns logic, 16.62 ns routing",
-        "Warning: Max frequency for clock 'clk': 48.26 MHz (FAIL at 100.00 MHz)",
-    ])
+    log = """\
+Info:     Total LUT4s:      9183/83640    10%
+Info: \t          TRELLIS_FF:    3895/  83640     4%
+Info: Max frequency for clock 'clk': 33.22 MHz (FAIL at 100.00 MHz)
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:      logic  0.24  12.50 Source iotlb.x.F
+Info: 4.10 ns logic, 16.62 ns routing
+Warning: Max frequency for clock 'clk': 48.26 MHz (FAIL at 100.00 MHz)
+"""
     info = synth.parse_nextpnr_log(log)
     assert info["fmax_mhz"] == {"clk": 48.26}  # the post-route figure, printed last
     assert info["total_lut4s"] == 9183
