@@ -733,7 +733,7 @@ def _hpm_filter_matches(selector: int, event_id: int, device_id: int, pv: bool,
     by_pid, by_did = Hpmevt.PV_PSCV.get(selector), Hpmevt.DV_GSCV.get(selector)
     if idt and event_id not in arch.HPM_EVENTS_WITH_IDT:
         return False  # an unsupported IDT setting never counts
-    want_pid, want_did = Hpmevt.PID_PSCID.get(selector), Hpmevt.DID_GSCID.get(selector)
+    want_pid = Hpmevt.PID_PSCID.get(selector)
     if idt:
         pid_ok = pscid_valid and pscid == want_pid
         did_ok = gscid_valid and _did_gscid_match(selector, gscid)

@@ -22,6 +22,7 @@ def test_arbiter_routes_requests_and_responses():
         pending = {i: list(want[i]) for i in range(n)}
         outstanding = {i: False for i in range(n)}
         queue = []  # requests memory has accepted and not answered
+        answering = None  # the response memory drives this cycle
         for _ in range(3000):
             # Sample every handshake of this cycle before the clock edge.
             for i in range(n):
