@@ -12,7 +12,7 @@ For each preset the flow is:
    (Fmax is the last "Max frequency for clock 'clk'" line of ``nextpnr.log``,
    i.e. the post-route figure, not the placer's estimate).
 
-Out of context. ``iommu`` has about 1,000 (small) to 1,500 (large) port bits and the
+Out of context. ``iommu`` has about 925 port bits (all presets) and the
 CABGA381 package has 365 I/O sites, so an in-context place and route cannot even
 pack the I/O. nextpnr-ecp5's ``--out-of-context`` inserts no I/O buffers and leaves
 the ports unplaced, and does no global-clock promotion (``clk`` is routed on
@@ -57,6 +57,7 @@ import importlib.metadata
 import importlib.util
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -176,8 +177,12 @@ def _nextpnr_phase(log: str) -> str:
         # router1 progress rows: "Info:  270000 |  80898  185481 |  371  592 |  61|  1.60  337.37|"
         rows = re.findall(r"^Info:\s+(\d+) \|[^|]*\|[^|]*\|\s*(\d+)\|", log[-4000:],
                           re.MULTILINE)
+        # router2 progress rows: "Info:     iter=29 wires=424230 overused=1773 ..."
+        rows2 = re.findall(r"iter=(\d+) wires=\d+ overused=(\d+)", log[-4000:])
         if rows:
             best += f" (iteration {rows[-1][0]}, {rows[-1][1]} arcs left)"
+        elif rows2:
+            best += f" (router2 iteration {rows2[-1][0]}, {rows2[-1][1]} wires overused)"
     return best
 
 
@@ -223,8 +228,14 @@ def run_tool(tool: str, args: list[str], cwd: Path, log_name: str, preset: str,
                 text += p.read_text(errors="replace") + "\n"
             except OSError:
                 pass
-        reason = (_first_line(text, r"^(ERROR|Error|error)\b.*$")
-                  or (text.strip().splitlines() or ["no output"])[-1].strip())
+        if proc.returncode < 0:
+            try:
+                reason = f"killed by {signal.Signals(-proc.returncode).name}"
+            except ValueError:
+                reason = f"killed by signal {-proc.returncode}"
+        else:
+            reason = (_first_line(text, r"^(ERROR|Error|error)\b.*$")
+                      or (text.strip().splitlines() or ["no output"])[-1].strip())
         raise FlowError(f"{tool} failed (exit {proc.returncode}): {reason} "
                         f"[see {log_path if log_path.exists() else out_path}]")
 
@@ -443,11 +454,12 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
         if not args.no_pnr:
             t = time.monotonic()
             progress(preset, f"nextpnr-ecp5 place and route at {args.freq:g} MHz "
-                             f"(out of context, seed {args.seed}) ...")
+                             f"(out of context, seed {args.seed}, {args.router}) ...")
             run_tool("nextpnr", [f"--{DEVICE}", "--package", PACKAGE, "--speed", str(SPEED),
                                  "--json", "synth.json", "--freq", f"{args.freq:g}",
                                  "--timing-allow-fail", "--out-of-context",
-                                 "--seed", str(args.seed), "--report", "pnr_report.json",
+                                 "--seed", str(args.seed), "--router", args.router,
+                                 "--report", "pnr_report.json",
                                  "-l", "nextpnr.log", "-q"],
                      work, "nextpnr.log", preset, progress)
             res.seconds["nextpnr"] = round(time.monotonic() - t, 1)
@@ -456,7 +468,8 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             where = (f"; critical path {cp['from_block']} -> {cp['to_block']}" if cp else "")
             progress(preset, f"nextpnr done in {res.seconds['nextpnr']:.0f}s: "
                              f"Fmax {res.fmax_mhz:.2f} MHz{where}")
-        res.run = {"pnr": not args.no_pnr, "freq": args.freq, "seed": args.seed}
+        res.run = {"pnr": not args.no_pnr, "freq": args.freq, "seed": args.seed,
+                   "router": args.router}
         (work / "run.json").write_text(json.dumps({"seconds": res.seconds, **res.run},
                                                   indent=2) + "\n")
         res.ok = True
@@ -481,11 +494,22 @@ def _fmt(key: str, value) -> str:
     return str(value)
 
 
+ROUTER2_NOTE = ("* placed and routed with nextpnr --router router2 (router1 needs hours on a "
+                "design this congested); router1 gives a better Fmax on the same placement")
+
+
+def _router2(r: Result) -> bool:
+    return r.run.get("pnr", False) and r.run.get("router") == "router2"
+
+
 def table(results: list[Result]) -> list[list[str]]:
     rows = [[title for _k, title in COLUMNS]]
     for r in results:
         row = r.row()
-        rows.append([_fmt(k, row[k]) for k, _t in COLUMNS])
+        cells = [_fmt(k, row[k]) for k, _t in COLUMNS]
+        if _router2(r) and r.fmax_mhz is not None:
+            cells[-1] += "*"
+        rows.append(cells)
     return rows
 
 
@@ -517,6 +541,7 @@ def write_reports(results: list[Result], versions: dict, args, total_s: float) -
     flow = {
         "device": f"LFE5U-{DEVICE.upper()}F", "package": PACKAGE, "speed": SPEED,
         "freq_target_mhz": freq, "seed": seed, "out_of_context": True,
+        "router": {r.preset: r.run.get("router", "router1") for r in results if r.run.get("pnr")},
         "yosys": "synth_ecp5 -top iommu (abc9 mapping, flattened)",
     }
     doc = {
@@ -537,6 +562,7 @@ def write_reports(results: list[Result], versions: dict, args, total_s: float) -
            f"nextpnr seed {seed}. Generated by `python -m rtl.synth`."), "",
           "Tools: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
           format_md_table(table(results)), "",
+          *([ROUTER2_NOTE, ""] if any(_router2(r) for r in results) else []),
           ("LUT4/FF/BRAM/DPRAM: Yosys cell counts after `synth_ecp5` (LUT4 excludes the "
            "2 LUT4s of each CCU2C carry cell). Fmax: nextpnr post-route, register to "
            "register."), ""]
@@ -548,7 +574,9 @@ def write_reports(results: list[Result], versions: dict, args, total_s: float) -
             continue
         md.append("Parameters: " + ", ".join(f"{k}={v}" for k, v in r.params.items()))
         md.append("")
-        md.append("Run time: " + ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items()))
+        md.append("Run time: " + ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
+                  + (f"; nextpnr --seed {r.run['seed']} --router {r.run.get('router', 'router1')}"
+                     if r.run.get("pnr") else ""))
         md.append("")
         other = {k: v for k, v in r.cells.items()
                  if k not in ("LUT4", "TRELLIS_FF", "DP16KD", "TRELLIS_DPR16X4")}
@@ -615,6 +643,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--freq", type=_positive_float, default=100.0,
                     help="nextpnr target frequency in MHz (default 100)")
     ap.add_argument("--seed", type=_positive_int, default=1, help="nextpnr placer seed")
+    ap.add_argument("--router", choices=["router1", "router2"], default="router1",
+                    help="nextpnr router (default router1: best Fmax; router2 routes a "
+                         "congested design such as large in minutes instead of hours)")
     ap.add_argument("--no-pnr", action="store_true",
                     help="stop after Yosys: area only, no Fmax (much faster)")
     ap.add_argument("--report-only", action="store_true",
@@ -661,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
         write_reports(results, versions, args, total)
         print()
         print(format_text_table(table(results)))
+        if any(_router2(r) for r in results):
+            print(ROUTER2_NOTE)
         print()
         for r in results:
             cp = r.critical_path
