@@ -122,6 +122,7 @@ class MemOp(enum.Enum, shape=2):
     READ = 0  # 8-byte aligned load
     WRITE = 1  # 8-byte aligned store of wdata
     CAS = 2  # atomic compare-and-swap: store wdata if memory == compare; rdata = old value
+    WRITE32 = 3  # 4-byte aligned store of wdata[31:0] (IOFENCE.C data, MSI data)
 
 
 class MemErr(enum.Enum, shape=2):
@@ -146,6 +147,30 @@ def mem_response(id_bits: int) -> data.StructLayout:
         "err": MemErr,
         "rdata": unsigned(64),
     })
+
+
+# --------------------------------------------------------------------------- #
+# Register page (MMIO): the CPU's door to the IOMMU (spec chapter 5 / digest §8)
+# --------------------------------------------------------------------------- #
+REG_OFFSET_BITS = 12  # one 4 KiB register page
+
+
+class MmioRequest(data.Struct):
+    """One CPU access to the register page; every request gets one ``MmioResponse``.
+
+    ``addr`` is the byte offset in the page, naturally aligned to the access size;
+    ``wide`` = 1 for an 8-byte access, 0 for a 4-byte one. A 4-byte access uses
+    ``wdata[31:0]`` / returns ``rdata[31:0]`` whatever ``addr[2]`` is.
+    """
+
+    addr: unsigned(REG_OFFSET_BITS)
+    write: unsigned(1)
+    wide: unsigned(1)
+    wdata: unsigned(64)
+
+
+class MmioResponse(data.Struct):
+    rdata: unsigned(64)  # 0 for writes
 
 
 # --------------------------------------------------------------------------- #

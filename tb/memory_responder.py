@@ -51,7 +51,8 @@ class MemTransaction:
         op = layouts.MemOp(self.op).name
         extra = {layouts.MemOp.READ.value: "",
                  layouts.MemOp.WRITE.value: f" wdata={self.wdata:#x}",
-                 layouts.MemOp.CAS.value: f" compare={self.compare:#x} wdata={self.wdata:#x}"}
+                 layouts.MemOp.CAS.value: f" compare={self.compare:#x} wdata={self.wdata:#x}",
+                 layouts.MemOp.WRITE32.value: f" wdata={self.wdata & 0xFFFF_FFFF:#x}"}
         return f"{op} id={self.id} addr={self.addr:#x}{extra.get(self.op, '')}"
 
 
@@ -116,7 +117,7 @@ class MemoryResponder:
         lo, hi = self._latency
         txn = MemTransaction(f["id"], f["op"], f["addr"], f["wdata"], f["compare"],
                              accepted=cycle, due=cycle + self.rng.randint(lo, hi))
-        if txn.addr % 8:
+        if txn.addr % (4 if txn.op == layouts.MemOp.WRITE32.value else 8):
             self.violations.append(f"cycle {cycle}: unaligned memory request {txn}")
         if txn.op not in {m.value for m in layouts.MemOp}:
             self.violations.append(f"cycle {cycle}: unknown memory op {txn.op} in {txn}")
@@ -142,6 +143,10 @@ class MemoryResponder:
     def _perform(self, txn: MemTransaction) -> None:
         addr = txn.addr & ~7
         try:
+            if txn.op == layouts.MemOp.WRITE32.value:
+                self.writes += 1
+                self.memory.write32(txn.addr & ~3, txn.wdata & 0xFFFF_FFFF, self.who)
+                return
             if txn.op == layouts.MemOp.READ.value:
                 self.reads += 1
                 txn.rdata = self.memory.read64(addr, self.who)
@@ -151,8 +156,6 @@ class MemoryResponder:
             elif txn.op == layouts.MemOp.CAS.value:
                 self.cas += 1
                 txn.rdata = self.memory.cas64(addr, txn.compare, txn.wdata, self.who)
-            else:
-                txn.err = layouts.MemErr.ACCESS_FAULT.value
         except AccessFault:
             txn.err = layouts.MemErr.ACCESS_FAULT.value
         except DataCorruption:
