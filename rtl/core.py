@@ -59,6 +59,7 @@ def core_ports(params: IOMMUParams) -> dict:
         "ev_pdt_walk": Out(1),
         "ev_fs_walk": Out(1),
         "busy": Out(1),
+        "inval_pending": Out(1),
     }
 
 
@@ -83,6 +84,10 @@ class TranslationCore(wiring.Component):
       mem_req/resp: the IOMMU's own memory port (walks, A/D updates).
       ev_*:         one-cycle event pulses for the performance counters.
       busy:         a miss is in flight.
+      inval_pending: a walk that began before the latest invalidation is still in
+                    flight (its result will reach its requester, uncached); IOFENCE.C
+                    waits for this to fall so that no response after the fence can
+                    carry data read before an invalidation the fence covers.
     """
 
     def __init__(self, params: IOMMUParams = DEFAULT):
@@ -187,6 +192,8 @@ class TranslationCore(wiring.Component):
         slot_d = [Signal(name=f"slot{i}_dirty") for i in range(n)]
 
         m.d.comb += self.busy.eq(Cat(s != SlotState.FREE for s in slot_state).any())
+        m.d.comb += self.inval_pending.eq(self.inval.valid | Cat(
+            (s != SlotState.FREE) & stale for s, stale in zip(slot_state, slot_stale)).any())
 
         # Allocation: the lowest free slot takes the miss.
         free = Signal(n)
