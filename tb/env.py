@@ -269,35 +269,7 @@ class TB:
         model_memory = getattr(self.scoreboard.reference, "memory", None)
         if model_memory is None or model_memory is self.memory:
             return []
-        ad, napot = arch.Pte.A.mask | arch.Pte.D.mask, arch.Pte.N.mask
-        out: list[str] = []
-        groups: set[int] = set()  # NAPOT groups (128-byte aligned) differing only in A/D
-        # Memory keeps its contents as 4 KiB pages; compare every page either side has.
-        for page in sorted(set(self.memory._pages) | set(model_memory._pages)):
-            rtl = self.memory._raw_read(page << 12, 4096)
-            model = model_memory._raw_read(page << 12, 4096)
-            if rtl == model:
-                continue
-            for offset in range(0, 4096, 8):
-                a = int.from_bytes(rtl[offset:offset + 8], "little")
-                b = int.from_bytes(model[offset:offset + 8], "little")
-                addr = (page << 12) + offset
-                if a == b:
-                    continue
-                if (a ^ b) & ~ad == 0 and a & b & napot:
-                    groups.add(addr & ~127)
-                    continue
-                out.append(f"memory at {addr:#x}: RTL side {a:#018x}, model side {b:#018x} "
-                           f"(differing bits {a ^ b:#x})")
-        for group in sorted(groups):
-            rtl_or = model_or = 0
-            for addr in range(group, group + 128, 8):
-                rtl_or |= self.memory.peek64(addr) & ad
-                model_or |= model_memory.peek64(addr) & ad
-            if rtl_or != model_or:
-                out.append(f"NAPOT PTEs at {group:#x}: A/D set over the group, RTL side "
-                           f"{rtl_or:#x}, model side {model_or:#x}")
-        return out[:limit]
+        return memory_differences(self.memory, model_memory, limit)
 
     def _check_protocol(self) -> None:
         if self.responder.violations:
@@ -342,3 +314,36 @@ def cause_name(cause: int) -> str:
         return arch.Cause(cause).name
     except ValueError:
         return str(cause)
+
+
+def memory_differences(rtl_memory: Memory, model_memory: Memory, limit: int = 10) -> list[str]:
+    """Where two memories differ, dword by dword (see ``TB.compare_memories``)."""
+    ad, napot = arch.Pte.A.mask | arch.Pte.D.mask, arch.Pte.N.mask
+    out: list[str] = []
+    groups: set[int] = set()  # NAPOT groups (128-byte aligned) differing only in A/D
+    # Memory keeps its contents as 4 KiB pages; compare every page either side has.
+    for page in sorted(set(rtl_memory._pages) | set(model_memory._pages)):
+        rtl = rtl_memory._raw_read(page << 12, 4096)
+        model = model_memory._raw_read(page << 12, 4096)
+        if rtl == model:
+            continue
+        for offset in range(0, 4096, 8):
+            a = int.from_bytes(rtl[offset:offset + 8], "little")
+            b = int.from_bytes(model[offset:offset + 8], "little")
+            addr = (page << 12) + offset
+            if a == b:
+                continue
+            if (a ^ b) & ~ad == 0 and a & b & napot:
+                groups.add(addr & ~127)
+                continue
+            out.append(f"memory at {addr:#x}: RTL side {a:#018x}, model side {b:#018x} "
+                       f"(differing bits {a ^ b:#x})")
+    for group in sorted(groups):
+        rtl_or = model_or = 0
+        for addr in range(group, group + 128, 8):
+            rtl_or |= rtl_memory.peek64(addr) & ad
+            model_or |= model_memory.peek64(addr) & ad
+        if rtl_or != model_or:
+            out.append(f"NAPOT PTEs at {group:#x}: A/D set over the group, RTL side "
+                       f"{rtl_or:#x}, model side {model_or:#x}")
+    return out[:limit]

@@ -82,6 +82,7 @@ class MemoryResponder:
         self.reads = self.writes = self.cas = 0
         self.errors = 0  # responses with err != OK
         self.max_outstanding = 0
+        self.last_request_cycle = 0  # when the DUT last issued a memory request
         self.requests = StreamSink(loop, StreamBus(dut, "mem_req"), self._accept)
         self.responses = StreamSource(loop, StreamBus(dut, "mem_resp"))
         self.responses.next_item = self._next_response
@@ -125,6 +126,7 @@ class MemoryResponder:
         if any(p.id == txn.id for p in self._pending) or (current and current.id == txn.id):
             self.violations.append(f"cycle {cycle}: id {txn.id} reused while outstanding: {txn}")
         self._pending.append(txn)
+        self.last_request_cycle = cycle
         self.max_outstanding = max(self.max_outstanding, self.outstanding)
         if self.keep_log:
             self.log.append(txn)
