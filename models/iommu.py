@@ -504,8 +504,9 @@ class IOMMU:
         self._count_events(outcome.events)
         reported = outcome.record is not None and self._write_fault_record(outcome.record)
         response = outcome.response
-        if response.reported != reported or response.tag != request.tag:
-            response = replace(response, reported=reported, tag=request.tag)
+        mrif = getattr(outcome, "mrif", None)
+        if response.reported != reported or response.tag != request.tag or response.mrif is not mrif:
+            response = replace(response, reported=reported, tag=request.tag, mrif=mrif)
         return response
 
     # ====================================================== command queue (§7)

@@ -51,6 +51,10 @@ class Response:
     msi: bool = False  # the IOVA was an MSI address translated through the MSI page table
     cause: int = 0  # the fault cause when status is FAULT (logged or not)
     reported: bool = False  # a fault record was written to the fault queue
+    #: For an MSI translated through an MRIF-mode MSI PTE (§9.4): the MRIF address and
+    #: the notice MSI's address and data (``models.translate.MrifTarget``), which the
+    #: bridge performing the write needs; None otherwise.
+    mrif: object = None
 
     @property
     def ok(self) -> bool:
