@@ -1,86 +1,108 @@
 """Command line: ``python -m sim list`` / ``python -m sim run NAME [options]``.
 
-Errors (a wrong scenario name, a bad parameter) are one line with the valid
-choices, never a traceback.
+Errors (a wrong scenario name, a bad parameter, an unavailable backend) are one line
+on stderr with the valid choices and exit status 2, never a traceback. A progress bar
+is drawn on stderr when stderr is a terminal, or always with ``--progress``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .scenarios import REGISTRY, load_all
+from . import progress
+from .report import print_report, save_report
+from .scenarios import BACKENDS, REGISTRY, BackendError, load_all
 
 
-def _parse_params(sc, items: list[str]) -> dict:
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage block would be several lines
+        raise UsageError(f"{message} (see 'python -m sim --help')")
+
+
+def _param_choices(sc) -> str:
+    return ", ".join(f"{k}=<{t.__name__}>" for k, (t, _, _) in sc.params.items())
+
+
+def parse_params(sc, items: list[str]) -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in sc.params:
-            valid = ", ".join(f"{k}=<{t.__name__}>" for k, (t, _, _) in sc.params.items())
-            raise SystemExit(f"error: scenario '{sc.name}' takes {valid or 'no parameters'}; "
+            raise UsageError(f"scenario '{sc.name}' takes {_param_choices(sc) or 'no parameters'}; "
                              f"got {item!r}")
         kind = sc.params[key][0]
         try:
-            out[key] = kind(value) if kind is not int else int(value, 0)
+            out[key] = int(value, 0) if kind is int else kind(value)
         except ValueError:
-            raise SystemExit(f"error: {key} must be {kind.__name__}, not {value!r}") from None
+            raise UsageError(f"{key} must be {kind.__name__}, not {value!r}") from None
     return out
 
 
-def print_report(report, out=None) -> None:
+def list_scenarios(out=None) -> None:
     out = out or sys.stdout
-    print(f"== scenario {report.name} ==", file=out)
-    width = max((len(k) for k in report.figures), default=0)
-    for k, v in report.figures.items():
-        print(f"  {k:<{width}}  {v}", file=out)
-    for line in report.details:
-        print(f"  {line}", file=out)
-    for k, ok in report.checks.items():
-        print(f"  [{'ok' if ok else 'FAIL'}] {k}", file=out)
+    for sc in REGISTRY.values():
+        print(f"{sc.name:<15} {sc.summary}", file=out)
+        for k, (t, d, h) in sc.params.items():
+            print(f"{'':<17}{k}={d!r} ({t.__name__}): {h}", file=out)
+
+
+def _run(args) -> int:
+    sc = REGISTRY.get(args.scenario)
+    if sc is None:
+        raise UsageError(f"no scenario {args.scenario!r}; choose one of {', '.join(REGISTRY)}")
+    if args.backend not in BACKENDS:
+        raise UsageError(f"backend {args.backend!r} is not available; available: "
+                         f"{', '.join(BACKENDS)}")
+    if args.backend not in sc.backends:
+        raise UsageError(f"scenario '{sc.name}' runs on {', '.join(sc.backends)}, "
+                         f"not {args.backend!r}")
+    params = parse_params(sc, args.param)
+    progress.enable(args.progress or sys.stderr.isatty())
+    try:
+        report = sc.func(args.backend, args.seed, **params)
+    except ValueError as e:  # a parameter value the scenario refuses, or BackendError
+        raise UsageError(str(e)) from None
+    print_report(report)
+    files = save_report(report, args.out / sc.name, plots=not args.no_plots)
+    print(f"  report: {files[0]}" + "".join(f"\n  plot:   {f}" for f in files[1:]))
+    return 0 if report.passed else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     load_all()
-    ap = argparse.ArgumentParser(prog="python -m sim", description="IOMMU scenarios")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="python -m sim", description="IOMMU scenarios")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list scenarios and their parameters")
     run = sub.add_parser("run", help="run a scenario and print its report")
     run.add_argument("scenario")
-    run.add_argument("--backend", default="model", choices=["model", "rtl"])
+    run.add_argument("--backend", default="model",
+                     help="model (the reference IOMMU) or rtl (when available)")
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--out", type=Path, default=Path("build/sim"))
-    args = ap.parse_args(argv)
-
-    if args.cmd == "list":
-        for sc in REGISTRY.values():
-            print(f"{sc.name:<12} {sc.summary}")
-            for k, (t, d, h) in sc.params.items():
-                print(f"{'':<14}{k}={d!r} ({t.__name__}): {h}")
-        return 0
-
-    sc = REGISTRY.get(args.scenario)
-    if sc is None:
-        raise SystemExit(f"error: no scenario {args.scenario!r}; choose one of "
-                         f"{', '.join(REGISTRY)}")
-    if args.backend not in sc.backends:
-        raise SystemExit(f"error: scenario '{sc.name}' runs on {', '.join(sc.backends)}, "
-                         f"not {args.backend!r}")
-    params = _parse_params(sc, args.param)
+    run.add_argument("--progress", action="store_true", help="draw the progress bar even "
+                     "when stderr is not a terminal")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     try:
-        report = sc.func(args.backend, args.seed, **params)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    print_report(report)
-    outdir = args.out / sc.name
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "report.json").write_text(json.dumps(report.as_dict(), indent=2, default=str))
-    print(f"  report: {outdir / 'report.json'}")
-    return 0 if report.passed else 1
+        args = ap.parse_args(argv)
+        if args.cmd == "list":
+            list_scenarios()
+            return 0
+        return _run(args)
+    except (UsageError, BackendError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `python -m sim run x | head`: the reader left, not an error
+        sys.stderr.close()
+        sys.exit(0)

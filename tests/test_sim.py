@@ -27,14 +27,47 @@ def test_default_scenario_uses_the_iotlb(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "nosuch"], "no scenario 'nosuch'; choose one of"),
+    (["run", "nosuch"], "no scenario 'nosuch'; choose one of default, scatter_gather"),
     (["run", "default", "-p", "bogus=1"], "takes frames=<int>"),
     (["run", "default", "-p", "frames=lots"], "frames must be int"),
     (["run", "default", "-p", "frames=0"], "frames must be >= 1"),
+    (["run", "camera", "-p", "width=0"], "width=0: must be >= 1"),
+    (["run", "dma_window", "-p", "max_mib=3"], "max_mib must be a power of two"),
+    (["run", "camera", "--backend", "fpga"], "backend 'fpga' is not available; available: model"),
+    (["run", "camera", "--bogus"], "unrecognized arguments: --bogus"),
+    ([], "the following arguments are required"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
-    proc = subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True)
-    assert proc.returncode != 0
+    proc = subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_list_names_every_scenario_with_its_parameters(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("default", "scatter_gather", "camera", "huge_pages", "dma_window",
+                 "microkernel", "smartnic", "tour"):
+        assert f"\n{name} " in "\n" + out
+    assert "mib=8 (int): MiB streamed" in out
+
+
+def test_run_writes_report_and_plot_and_draws_progress_on_request(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sim", "run", "camera", "--progress",
+                           "--out", str(tmp_path), "-p", "width=64", "-p", "height=64",
+                           "-p", "frames=2"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "camera frames [" in proc.stderr and "100% 2/2" in proc.stderr
+    report = json.loads((tmp_path / "camera" / "report.json").read_text())
+    assert report["passed"] and report["plots"] == ["camera_iotlb.png"]
+    assert (tmp_path / "camera" / "camera_iotlb.png").stat().st_size > 0
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sim", "run", "microkernel", "--no-plots",
+                           "--out", str(tmp_path), "-p", "packets=4"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stderr == ""
