@@ -56,7 +56,7 @@ def _run(args) -> int:
     sc = REGISTRY.get(args.scenario)
     if sc is None:
         raise UsageError(f"no scenario {args.scenario!r}; choose one of {', '.join(REGISTRY)}")
-    if args.backend not in BACKENDS:
+    if args.backend not in BACKENDS and args.backend != "rtl":
         raise UsageError(f"backend {args.backend!r} is not available; available: "
                          f"{', '.join(BACKENDS)}")
     if args.backend not in sc.backends:
@@ -64,13 +64,27 @@ def _run(args) -> int:
                          f"not {args.backend!r}")
     params = parse_params(sc, args.param)
     progress.enable(args.progress or sys.stderr.isatty())
+    wave = None
     try:
-        report = sc.func(args.backend, args.seed, **params)
+        if args.backend == "rtl":
+            from . import rtl_backend
+
+            try:
+                report, wave = rtl_backend.run(sc.name, args.seed, params, args.out / sc.name,
+                                               preset=args.preset, simulator=args.simulator,
+                                               waves=not args.no_waves)
+            except rtl_backend.RtlRunError as e:
+                print(f"error: the RTL run failed: {e}", file=sys.stderr)
+                return 1
+        else:
+            report = sc.func(args.backend, args.seed, **params)
     except ValueError as e:  # a parameter value the scenario refuses, or BackendError
         raise UsageError(str(e)) from None
     print_report(report)
     files = save_report(report, args.out / sc.name, plots=not args.no_plots)
     print(f"  report: {files[0]}" + "".join(f"\n  plot:   {f}" for f in files[1:]))
+    if wave is not None:
+        print(f"  waves:  {wave} (make waves SCENARIO={sc.name})")
     return 0 if report.passed else 1
 
 
@@ -82,8 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a scenario and print its report")
     run.add_argument("scenario")
     run.add_argument("--backend", default="model",
-                     help="model (the reference IOMMU) or rtl (when available)")
+                     help="model (the reference IOMMU, fast) or rtl (the hardware under cocotb)")
     run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--preset", choices=["small", "default", "large"], default="default",
+                     help="RTL parameter preset (rtl backend)")
+    run.add_argument("--simulator", choices=["verilator", "icarus"], default=None,
+                     help="RTL simulator (rtl backend; default $SIM or verilator)")
+    run.add_argument("--no-waves", action="store_true",
+                     help="rtl backend: do not record an FST waveform")
     run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
     run.add_argument("--out", type=Path, default=Path("build/sim"))
     run.add_argument("--progress", action="store_true", help="draw the progress bar even "
