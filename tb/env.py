@@ -35,12 +35,14 @@ from rtl.params import DEFAULT, IOMMUParams
 
 from . import packing
 from .driver import RequestDriver
+from .invariants import HangBound, InvariantMonitor, Invariants
 from .memory_responder import MemoryResponder
 from .monitor import EventCounter, FaultMonitor, ResponseMonitor
-from .scoreboard import EngineReference, Scoreboard
+from .scoreboard import EngineReference, Scoreboard, replay_command
 from .stream import CycleLoop, StreamBus, StreamSource, burst_pattern, random_pattern
 
 PARAMS_ENV = "IOMMU_PARAMS"
+FIGURES_ENV = "IOMMU_TB_FIGURES"  # where report() appends its figures (tests/regress.py)
 CLOCK_PERIOD_NS = 10
 
 
@@ -90,14 +92,22 @@ class TB:
         dut.rst.value = 0
         self.loop = CycleLoop(dut.clk)
         self.scoreboard = Scoreboard(reference, seed=self.seed_text, log=self.log)
-        self.driver = RequestDriver(self.loop, dut, tag_bits, on_sent=self.scoreboard.expect)
+        self.replay = replay_command()
+        # The invariant checkers judge the page tables in ``memory``: only with the
+        # default reference (a stand-in DUT with its own reference has no tables).
+        self.invariants = (Invariants(self.memory, self.params.capabilities, self._hang_bound,
+                                      seed_text=self.seed_text, replay=self.replay)
+                           if reference is None else None)
+        self.driver = RequestDriver(self.loop, dut, tag_bits, on_sent=self._sent)
         self.responses = ResponseMonitor(self.loop, dut, tag_bits, on_response=self._response,
                                          keep=False)
-        self.faults = FaultMonitor(self.loop, dut, on_fault=self.scoreboard.add_fault)
+        self.faults = FaultMonitor(self.loop, dut, on_fault=self._fault)
         self.responder = MemoryResponder(self.loop, dut, self.memory, self.params.mem_id_bits,
                                          rng=random.Random(self.rng.random()))
         self.inval = StreamSource(self.loop, StreamBus(dut, "inval"))
         self.events = EventCounter(self.loop, dut)
+        if self.invariants is not None:
+            InvariantMonitor(self.loop, dut, self.invariants)
         self._last_progress = 0
         self._batch_done = None
         self.loop.start()
@@ -137,6 +147,8 @@ class TB:
         configure = getattr(self.scoreboard.reference, "configure", None)
         if configure is not None:
             configure(ddtp, fctl)
+        if self.invariants is not None:
+            self.invariants.configure(ddtp, fctl)
 
     @property
     def reference(self):
@@ -144,6 +156,8 @@ class TB:
 
     def write64(self, addr: int, value: int) -> None:
         """A software store to the tables: into the RTL's memory and the model's copy."""
+        if self.invariants is not None:
+            self.invariants.note_write(addr, self.memory.peek64(addr & ~7), self.cycle)
         self.memory.write64(addr, value, who="tb")
         model_memory = getattr(self.scoreboard.reference, "memory", None)
         if model_memory is not None and model_memory is not self.memory:
@@ -176,9 +190,29 @@ class TB:
         self.driver.pause = random_pattern(random.Random(self.rng.random()), probability)
 
     # -------------------------------------------------------- transactions
+    def _sent(self, index, request: Request, cycle: int) -> None:
+        self.scoreboard.expect(index, request, cycle)
+        if self.invariants is not None:
+            self.invariants.request_sent(request, cycle)
+
+    def _fault(self, record: arch.FaultRecord, cycle: int) -> None:
+        self.scoreboard.add_fault(record, cycle)
+        if self.invariants is not None:
+            self.invariants.fault_record(record, cycle)
+
+    def _hang_bound(self) -> HangBound:
+        """The no-hang bound's inputs as the responder and monitors are set now."""
+        stressed = self.responder.requests.backpressure is not None
+        return HangBound(self.responder.latency[1], self.params.walkers,
+                         stall=8 if stressed else 0,
+                         response_stall=8 if self.responses.backpressure is not None else 0)
+
     def _response(self, response: Response, cycle: int) -> None:
         self._last_progress = cycle
-        self.scoreboard.check(response, cycle)
+        expectation = self.scoreboard.check(response, cycle)
+        if self.invariants is not None:
+            self.invariants.response(response, cycle,
+                                     expectation.response if expectation else None)
         self.driver.release(response.tag)
         if self._batch_done is not None and not self.driver.outstanding and self.driver.idle:
             self._batch_done.set()
@@ -208,6 +242,8 @@ class TB:
         await self._wait(lambda: False, 8, "", fail=False)
         self._batch_done = None
         self.scoreboard.check_faults()
+        if self.invariants is not None:
+            self.invariants.settle()
         self._check_protocol()
         results = self.scoreboard.results
         return [results.get(i, (request, None)) for i, request in enumerate(requests)]
@@ -279,7 +315,21 @@ class TB:
     # ------------------------------------------------------------ results
     def figures(self) -> dict:
         return {**self.scoreboard.summary(), "cycles": self.cycle,
-                "memory": self.responder.stats(), "events": dict(self.events.counts)}
+                "memory": self.responder.stats(), "events": dict(self.events.counts),
+                "invariants": self.invariants.summary() if self.invariants else None}
+
+    def _export_figures(self, figures: dict, failure: str) -> None:
+        """Append this test's figures as one JSON line to ``$IOMMU_TB_FIGURES`` (if set):
+        how ``tests/regress.py`` totals transactions, violations and latencies."""
+        path = os.environ.get(FIGURES_ENV)
+        if not path:
+            return
+        row = {"replay": self.replay, "failure": failure.splitlines()[0] if failure else "",
+               "checked": figures["checked"], "latency_max": figures["latency_max"],
+               "mismatches": len(self.scoreboard.mismatches),
+               "invariants": self.invariants.summary() if self.invariants else None}
+        with open(path, "a") as out:
+            out.write(json.dumps(row) + "\n")
 
     def report(self, check: bool = True) -> dict:
         """Log the figures; with ``check``, fail on any mismatch or unanswered request."""
@@ -298,11 +348,15 @@ class TB:
             if pulses is not None and pulses != self.driver.transfers:
                 self.scoreboard._mismatch(f"ev_request pulsed {pulses} times for "
                                           f"{self.driver.transfers} accepted requests")
-            mismatches = self.scoreboard.mismatches
-            if mismatches:
-                shown = "\n  ".join(mismatches[:10])
-                raise AssertionError(f"{len(mismatches)} mismatches (seed {self.seed_text}):\n  "
-                                     f"{shown}")
+            if self.invariants is not None:
+                self.invariants.unanswered(self.cycle)
+                self.log.info("invariants: %s", self.invariants.summary())
+            failure = "\n".join(text for text in (
+                self.scoreboard.failure_text(self.replay),
+                self.invariants.failure_text() if self.invariants else "") if text)
+            self._export_figures(figures, failure)
+            if failure:
+                raise AssertionError(failure)
             if self.scoreboard.pending:
                 raise AssertionError(f"{len(self.scoreboard.pending)} requests never answered "
                                      f"(seed {self.seed_text})")
@@ -316,8 +370,10 @@ def cause_name(cause: int) -> str:
         return str(cause)
 
 
-def memory_differences(rtl_memory: Memory, model_memory: Memory, limit: int = 10) -> list[str]:
-    """Where two memories differ, dword by dword (see ``TB.compare_memories``)."""
+def memory_differences(rtl_memory: Memory, model_memory: Memory, limit: int = 10,
+                       exclude: tuple = ()) -> list[str]:
+    """Where two memories differ, dword by dword (see ``TB.compare_memories``), outside
+    the ``exclude`` ranges (``(start, end)`` byte addresses)."""
     ad, napot = arch.Pte.A.mask | arch.Pte.D.mask, arch.Pte.N.mask
     out: list[str] = []
     groups: set[int] = set()  # NAPOT groups (128-byte aligned) differing only in A/D
@@ -331,7 +387,7 @@ def memory_differences(rtl_memory: Memory, model_memory: Memory, limit: int = 10
             a = int.from_bytes(rtl[offset:offset + 8], "little")
             b = int.from_bytes(model[offset:offset + 8], "little")
             addr = (page << 12) + offset
-            if a == b:
+            if a == b or any(lo <= addr < hi for lo, hi in exclude):
                 continue
             if (a ^ b) & ~ad == 0 and a & b & napot:
                 groups.add(addr & ~127)

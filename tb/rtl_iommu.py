@@ -54,6 +54,7 @@ class RtlIommu:
     def write_register(self, offset: int, size: int, value: int) -> None:
         resume(self.tb.write_register)(offset, size, value)
 
+    @property
     def wired_interrupts(self) -> set[int]:
         return self.tb.wired_interrupts
 
@@ -159,6 +160,8 @@ class LockstepMismatch(AssertionError):
 
 #: Registers whose value depends on time, not on what was done: not compared.
 TIMING_REGISTERS = {Reg.IOHPMCYCLES}
+#: Registers that show the command queue's progress: compared once both have drained it.
+QUEUE_PROGRESS_REGISTERS = {Reg.CQH, Reg.CQCSR, Reg.IPSR}
 
 
 class Lockstep:
@@ -175,6 +178,7 @@ class Lockstep:
         self.rtl_memory, self.model_memory = rtl_memory, model_memory
         self.register_reads = self.register_writes = self.translations = 0
         self.log: list[str] = []
+        self.fault_queues: set[tuple[int, int]] = set()  # (base, end) of every FQ programmed
 
     def _fail(self, text: str) -> None:
         raise LockstepMismatch(f"{text} (seed {self.rtl.tb.seed_text}, after "
@@ -182,6 +186,11 @@ class Lockstep:
                                f"{self.translations} translations)")
 
     def read_register(self, offset: int, size: int) -> int:
+        if offset in QUEUE_PROGRESS_REGISTERS:
+            # The RTL runs its command queue by itself, the model when asked: let both
+            # finish what is queued before comparing where they are.
+            self.rtl.process_commands()
+            self.model.process_commands()
         got = self.rtl.read_register(offset, size)
         expected = self.model.read_register(offset, size)
         self.register_reads += 1
@@ -194,6 +203,10 @@ class Lockstep:
         self.rtl.write_register(offset, size, value)
         self.model.write_register(offset, size, value)
         self.register_writes += 1
+        if offset == Reg.FQB:
+            base = arch.QueueBase.PPN.get(value) << arch.PAGE_SHIFT
+            entries = 1 << (arch.QueueBase.LOG2SZ_1.get(value) + 1)
+            self.fault_queues.add((base, base + entries * arch.FAULT_RECORD_SIZE))
 
     def translate(self, request: Request) -> Response:
         return self.translate_all([request])[0]
@@ -218,14 +231,31 @@ class Lockstep:
         self.rtl.tick(cycles)
         self.model.tick(cycles)
 
+    @property
     def wired_interrupts(self) -> set[int]:
-        got, expected = self.rtl.wired_interrupts(), self.model.wired_interrupts()
+        got, expected = self.rtl.wired_interrupts, self.model.wired_interrupts
         if got != expected:
             self._fail(f"wired interrupt lines: RTL {sorted(got)}, model {sorted(expected)}")
         return got
 
     def compare_memories(self) -> list[str]:
-        return memory_differences(self.rtl_memory, self.model_memory)
+        """Differences between the two memories. Fault queues are compared as multisets
+        of records: the RTL writes records in completion order, which for requests in
+        flight together need not be request order (the spec does not order them)."""
+        out = []
+        for base, end in sorted(self.fault_queues):
+            def records(memory):
+                raw = memory._raw_read(base, end - base)
+                return sorted(raw[i:i + arch.FAULT_RECORD_SIZE]
+                              for i in range(0, len(raw), arch.FAULT_RECORD_SIZE))
+            got, expected = records(self.rtl_memory), records(self.model_memory)
+            if got != expected:
+                extra = [arch.FaultRecord.unpack(r) for r in got if r not in expected]
+                missing = [arch.FaultRecord.unpack(r) for r in expected if r not in got]
+                out.append(f"fault queue at {base:#x}: RTL wrote {extra[:3]} the model did "
+                           f"not; the model wrote {missing[:3]} the RTL did not")
+        return out + memory_differences(self.rtl_memory, self.model_memory,
+                                        exclude=tuple(self.fault_queues))
 
 
 def _reg_name(offset: int) -> str:
