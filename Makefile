@@ -43,7 +43,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) tests
 
 regress: $(STAMP)
-	$(PY) -m tests.regress --transactions $(REGRESS_N) $(if $(SEED),--seed $(SEED)) --jobs $(JOBS)
+	$(PY) -m tests.regress --transactions $(REGRESS_N) $(if $(MINUTES),--minutes $(MINUTES)) $(if $(SEED),--seed $(SEED)) --jobs $(JOBS)
 
 verilog: $(STAMP)
 	$(PY) -m rtl.generate --preset $(PRESET) -o build/iommu.v

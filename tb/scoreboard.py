@@ -25,8 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from models import arch
+from models.arch import Access, AddrType
 from models.memory import Memory
 from models.transaction import Request, Response
+
+ACCESS_LETTER = {Access.READ: "R", Access.WRITE: "W", Access.EXECUTE: "X"}
 
 #: ``reference(request) -> (response, record)``, or ``(response, record, reason)`` where
 #: ``reason`` says in words why the model answered so (quoted in mismatch messages).
@@ -79,11 +82,45 @@ class EngineReference:
 
 
 def describe(request: Request) -> str:
-    """``device 0x12 process 0x3 (S) iova 0x... WRITE UNTRANSLATED``: who asked what."""
-    pid = (f"process {request.process_id:#x} ({request.priv.name.lower()})"
-           if request.pv else "no process")
+    """``device 0x12 process 0x3 (pv, S) iova 0x4000 access W``: who asked what, in the
+    spec's terms (§1.1); the address type is named only when it is not Untranslated."""
+    pid = (f"process {request.process_id:#x} (pv, {'S' if request.priv else 'U'})"
+           if request.pv else "process - (no pv)")
+    kind = ("" if request.addr_type == AddrType.UNTRANSLATED
+            else f" {AddrType(request.addr_type).name}")
     return (f"device {request.device_id:#x} {pid} iova {request.iova:#x} "
-            f"{request.access.name} {request.addr_type.name}")
+            f"access {ACCESS_LETTER[Access(request.access)]}{kind}")
+
+
+def replay_command(seed=None) -> str:
+    """The command that reruns the running cocotb test with the same seed and preset."""
+    import json
+    import os
+
+    module, test = "tb.tests.test_core_basic", None
+    try:  # cocotb keeps the running test on its regression manager
+        from cocotb import regression
+
+        running = regression._manager_inst._test
+        module, test = running.module, running.name
+    except (AttributeError, ImportError):
+        pass
+    seed = os.environ.get("COCOTB_RANDOM_SEED") if seed is None else seed
+    preset = ""
+    try:
+        from rtl.generate import PRESETS
+
+        from .env import PARAMS_ENV, params_to_env
+
+        text = os.environ.get(PARAMS_ENV)
+        if text:
+            values = json.loads(text)
+            preset = next((f" --preset {name}" for name, params in PRESETS.items()
+                           if json.loads(params_to_env(params)) == values), " (custom params)")
+    except ImportError:
+        pass
+    return (f"python -m tb.runner {module}" + (f" --seed {seed}" if seed is not None else "")
+            + (f" --testcase '{test}'" if test else "") + preset)
 
 
 def differences(expected: Response, got: Response) -> list[str]:
@@ -168,9 +205,10 @@ class Scoreboard:
         self.results[expectation.index] = (expectation.request, got)
         diff = differences(expectation.response, got)
         if diff:
-            self._mismatch(f"{describe(expectation.request)} (tag {got.tag}, sent cycle "
-                           f"{expectation.sent}, answered {cycle}): expected "
-                           f"{expectation.response}, got {got} [{', '.join(diff)} differ]"
+            self._mismatch(f"{describe(expectation.request)}: expected "
+                           f"{expectation.response} got {got} [{', '.join(diff)} differ; "
+                           f"tag {got.tag}, accepted cycle {expectation.sent}, answered "
+                           f"{cycle}]"
                            + (f"; model: {expectation.reason}" if expectation.reason else ""))
         else:
             self.matches += 1
@@ -208,6 +246,16 @@ class Scoreboard:
             self.log.error(message)
         elif len(self.mismatches) == self.max_logged + 1:
             self.log.error("further mismatches are counted but not logged")
+
+    def failure_text(self, replay: str = "") -> str:
+        """Empty when everything matched; else the count, the first mismatch and how to
+        rerun it (what a failing cocotb test prints)."""
+        if not self.mismatches:
+            return ""
+        shown = "\n  ".join(self.mismatches[1:10])
+        return (f"{len(self.mismatches)} mismatches (seed {self.seed}); first: "
+                f"{self.mismatches[0]}" + (f"\n  replay: {replay}" if replay else "")
+                + (f"\n  then:\n  {shown}" if shown else ""))
 
     def summary(self) -> dict:
         lat = sorted(self.latencies)

@@ -32,6 +32,7 @@ def test_testbench_on_a_stub(sim):
 CORE_GROUPS = {
     "off-bare": ["ddtp_off_blocks_everything", "ddtp_bare_passes_untranslated_through"],
     "sv39": ["one_level_ddt_sv39", "invalidation_makes_table_changes_visible"],
+    "invalidation": ["invalidation_under_traffic"],
     "random-1lvl": ["random_traffic/system=lvl1"],
     "random-2lvl": ["random_traffic/system=lvl2"],
     "random-3lvl": ["random_traffic/system=lvl3"],

@@ -10,9 +10,10 @@ The random-traffic size is ``$IOMMU_TB_TRANSACTIONS`` per test (default 3000).
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cocotb
+from cocotb.triggers import ClockCycles, First, Timer
 
 from models import arch
 from models.arch import (
@@ -33,10 +34,21 @@ from models.arch import (
 from models.memory import FrameAllocator, Memory
 from models.pagetable import DeviceDirectory, PageTable, ProcessDirectory
 from models.transaction import Request
-from tb.env import TB, cause_name
+from tb import packing
+from tb.env import CLOCK_PERIOD_NS, TB, cause_name
 from tb.traffic import RandomSystem
 
 TRANSACTIONS = int(os.environ.get("IOMMU_TB_TRANSACTIONS", "3000"))
+#: ``lo,hi``: memory latency range for the random tests (``make regress``'s slow-memory runs).
+MEM_LATENCY = os.environ.get("IOMMU_TB_MEM_LATENCY")
+
+
+def apply_stress(tb: TB, on: bool) -> None:
+    """``tb.stress(on)``, then the memory latency of ``$IOMMU_TB_MEM_LATENCY`` if set."""
+    tb.stress(on)
+    if MEM_LATENCY:
+        lo, hi = (int(v) for v in MEM_LATENCY.split(","))
+        tb.responder.latency = (lo, hi)
 
 
 def random_plain_requests(rng: random.Random, count: int) -> list[Request]:
@@ -135,7 +147,7 @@ async def random_traffic(dut, system, stress):
     world = RandomSystem(tb.memory, rng, devices=10, **SYSTEMS[system])
     tb.log.info("random system: %s; %d requests; seed %s", world.describe(), TRANSACTIONS,
                 tb.seed_text)
-    tb.stress(stress)
+    apply_stress(tb, stress)
     await tb.reset()
     tb.configure(world.ddtp())
     results = await tb.translate_all(world.requests(TRANSACTIONS))
@@ -155,7 +167,7 @@ async def random_traffic_memory_errors(dut, stress):
     world = RandomSystem(tb.memory, rng, devices=10, **SYSTEMS["lvl2"])
     for addr, kind, what in world.inject_memory_errors(8):
         tb.log.info("memory error: %s at %#x (%s)", kind, addr, what)
-    tb.stress(stress)
+    apply_stress(tb, stress)
     await tb.reset()
     tb.configure(world.ddtp())
     results = await tb.translate_all(world.requests(TRANSACTIONS // 2))
@@ -186,6 +198,142 @@ async def invalidation_makes_table_changes_visible(dut):
     (_, after), = await tb.translate_all([request])
     tb.report()  # the model says where the new mapping goes; here only: it moved
     assert before[-1][1].ok and after.ok and after.spa != before[-1][1].spa, (before, after)
+
+
+@dataclass
+class TableChange:
+    """One software change to a device's tables, and the §10.3 recipe that invalidates it."""
+
+    device_id: int
+    what: str
+    stores: list[tuple[int, int]]  # (dword address, new value)
+    commands: list[dict]  # Invalidation operands, "kind" included
+    probes: list[Request]  # requests that see the change
+
+
+def random_table_change(world: RandomSystem, rng: random.Random) -> TableChange | None:
+    """Remap, write-protect or unmap a page of some device or process (IOTINVAL.VMA with
+    ADDR and PSCID), or flip a device context's DTF (IODIR.INVAL_DDT, then IOTINVAL.VMA
+    of its PSCID). Global pages and NAPOT groups are left alone: they are shared by every
+    table, or 16 PTEs that must change together."""
+    device = rng.choice([d for d in world.devices if d.kind in ("first-stage", "pdt")])
+    if rng.random() < 0.2:
+        dc_addr = world.ddt.dc_address(device.device_id)
+        tc = world.memory.peek64(dc_addr)
+        pscid = Ta.PSCID.get(world.ddt.read(device.device_id).ta)
+        pid = next(iter(device.processes), None)
+        space = device.space if device.kind == "first-stage" else device.processes.get(pid)
+        iova = world._iova_in(space)
+        probe = Request(device_id=device.device_id, iova=iova, access=arch.Access.WRITE,
+                        process_id=pid or 0, pv=pid is not None)
+        # §10.3, leaf DDT entry: IODIR.INVAL_DDT, then the PSCID (PDTV=0) or every host
+        # entry (PDTV=1).
+        flush = ({"kind": "IOTINVAL_VMA", "pscv": 1, "pscid": pscid}
+                 if device.kind == "first-stage" else {"kind": "IOTINVAL_VMA"})
+        return TableChange(device.device_id, f"DTF {Tc.DTF.get(tc)} -> {1 - Tc.DTF.get(tc)}",
+                           [(dc_addr, Tc.DTF.set(tc, 1 - Tc.DTF.get(tc)))],
+                           [{"kind": "IODIR_INVAL_DDT", "dv": 1, "device_id": device.device_id},
+                            flush],
+                           [probe, replace(probe, access=arch.Access.READ)])
+    if device.kind == "first-stage":
+        pid, space = None, device.space
+        pscid = Ta.PSCID.get(world.ddt.read(device.device_id).ta)
+    else:
+        pid = rng.choice(list(device.processes))
+        space = device.processes[pid]
+        if space is None or space.table is None:
+            return None
+        pscid = PcTa.PSCID.get(device.pdt.read(pid).ta)
+    if space is None or space.table is None:
+        return None
+    global_vas = {va for va, *_ in world.globals}
+    pages = [(va, size) for va, size in space.mapped if va not in global_vas and size != 1 << 16]
+    if not pages:
+        return None
+    va, size = rng.choice(pages)
+    pte_addr, _, pte = space.table.walk_path(va)[-1]
+    roll = rng.random()
+    if roll < 0.4:
+        frame = rng.randrange(0, 1 << 50, size) >> 12
+        new, what = Pte.PPN.set(pte, frame), f"remap va {va:#x} to ppn {frame:#x}"
+    elif roll < 0.7:
+        new, what = Pte.W.set(pte, 0), f"write-protect va {va:#x}"
+    else:
+        new, what = Pte.V.set(pte, 0), f"unmap va {va:#x}"
+    probes = [Request(device_id=device.device_id, iova=va + rng.randrange(size), access=access,
+                      process_id=pid or 0, pv=pid is not None)
+              for access in (arch.Access.READ, arch.Access.WRITE)]
+    return TableChange(device.device_id, what, [(pte_addr, new)],
+                       [{"kind": "IOTINVAL_VMA", "av": 1, "pscv": 1, "pscid": pscid,
+                         "vpn": va >> 12}], probes)
+
+
+async def invalidate_under_traffic(tb: TB, commands: list[dict]) -> None:
+    """Send invalidations without draining the requests in flight; the model applies each
+    when the core accepts it (the same cycle, before any later request)."""
+    for operands in commands:
+        done = cocotb.triggers.Event()
+
+        def accepted(item, cycle, operands=operands, done=done):
+            tb.reference.invalidate(**operands)
+            done.set()
+
+        tb.inval.on_accept = accepted
+        tb.inval.send(packing.invalidation_payload(**operands))
+        await First(done.wait(), Timer(1000 * CLOCK_PERIOD_NS, unit="ns"))
+        if not done.is_set():
+            raise AssertionError(f"the DUT did not accept invalidation {operands} in 1000 "
+                                 f"cycles (seed {tb.seed_text}; replay: {tb.replay})")
+    tb.inval.on_accept = None
+
+
+@cocotb.test()
+@cocotb.parametrize(stress=[False, True])
+async def invalidation_under_traffic(dut, stress):
+    """Invalidation-heavy random traffic: table changes and their invalidations (§10.3)
+    while walks of other devices are in flight, so ``inval_pending`` is exercised.
+
+    Each round warms the caches with the page to change, keeps other devices' traffic
+    going, stores the change and sends its invalidation(s) without draining, then asks
+    for the changed page again. The scoreboard judges everything; the freshness checker
+    (``tb/invariants.py``) checks every request issued after ``inval_pending`` fell
+    against the current tables. Requests of the changed device are held back while its
+    change is in the air: until the invalidation, old or new values are both legal."""
+    tb = TB(dut)
+    rng = random.Random(tb.seed)
+    world = RandomSystem(tb.memory, rng, devices=10, **SYSTEMS["lvl2"])
+    apply_stress(tb, stress)
+    await tb.reset()
+    tb.configure(world.ddtp())
+    rounds = max(4, TRANSACTIONS // 60)
+    changes = 0
+    for _ in range(rounds):
+        change = random_table_change(world, rng)
+        if change is None:
+            continue
+        changes += 1
+        await tb.translate_all(change.probes + world.requests(10))  # the old values, cached
+        others = [r for r in world.requests(40) if r.device_id != change.device_id]
+        traffic = cocotb.start_soon(tb.translate_all(others))
+        await ClockCycles(dut.clk, rng.randrange(2, 40))
+        for addr, value in change.stores:
+            tb.write64(addr, value)
+        await invalidate_under_traffic(tb, change.commands)
+        after = change.probes + [r for r in world.requests(10) if r.device_id != change.device_id]
+        if tb._batch_done is not None and not tb._batch_done.is_set():
+            for index, request in enumerate(after, start=len(others)):
+                tb.driver.send(request, index)  # joins the batch still in flight
+            await traffic
+        else:
+            await traffic
+            await tb.translate_all(after)
+        tb.log.info("changed %s of device %#x", change.what, change.device_id)
+    figures = tb.report()
+    invariants = figures["invariants"]
+    tb.log.info("%d table changes; invalidations completed %s; freshness checked %d",
+                changes, invariants["invalidations"], invariants["freshness"]["checked"])
+    assert invariants["invalidations"]["completed"] >= changes
+    assert invariants["freshness"]["checked"] >= changes, "no request was judged fresh"
 
 
 @cocotb.test()

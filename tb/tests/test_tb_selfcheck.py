@@ -118,7 +118,7 @@ async def scoreboard_catches_a_wrong_answer(dut):
     mismatches = tb.scoreboard.mismatches
     assert len(mismatches) == 1, mismatches
     message = mismatches[0]
-    for part in ("device 0x42", "process 0x7", f"iova {victim:#x}", "READ", "spa differ",
+    for part in ("device 0x42", "process 0x7", f"iova {victim:#x}", "access R", "spa differ",
                  f"seed {tb.seed_text}"):
         assert part in message, f"{part!r} missing from {message!r}"
     assert tb.report(check=False)["mismatches"] == 1
