@@ -44,13 +44,38 @@ GROUPS = [
         ("context_fetch.req__valid", "bin", None), ("context_fetch.res__valid", "bin", None),
         ("context_fetch.ddt_walk", "bin", None), ("context_fetch.pdt_walk", "bin", None),
     ]),
-    ("Walkers", [(r"walker\d+\.walk_state", "enum", "WalkerState")]),
+    ("Walkers", [(r"walker\d+(\.\w+)?\.walk_state", "enum", "WalkerState")]),
     ("Memory port", [
         ("mem_req__valid", "bin", None), ("mem_req__payload.id", "dec", None),
         ("mem_req__payload.op", "enum", "MemOp"), ("mem_req__payload.addr", "hex", None),
         ("mem_resp__valid", "bin", None), ("mem_resp__payload.id", "dec", None),
         ("mem_resp__payload.rdata", "hex", None),
     ]),
+]
+
+# Groups that exist only in the whole IOMMU (rtl/iommu.py); there the core's groups
+# above live under the ``core.`` scope.
+TOP_GROUPS = [
+    ("Registers (MMIO)", [
+        ("mmio_req__valid", "bin", None), ("mmio_req__ready", "bin", None),
+        ("registers.mmio_req__payload.addr", "hex", None),
+        ("registers.mmio_req__payload.write", "bin", None),
+        ("registers.mmio_req__payload.wdata", "hex", None),
+        ("mmio_resp__valid", "bin", None), ("registers.mmio_resp__payload.rdata", "hex", None),
+    ]),
+    ("Command queue", [
+        ("command_queue.cq_state", "enum", "CommandQueueState"),
+        ("command_queue.cqh", "dec", None), ("command_queue.cqt", "dec", None),
+        ("command_queue.inval__valid", "bin", None),
+        ("command_queue.inval__payload.kind", "enum", "InvalKind"),
+        ("core.inval_pending", "bin", None),
+    ]),
+    ("Fault queue", [
+        ("fault_queue.fq_state", "enum", "FaultQueueState"),
+        ("fault_queue.fault__valid", "bin", None),
+        ("fault_queue.fqh", "dec", None), ("fault_queue.fqt", "dec", None),
+    ]),
+    ("Interrupts", [("registers.ipsr", "hex", None), ("wsi", "hex", None)]),
 ]
 
 _FLAGS = {"bin": "@28", "hex": "@22", "dec": "@24", "enum": "@2024"}
@@ -65,7 +90,16 @@ def _enum_filters() -> dict[str, list[tuple[int, str]]]:
         "MemOp": [(e.value, e.name) for e in layouts.MemOp],
         "MemErr": [(e.value, e.name) for e in layouts.MemErr],
         "SlotState": [(e.value, e.name) for e in SlotState],
+        "InvalKind": [(e.value, e.name) for e in layouts.InvalKind],
     }
+    try:
+        from rtl.command_queue import COMMAND_QUEUE_STATES
+        from rtl.fault_queue import FAULT_QUEUE_STATES
+
+        filters["CommandQueueState"] = list(enumerate(COMMAND_QUEUE_STATES))
+        filters["FaultQueueState"] = list(enumerate(FAULT_QUEUE_STATES))
+    except ImportError:
+        pass
     try:  # Amaranth FSM states are numbered in declaration order
         from rtl.walker import WALKER_STATES
 
@@ -121,7 +155,14 @@ def write_savefile(dump: Path, out: Path) -> Path:
 
     lines = [f'[dumpfile] "{dump}"', f'[savefile] "{out}"', "[size] 1600 900",
              "[sst_expanded] 0", "[signals_width] 320"]
-    for group, patterns in GROUPS:
+    groups = GROUPS
+    if any(name.startswith("core.") for name in local):  # the whole IOMMU: core inside
+        inner = {"Miss slots", "IOTLB", "Context fetch", "Walkers"}
+        groups = [(g, [((f"core.{p}" if g in inner else p), f, e) for p, f, e in pats])
+                  for g, pats in GROUPS[:3]] + TOP_GROUPS[:1] + [
+            (g, [((f"core.{p}" if g in inner else p), f, e) for p, f, e in pats])
+            for g, pats in GROUPS[3:]] + TOP_GROUPS[1:]
+    for group, patterns in groups:
         picked = []
         for pattern, fmt, enum_name in patterns:
             rx = re.compile(pattern if "\\" in pattern else re.escape(pattern))
