@@ -100,6 +100,11 @@ class RtlIommu:
         self.queue_cycles += tb.cycle - start
         return done
 
+    @property
+    def iotlb_entries(self) -> int:
+        """The IOTLB size the RTL was built with (a scenario cannot choose it)."""
+        return self.tb.params.iotlb_entries
+
     # ----------------------------------------------------------------- time
     def tick(self, cycles: int = 1) -> None:
         resume(self.tb.cycles)(cycles)

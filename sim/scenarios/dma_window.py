@@ -51,6 +51,8 @@ def run(backend: str, seed: int, max_mib: int = 64, reads: int = 256, iotlb: int
     windows = [PAGE << i for i in range(int(math.log2(max_window // PAGE)) + 1)]
     rows = {name: [] for name in CONFIGS}
     plat = boot(backend, iotlb=iotlb)  # one IOMMU per run (the RTL backend has one)
+    # The RTL's IOTLB size is fixed when it is built (its preset): use what it has.
+    iotlb = getattr(plat.iommu, "iotlb_entries", iotlb)
     with task("dma_window", len(CONFIGS) * len(windows)) as bar:
         for n, (name, page) in enumerate(CONFIGS.items()):
             dev = DmaDevice(f"reader{n}", 0x50 + n, plat.iommu, plat.memory, max_request=READ)
