@@ -6,19 +6,23 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 SIM         ?= verilator
-SCENARIO    ?= default
+SCENARIO    ?= tour
+BACKEND     ?= rtl
+WAVES       ?= 1
 PRESET      ?= default
 SEED        ?=
 JOBS        ?= 2
 REGRESS_N   ?= 100000
 export SIM
 
-.PHONY: all install sim test regress verilog lint waves wave-demo bench synth clean help
+.PHONY: all install sim scenarios test regress verilog lint waves wave-demo bench synth clean help
 
 all: test
 
 help:
-	@echo "make sim [SCENARIO=name] [SIM=verilator|icarus]  run a scenario and print its report"
+	@echo "make sim [SCENARIO=tour|name] [BACKEND=rtl|model] [SIM=verilator|icarus] [PRESET=..] [WAVES=0]"
+	@echo "                                                run scenarios on the RTL (default: the tour) and print the report"
+	@echo "make scenarios                                  list the scenarios and their parameters"
 	@echo "make test                                       run the test suite (model + RTL)"
 	@echo "make regress [REGRESS_N=100000] [SEED=n]        long random differential run"
 	@echo "make verilog [PRESET=small|default|large]       write build/iommu.v"
@@ -37,7 +41,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 sim: $(STAMP)
-	$(PY) -m sim run $(SCENARIO) $(if $(SEED),--seed $(SEED))
+	$(PY) -m sim run $(SCENARIO) --backend $(BACKEND) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(filter rtl,$(BACKEND)),--preset $(PRESET) $(if $(filter 0,$(WAVES)),--no-waves))
+
+scenarios: $(STAMP)
+	$(PY) -m sim list
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) tests
@@ -52,8 +60,8 @@ lint: verilog
 	$(PY) -m rtl.lint build/iommu.v
 
 waves: $(STAMP)
-	@f=$$(cat build/last_wave.txt 2>/dev/null); \
-	 if [ -z "$$f" ]; then echo "no waveform yet: run 'make wave-demo' or WAVES=1 make test first"; exit 1; fi; \
+	@f=build/sim/$(SCENARIO)/waves.fst; [ -f "$$f" ] || f=$$(cat build/last_wave.txt 2>/dev/null); \
+	 if [ -z "$$f" ]; then echo "no waveform yet: run 'make sim' (or 'make wave-demo') first"; exit 1; fi; \
 	 $(PY) -m sim.waves "$$f" build/last_wave.gtkw >/dev/null && \
 	 echo "gtkwave $$f build/last_wave.gtkw" && gtkwave "$$f" build/last_wave.gtkw
 
