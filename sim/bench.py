@@ -67,6 +67,18 @@ def rtl_bench(walkers: int, sim: str) -> dict:
     return json.loads(path.read_text())
 
 
+def control_bench(sim: str) -> dict:
+    """Cycles per command and strict vs deferred unmap, on the whole IOMMU (rtl/iommu.py),
+    the OS driver model programming it through the registers."""
+    from tb.runner import run
+
+    path = OUT / "control.json"
+    path.unlink(missing_ok=True)
+    run("tb.tests.test_control", sim=sim, testcase="command_costs", design="rtl.iommu:Iommu",
+        extra_env={"BENCH_OUT": str(path.resolve()), "COCOTB_LOG_LEVEL": "WARNING"})
+    return json.loads(path.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sim", default=os.environ.get("SIM", "verilator"))
@@ -76,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"model": model_bench()}
     if not args.no_rtl:
         results["rtl"] = {w: rtl_bench(w, args.sim) for w in (1, DEFAULT.walkers)}
+        results["control"] = control_bench(args.sim)
     (OUT / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
 
     m = results["model"]
@@ -99,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  responses checked against the model: "
               f"{one['checked'] + many['checked']}, mismatches "
               f"{one['mismatches'] + many['mismatches']}")
+    if "control" in results:
+        c = results["control"]
+        print("RTL command queue (whole IOMMU, memory latency 10 cycles; the driver polls cqh)")
+        for key, value in c.items():
+            if key != "fences":
+                print(f"  {key:<34}{value}")
     print(f"written: {OUT / 'bench.json'}")
     return 0
 

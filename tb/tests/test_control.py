@@ -366,4 +366,4 @@ async def command_costs(dut):
 
     await bridge(os_code)()
     tb.log.info("command costs: %s", result)
-    Path("control_costs.json").write_text(json.dumps(result, indent=2))
+    Path(os.environ.get("BENCH_OUT", "control_costs.json")).write_text(json.dumps(result, indent=2))
