@@ -22,15 +22,19 @@ class ContextCache(wiring.Component):
     matched entry is invalidated or overwritten, so a registered hit never returns
     an entry that has gone.
 
-    Fill: in a cycle with ``fill_en``, (``fill_tag``, ``fill_data``) is written into
-    the entry already holding that tag, else the lowest free entry, else the entry
-    the round-robin pointer names. The caller fills only contexts that are valid
-    (V=1) and well formed: the cache never holds anything else (§10.1).
+    Fill: in a cycle with ``fill_en``, (``fill_tag``, ``fill_data``) is registered and
+    written at the following edge into the entry already holding that tag, else the
+    lowest free entry, else the entry the round-robin pointer names. A lookup in the
+    cycle after the fill already hits it (it is compared with the registered fill
+    too), as if the fill had been written at once. The caller fills only contexts
+    that are valid (V=1) and well formed: the cache never holds anything else (§10.1).
+    Registering the fill keeps the caller's logic away from the entries' write
+    enables (issue 7, timing).
 
     Invalidate: in a cycle with ``inval_en``, every entry whose tag equals
     ``inval_tag`` on the bits set in ``inval_mask`` is dropped (a zero mask flushes
-    the cache). An invalidation in the same cycle as a fill also applies to the entry
-    being filled.
+    the cache). An invalidation in the same cycle as a fill, or in the cycle its
+    registered copy is written, also applies to the entry being filled.
     """
 
     def __init__(self, tag_shape, data_shape, entries: int):
@@ -78,11 +82,22 @@ class ContextCache(wiring.Component):
         ]
 
         # --------------------------------------------------------------- fill
-        # Victim: the entry holding this tag already, else the lowest free one, else
-        # the round-robin pointer. Fills are rare (a context miss), so the priority
+        # The fill is registered (fill_q) and written at the next edge. Victim: the
+        # entry holding this tag already, else the lowest free one, else the
+        # round-robin pointer. Fills are rare (a context miss), so the priority
         # encoders here are off the lookup path.
+        def inval_covers(tag):
+            return self.inval_en & (((tag ^ inval_tag) & inval_mask) == 0)
+
+        fill_q = Signal()
+        fill_q_tag = Signal(tag_width)
+        fill_q_data = Signal(data_width)
+        # An invalidation in the cycle of the fill applies to it: it is not kept.
+        m.d.sync += [fill_q.eq(self.fill_en & ~inval_covers(fill_tag)),
+                     fill_q_tag.eq(fill_tag), fill_q_data.eq(Value.cast(self.fill_data))]
+
         fill_match = Signal(n)
-        m.d.comb += fill_match.eq(Cat((tags[i] == fill_tag) & valid[i] for i in range(n)))
+        m.d.comb += fill_match.eq(Cat((tags[i] == fill_q_tag) & valid[i] for i in range(n)))
         rr = Signal(range(n))
         victim = Signal(range(n))
         m.d.comb += victim.eq(rr)
@@ -104,21 +119,21 @@ class ContextCache(wiring.Component):
         m.d.comb += [next_valid.eq(valid), next_hit.eq(hit_vec)]
         with m.If(self.lookup_en):
             m.d.comb += next_hit.eq(lookup_match)
-        with m.If(self.fill_en):
+        with m.If(fill_q):
             for i in range(n):
                 with m.If(victim == i):
-                    m.d.sync += [tags[i].eq(fill_tag), datas[i].eq(Value.cast(self.fill_data))]
-                    # The entry now holds another context: a pending hit on it is void,
-                    # and an invalidation this cycle is checked against the new tag.
+                    m.d.sync += [tags[i].eq(fill_q_tag), datas[i].eq(fill_q_data)]
+                    # The entry now holds the new context: a pending hit on the old one
+                    # is void, a lookup of the new one hits it, and an invalidation
+                    # this cycle is checked against the new tag.
                     m.d.comb += [
-                        next_valid[i].eq(~self.inval_en | (((fill_tag ^ inval_tag) & inval_mask)
-                                                           != 0)),
-                        next_hit[i].eq(0),
+                        next_valid[i].eq(~inval_covers(fill_q_tag)),
+                        next_hit[i].eq(self.lookup_en & (fill_q_tag == lookup_tag)),
                     ]
             m.d.sync += rr.eq(Mux(rr == n - 1, 0, rr + 1))
         with m.If(self.inval_en):
             for i in range(n):
-                with m.If(inval_match[i] & ~(self.fill_en & (victim == i))):
+                with m.If(inval_match[i] & ~(fill_q & (victim == i))):
                     m.d.comb += next_valid[i].eq(0)
         m.d.sync += [valid.eq(next_valid), hit_vec.eq(next_hit)]
         return m

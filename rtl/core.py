@@ -1,10 +1,11 @@
 """The translation core: requests in, translations (or faults) out, out of order by tag.
 
-    request ─► IOTLB lookup (2 stages) ─► decide ──hit/Off/Bare──────────────► completion ─► response
-                                               └─miss─► slot i: context fetch ─► walker i ─┘   └► fault
+    request ─► IOTLB lookup (2 stages) ─► decide ──hit/Off/Bare─────────────────────────► out ─► response
+                                               └─miss─► slot i: context fetch ─► walker i ─► completion ─┘   └► fault
                                                         (shared, cached)          (one per slot)
 
-* A hit answers 2 cycles after its request was accepted, one per cycle.
+* A hit answers 3 cycles after its request was accepted (2 in the IOTLB, 1 in the
+  registered output), one per cycle.
 * A miss takes a free *slot* (there are ``params.walkers``); up to that many
   walks are in flight and the hits behind them keep flowing. A miss with no
   free slot stalls the pipe (the only way a miss blocks a hit).
@@ -23,7 +24,8 @@ from models import arch
 
 from . import layouts
 from .context_fetch import ContextFetch
-from .iotlb import IOTLB
+from .hpm import EventSource
+from .iotlb import IOTLB, Fill
 from .mem_arbiter import MemoryArbiter
 from .params import DEFAULT, IOMMUParams
 from .walker import PageTableWalker
@@ -34,8 +36,8 @@ _ALWAYS_REPORTED = sorted(int(c) for c in arch.CAUSES_REPORTED_DESPITE_DTF)
 
 class SlotState(enum.Enum, shape=3):
     FREE = 0
-    CONTEXT = 1  # waiting for the shared context fetch to take the request
-    CONTEXT_WAIT = 2  # context fetch is working for this slot
+    CONTEXT = 1  # waiting to be picked for the shared context fetch
+    CONTEXT_WAIT = 2  # picked: its request is offered to, or served by, the context fetch
     WALK = 3  # handing the walk to this slot's walker
     WALK_WAIT = 4  # the walker is walking
     DONE = 5  # response (and maybe fault report and IOTLB fill) ready to leave
@@ -58,9 +60,32 @@ def core_ports(params: IOMMUParams) -> dict:
         "ev_ddt_walk": Out(1),
         "ev_pdt_walk": Out(1),
         "ev_fs_walk": Out(1),
+        # Who caused the events, for the HPM's ID filters (rtl/hpm.py EventSource):
+        # ev_request_src with ev_request, ev_context_src with ev_ddt_walk/ev_pdt_walk;
+        # ev_walk pulses when a miss's context arrives without fault (the model's
+        # TLB_MISS / S_VS_PT_WALK moment), ev_walk_src carries its GSCID/PSCID tags.
+        "ev_request_src": Out(EventSource),
+        "ev_context_src": Out(EventSource),
+        "ev_walk": Out(1),
+        "ev_walk_src": Out(EventSource),
         "busy": Out(1),
         "inval_pending": Out(1),
     }
+
+
+def round_robin(m: Module, bits, last, n: int, name: str):
+    """Index of the first set bit of ``bits`` after ``last``, wrapping around (``last``
+    itself comes last; 0 when none): every requester is served within ``n`` picks."""
+    index = Signal(range(max(n, 2)), name=name)
+    with m.Switch(last):
+        for prev in range(n):
+            with m.Case(prev):
+                # Later matches win: scan from the farthest candidate to the nearest.
+                for offset in reversed(range(1, n + 1)):
+                    candidate = (prev + offset) % n
+                    with m.If(bits[candidate]):
+                        m.d.comb += index.eq(candidate)
+    return index
 
 
 def lowest_set(m: Module, bits, n: int, name: str):
@@ -78,14 +103,16 @@ class TranslationCore(wiring.Component):
     Ports:
       ddtp, fctl:   configuration (from the register block), stable while translating.
       request:      translation requests (layouts.translation_request).
-      response:     one per request, out of order, matched by tag.
+      response:     one per request, out of order, matched by tag; driven from a
+                    register (a hit leaves 3 cycles after its request was accepted).
       fault:        fault records for the fault queue (DTF already applied).
       inval:        IOTINVAL / IODIR operands from the command queue; always ready.
       mem_req/resp: the IOMMU's own memory port (walks, A/D updates).
       ev_*:         one-cycle event pulses for the performance counters.
-      busy:         a miss is in flight.
-      inval_pending: a walk that began before the latest invalidation is still in
-                    flight (its result will reach its requester, uncached); IOFENCE.C
+      busy:         a miss is in flight (until its response is on the port).
+      inval_pending: a walk that began before the latest invalidation, or a hit looked
+                    up before it, is still in flight (its result will reach its
+                    requester, uncached); IOFENCE.C
                     waits for this to fall so that no response after the fence can
                     carry data read before an invalidation the fence covers.
     """
@@ -104,7 +131,8 @@ class TranslationCore(wiring.Component):
         m.submodules.iotlb = iotlb = IOTLB(p.iotlb_entries, p.iotlb_ways, request_layout)
         m.submodules.context_fetch = ctx = ContextFetch(
             p.mem_id_bits, 0, p.dc_cache_entries, p.pc_cache_entries, p.capabilities)
-        walkers = [PageTableWalker(p.mem_id_bits, i + 1, p.capabilities) for i in range(n)]
+        walkers = [PageTableWalker(p.mem_id_bits, i + 1, p.capabilities,
+                                   walk_cache_entries=p.walk_cache_entries) for i in range(n)]
         for i, w in enumerate(walkers):
             m.submodules[f"walker{i}"] = w
         m.submodules.mem_arbiter = arb = MemoryArbiter(n + 1, p.mem_id_bits)
@@ -127,6 +155,9 @@ class TranslationCore(wiring.Component):
             iotlb.inval.payload.eq(self.inval.payload),
             ctx.inval.valid.eq(self.inval.valid),
             ctx.inval.payload.eq(self.inval.payload),
+            # The walkers' walk caches (IOTINVAL.GVMA).
+            *(w.inval.valid.eq(self.inval.valid) for w in walkers),
+            *(w.inval.payload.eq(self.inval.payload) for w in walkers),
         ]
 
         # ------------------------------------------------------- IOTLB lookup
@@ -191,20 +222,22 @@ class TranslationCore(wiring.Component):
         slot_fill = [Signal(name=f"slot{i}_fill") for i in range(n)]
         slot_d = [Signal(name=f"slot{i}_dirty") for i in range(n)]
 
-        m.d.comb += self.busy.eq(Cat(s != SlotState.FREE for s in slot_state).any())
-        m.d.comb += self.inval_pending.eq(self.inval.valid | Cat(
-            (s != SlotState.FREE) & stale for s, stale in zip(slot_state, slot_stale)).any())
 
         # Allocation: the lowest free slot takes the miss.
         free = Signal(n)
         m.d.comb += free.eq(Cat(s == SlotState.FREE for s in slot_state))
         alloc = lowest_set(m, free, n, "alloc")
 
-        # ------------------------------------------------ completion (output)
-        done = Signal(n)
-        m.d.comb += done.eq(Cat(s == SlotState.DONE for s in slot_state))
-        winner = lowest_set(m, done, n, "winner")
-
+        # ------------------------------------------------------------ output
+        # Two registers stand between the sources and the response port, so that
+        # neither the IOTLB's hit path nor the slot states drive the port (or each
+        # other's enables) through a wide mux in one cycle (issue 7, timing):
+        #   completion  a finished slot's response, fault record and IOTLB fill, moved
+        #               out of its slot (lowest DONE slot first) when the register is
+        #               free, which frees the slot;
+        #   out         the response (and its fault record) on the port, loaded from
+        #               the completion register, which wins so that walks cannot
+        #               starve, else from the IOTLB (hit, Off, Bare).
         m.submodules.fault_fifo = fault_fifo = SyncFIFOBuffered(
             width=data.Layout.cast(layouts.FaultReport).size, depth=4)
         m.d.comb += [
@@ -213,39 +246,109 @@ class TranslationCore(wiring.Component):
             fault_fifo.r_en.eq(self.fault.ready),
         ]
 
-        report = Signal(layouts.FaultReport)
-        out_report = Signal()
-        out_fill = Signal()
-        take_slot = Signal()
-        take_imm = Signal()
-        src_req = Signal(request_layout)
-        src_iotval2 = Signal(64)
-        with m.If(done.any()):
+        out_valid = Signal()
+        out_resp = Signal(response_layout)
+        out_report = Signal()  # a fault record goes to the fault queue with it
+        out_fault = Signal(layouts.FaultReport)
+        out_from_slot = Signal()
+        out_stale = Signal()  # looked up or walked before an invalidation accepted since
+        out_taken = Signal()
+        out_free = Signal()
+        m.d.comb += [
+            self.response.valid.eq(out_valid & (~out_report | fault_fifo.w_rdy)),
+            self.response.payload.eq(out_resp),
+            out_taken.eq(self.response.valid & self.response.ready),
+            out_free.eq(~out_valid | out_taken),
+            fault_fifo.w_data.eq(out_fault),
+            fault_fifo.w_en.eq(out_taken & out_report),
+        ]
+
+        cpl_valid = Signal()
+        cpl_resp = Signal(response_layout)
+        cpl_report = Signal()
+        cpl_req = Signal(request_layout)
+        cpl_iotval2 = Signal(64)
+        cpl_fill = Signal()
+        cpl_fill_payload = Signal(Fill)
+        cpl_stale = Signal()
+        cpl_move = Signal()  # the completion goes to ``out`` at this edge
+        m.d.comb += cpl_move.eq(cpl_valid & out_free & (~cpl_fill | iotlb.fill.ready))
+
+        done = Signal(n)
+        m.d.comb += done.eq(Cat(s == SlotState.DONE for s in slot_state))
+        winner = lowest_set(m, done, n, "winner")
+        take_slot = Signal()  # the winner moves to the completion register
+        m.d.comb += take_slot.eq(done.any() & (~cpl_valid | cpl_move))
+        with m.If(take_slot):
+            m.d.sync += [cpl_valid.eq(1), cpl_stale.eq(self.inval.valid)]
             for i in range(n):
                 with m.If(winner == i):
-                    m.d.comb += [
-                        self.response.payload.eq(slot_resp[i]),
-                        out_report.eq(slot_report[i]),
-                        out_fill.eq(slot_fill[i]),
-                        src_req.eq(slot_req[i]),
-                        src_iotval2.eq(slot_iotval2[i]),
+                    q, c, s = slot_req[i], slot_ctx[i], slot_resp[i]
+                    fp = cpl_fill_payload
+                    m.d.sync += [
+                        cpl_resp.eq(s),
+                        cpl_report.eq(slot_report[i]),
+                        cpl_req.eq(q),
+                        cpl_iotval2.eq(slot_iotval2[i]),
+                        cpl_fill.eq(slot_fill[i] & ~self.inval.valid),
+                        cpl_stale.eq(slot_stale[i] | self.inval.valid),
+                        fp.key.device_id.eq(q.device_id),
+                        fp.key.pv.eq(q.pv),
+                        fp.key.process_id.eq(Mux_(q.pv, q.process_id)),
+                        fp.key.priv.eq(q.priv & q.pv),
+                        fp.key.vpn.eq(q.iova[12:]),
+                        fp.gscid_valid.eq(c.gs_mode != 0),
+                        fp.gscid.eq(c.gscid),
+                        fp.pscid_valid.eq(c.fs_mode != 0),
+                        fp.pscid.eq(c.pscid),
+                        fp.ppn.eq(s.spa[12:]),
+                        fp.size_log2.eq(s.size_log2),
+                        fp.r.eq(s.r), fp.w.eq(s.w), fp.x.eq(s.x),
+                        fp.u.eq(s.u), fp.g.eq(s.g), fp.d.eq(slot_d[i]),
+                        fp.pbmt.eq(s.pbmt),
                     ]
-            m.d.comb += [
-                self.response.valid.eq((~out_report | fault_fifo.w_rdy)
-                                       & (~out_fill | iotlb.fill.ready)),
-                take_slot.eq(self.response.valid & self.response.ready),
-            ]
+        with m.Elif(cpl_move):
+            m.d.sync += cpl_valid.eq(0)
         with m.Else():
-            m.d.comb += [
-                self.response.payload.eq(imm),
-                out_report.eq(imm_report),
-                src_req.eq(r),
-                self.response.valid.eq(iotlb.result.valid & ~is_miss
-                                       & (~imm_report | fault_fifo.w_rdy)),
-                take_imm.eq(self.response.valid & self.response.ready),
-            ]
+            # Waiting: an invalidation makes the result unfit to cache (§10.2).
+            with m.If(self.inval.valid):
+                m.d.sync += [cpl_fill.eq(0), cpl_stale.eq(1)]
 
-        # The fault record for whichever completion leaves (§6.2): no PID → PID/PRIV 0.
+        # IOTLB fill from the completion as it leaves (only successful, non-stale walks).
+        m.d.comb += [
+            iotlb.fill.valid.eq(cpl_move & cpl_fill),
+            iotlb.fill.payload.eq(cpl_fill_payload),
+        ]
+
+        # The decide stage: a miss leaves when a slot is free; others go to ``out``.
+        take_miss = Signal()
+        take_imm = Signal()
+        m.d.comb += [
+            take_miss.eq(iotlb.result.valid & is_miss & free.any()),
+            take_imm.eq(iotlb.result.valid & ~is_miss & out_free & ~cpl_valid),
+            iotlb.result.ready.eq(take_miss | take_imm),
+            self.ev_iotlb_miss.eq(take_miss),
+        ]
+
+        src_req = Signal(request_layout)
+        src_iotval2 = Signal(64)
+        with m.If(cpl_move | take_imm):
+            m.d.sync += out_valid.eq(1)
+            with m.If(cpl_move):
+                m.d.sync += [out_resp.eq(cpl_resp), out_report.eq(cpl_report),
+                             out_from_slot.eq(1), out_stale.eq(cpl_stale | self.inval.valid)]
+                m.d.comb += [src_req.eq(cpl_req), src_iotval2.eq(cpl_iotval2)]
+            with m.Else():
+                m.d.sync += [out_resp.eq(imm), out_report.eq(imm_report),
+                             out_from_slot.eq(0), out_stale.eq(self.inval.valid)]
+                m.d.comb += src_req.eq(r)
+        with m.Elif(out_taken):
+            m.d.sync += out_valid.eq(0)
+        with m.Elif(self.inval.valid):
+            m.d.sync += out_stale.eq(1)
+
+        # The fault record of whatever enters ``out`` (§6.2): no PID → PID/PRIV 0.
+        report = Signal(layouts.FaultReport)
         tt = Signal(6)
         with m.Switch(src_req.addr_type):
             with m.Case(layouts.AddrType.ATS_TRANSLATION_REQUEST):
@@ -260,7 +363,7 @@ class TranslationCore(wiring.Component):
                     with m.Default():
                         m.d.comb += tt.eq(base + 2)
         m.d.comb += [
-            report.cause.eq(self.response.payload.cause),
+            report.cause.eq(Mux(cpl_move, cpl_resp.cause, imm.cause)),
             report.ttyp.eq(tt),
             report.device_id.eq(src_req.device_id),
             report.pv.eq(src_req.pv),
@@ -268,65 +371,56 @@ class TranslationCore(wiring.Component):
             report.priv.eq(src_req.pv & src_req.priv),
             report.iotval.eq(src_req.iova),
             report.iotval2.eq(src_iotval2),
-            fault_fifo.w_data.eq(report),
-            fault_fifo.w_en.eq(self.response.valid & self.response.ready & out_report),
         ]
+        with m.If(cpl_move | take_imm):
+            m.d.sync += out_fault.eq(report)
 
-        # IOTLB fill from the completing slot (only successful, non-stale walks).
-        fill = iotlb.fill.payload
-        for i in range(n):
-            with m.If(winner == i):
-                q, c, s = slot_req[i], slot_ctx[i], slot_resp[i]
-                m.d.comb += [
-                    fill.key.device_id.eq(q.device_id),
-                    fill.key.pv.eq(q.pv),
-                    fill.key.process_id.eq(Mux_(q.pv, q.process_id)),
-                    fill.key.priv.eq(q.priv & q.pv),
-                    fill.key.vpn.eq(q.iova[12:]),
-                    fill.gscid_valid.eq(c.gs_mode != 0),
-                    fill.gscid.eq(c.gscid),
-                    fill.pscid_valid.eq(c.fs_mode != 0),
-                    fill.pscid.eq(c.pscid),
-                    fill.ppn.eq(s.spa[12:]),
-                    fill.size_log2.eq(s.size_log2),
-                    fill.r.eq(s.r), fill.w.eq(s.w), fill.x.eq(s.x),
-                    fill.u.eq(s.u), fill.g.eq(s.g), fill.d.eq(slot_d[i]),
-                    fill.pbmt.eq(s.pbmt),
-                ]
-        m.d.comb += iotlb.fill.valid.eq(take_slot & out_fill)
-
-        # The decide stage: a miss leaves when a slot is free; others with the output.
-        take_miss = Signal()
         m.d.comb += [
-            take_miss.eq(iotlb.result.valid & is_miss & free.any()),
-            iotlb.result.ready.eq(take_miss | take_imm),
-            self.ev_iotlb_miss.eq(take_miss),
+            self.busy.eq(Cat(s != SlotState.FREE for s in slot_state).any()
+                         | cpl_valid | (out_valid & out_from_slot)),
+            self.inval_pending.eq(
+                self.inval.valid
+                | Cat((s != SlotState.FREE) & stale
+                      for s, stale in zip(slot_state, slot_stale)).any()
+                | (cpl_valid & cpl_stale) | (out_valid & out_stale)),
         ]
 
         # ----------------------------------------------- shared context fetch
+        # The request is registered: a slot waiting for a context is picked into
+        # ``ctx_req`` (off the slot-state path), then offered to the context
+        # fetch, which serves one at a time.
         ctx_busy = Signal()  # a context fetch is outstanding
-        ctx_owner = Signal(range(max(n, 2)))
+        ctx_owner = Signal(range(max(n, 2)))  # the slot it works for
+        ctx_req_valid = Signal()
+        ctx_req_owner = Signal(range(max(n, 2)))
         wants_ctx = Signal(n)
         m.d.comb += wants_ctx.eq(Cat(s == SlotState.CONTEXT for s in slot_state))
-        ctx_pick = lowest_set(m, wants_ctx, n, "ctx_pick")
-        for i in range(n):
-            with m.If(ctx_pick == i):
-                q = slot_req[i]
-                m.d.comb += [
-                    ctx.req.payload.device_id.eq(q.device_id),
-                    ctx.req.payload.process_id.eq(q.process_id),
-                    ctx.req.payload.pv.eq(q.pv),
-                    ctx.req.payload.priv.eq(q.priv & q.pv),
-                    ctx.req.payload.addr_type.eq(q.addr_type),
-                ]
+        # Round-robin: with a fixed priority, a slot could wait for ever behind lower
+        # slots whose misses fault at once and come back (the memory-error traffic).
+        ctx_pick = round_robin(m, wants_ctx, ctx_req_owner, n, "ctx_pick")
+        ctx_load = Signal()
+        m.d.comb += ctx_load.eq(wants_ctx.any() & ~ctx_req_valid)
+        with m.If(ctx_load):
+            m.d.sync += [ctx_req_valid.eq(1), ctx_req_owner.eq(ctx_pick)]
+            for i in range(n):
+                with m.If(ctx_pick == i):
+                    q = slot_req[i]
+                    m.d.sync += [
+                        ctx.req.payload.device_id.eq(q.device_id),
+                        ctx.req.payload.process_id.eq(q.process_id),
+                        ctx.req.payload.pv.eq(q.pv),
+                        ctx.req.payload.priv.eq(q.priv & q.pv),
+                        ctx.req.payload.addr_type.eq(q.addr_type),
+                        ctx.req.payload.access.eq(q.access),
+                    ]
         m.d.comb += [
-            ctx.req.valid.eq(wants_ctx.any() & ~ctx_busy),
+            ctx.req.valid.eq(ctx_req_valid & ~ctx_busy),
             ctx.res.ready.eq(1),
             self.ev_ddt_walk.eq(ctx.ddt_walk),
             self.ev_pdt_walk.eq(ctx.pdt_walk),
         ]
         with m.If(ctx.req.valid & ctx.req.ready):
-            m.d.sync += [ctx_busy.eq(1), ctx_owner.eq(ctx_pick)]
+            m.d.sync += [ctx_req_valid.eq(0), ctx_busy.eq(1), ctx_owner.eq(ctx_req_owner)]
         with m.If(ctx.res.valid):
             m.d.sync += ctx_busy.eq(0)
 
@@ -355,7 +449,7 @@ class TranslationCore(wiring.Component):
                     m.d.sync += [state.eq(SlotState.CONTEXT), slot_req[i].eq(r),
                                  slot_stale[i].eq(0)]
                 with m.Case(SlotState.CONTEXT):
-                    with m.If(ctx.req.valid & ctx.req.ready & (ctx_pick == i)):
+                    with m.If(ctx_load & (ctx_pick == i)):
                         m.d.sync += state.eq(SlotState.CONTEXT_WAIT)
                 with m.Case(SlotState.CONTEXT_WAIT):
                     with m.If(ctx.res.valid & (ctx_owner == i)):
@@ -370,7 +464,8 @@ class TranslationCore(wiring.Component):
                                 slot_resp[i].fault.eq(1),
                                 slot_resp[i].cause.eq(res.cause),
                                 slot_report[i].eq(~suppressed),
-                                slot_iotval2[i].eq(0),
+                                # A G-stage fault on a PDT entry's GPA (§4.5).
+                                slot_iotval2[i].eq(res.iotval2),
                                 slot_fill[i].eq(0),
                             ]
                         with m.Else():
@@ -379,15 +474,16 @@ class TranslationCore(wiring.Component):
                     m.d.sync += state.eq(SlotState.WALK_WAIT)
                 with m.Case(SlotState.WALK_WAIT), m.If(w.res.valid):
                     res = w.res.payload
+                    both_bare = (slot_ctx[i].fs_mode == 0) & (slot_ctx[i].gs_mode == 0)
                     m.d.sync += [
                         state.eq(SlotState.DONE),
                         slot_resp[i].tag.eq(q.tag),
                         slot_resp[i].fault.eq(res.fault),
                         slot_resp[i].cause.eq(Mux_(res.fault, res.cause)),
-                        # First stage Bare: SPA = IOVA, all 64 bits (the walker's ppn
+                        # Both stages Bare: SPA = IOVA, all 64 bits (the walker's ppn
                         # holds only PAS bits).
                         slot_resp[i].spa.eq(Mux_(~res.fault, Mux(
-                            slot_ctx[i].fs_mode == 0, q.iova, Cat(q.iova[0:12], res.ppn)))),
+                            both_bare, q.iova, Cat(q.iova[0:12], res.ppn)))),
                         slot_resp[i].size_log2.eq(Mux_(~res.fault, res.size_log2)),
                         slot_resp[i].r.eq(~res.fault & res.r),
                         slot_resp[i].w.eq(~res.fault & res.w),
@@ -401,8 +497,7 @@ class TranslationCore(wiring.Component):
                         slot_iotval2[i].eq(res.iotval2),
                         # An identity beyond PAS does not fit an IOTLB entry: not cached.
                         slot_fill[i].eq(~res.fault & ~slot_stale[i] & ~self.inval.valid
-                                        & ~((slot_ctx[i].fs_mode == 0)
-                                            & q.iova[layouts.PA_BITS:].any())),
+                                        & ~(both_bare & q.iova[layouts.PA_BITS:].any())),
                     ]
                 with m.Case(SlotState.DONE), m.If(take_slot & (winner == i)):
                     m.d.sync += state.eq(SlotState.FREE)
@@ -411,6 +506,27 @@ class TranslationCore(wiring.Component):
                 m.d.sync += slot_fill[i].eq(0)
 
         m.d.comb += self.ev_fs_walk.eq(Cat(*fs_walk_pulses).any())
+
+        # ------------------------------------------------ HPM event identities
+        def event_source(src, q):
+            m.d.comb += [src.eq(0),  # GSCID/PSCID tags: unknown before the context
+                         src.device_id.eq(q.device_id), src.pv.eq(q.pv),
+                         src.process_id.eq(Mux_(q.pv, q.process_id)),
+                         src.addr_type.eq(q.addr_type)]
+
+        event_source(self.ev_request_src, req)
+        walk_ctx = ctx.res.payload.context
+        for i in range(n):
+            with m.If(ctx_owner == i):
+                event_source(self.ev_context_src, slot_req[i])
+                event_source(self.ev_walk_src, slot_req[i])
+        m.d.comb += [
+            self.ev_walk.eq(ctx.res.valid & ~ctx.res.payload.fault),
+            self.ev_walk_src.gscid_valid.eq(walk_ctx.gs_mode != 0),
+            self.ev_walk_src.gscid.eq(walk_ctx.gscid),
+            self.ev_walk_src.pscid_valid.eq(walk_ctx.fs_mode != 0),
+            self.ev_walk_src.pscid.eq(walk_ctx.pscid),
+        ]
         return m
 
 

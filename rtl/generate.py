@@ -1,6 +1,9 @@
-"""Verilog generation: ``python -m rtl.generate [--preset default] [-o build/iommu.v]``.
+"""Verilog generation: ``python -m rtl.generate [--top iommu|core] [--preset default] [-o build/iommu.v]``.
 
-The top module is named ``iommu``; ports keep the Amaranth signature names
+``--top iommu`` (the default) is the whole IOMMU (rtl/iommu.py: registers, queues,
+HPM, interrupts, debug translation, one memory port); ``--top core`` the translation
+core alone (rtl/core.py), as the core's cocotb tests use it. Either way the module is
+named ``iommu``; ports keep the Amaranth signature names
 joined by ``__`` (``request__valid``, ``request__payload``, ``mem_req__ready``...).
 A stream payload is one packed vector whose fields are laid out as in
 ``rtl/layouts.py`` (first field at bit 0).
@@ -21,19 +24,34 @@ from . import params as P
 PRESETS = {"small": P.SMALL, "default": P.DEFAULT, "large": P.LARGE}
 
 
+TOPS = ("iommu", "core")
+
+
 def build_core(params: P.IOMMUParams):
     from .core import TranslationCore
 
     return TranslationCore(params)
 
 
-def generate(params: P.IOMMUParams, path: Path, name: str = "iommu") -> Path:
-    """Write the Verilog of a TranslationCore built from ``params`` to ``path``."""
-    core = build_core(params)
-    text = verilog.convert(core, name=name, emit_src=False)
+def build_iommu(params: P.IOMMUParams):
+    from .iommu import Iommu
+
+    return Iommu(params)
+
+
+def generate(params: P.IOMMUParams, path: Path, name: str = "iommu", top: str = "core") -> Path:
+    """Write the Verilog of ``top`` built from ``params`` to ``path``.
+
+    ``top`` defaults to ``"core"`` here because the core's testbench (tb/runner.py) and
+    ``make synth`` call this function for the TranslationCore; the command line's
+    default is the whole IOMMU."""
+    if top not in TOPS:
+        raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
+    design = build_iommu(params) if top == "iommu" else build_core(params)
+    text = verilog.convert(design, name=name, emit_src=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    meta = {k: v for k, v in asdict(params).items()}
+    meta = {"top": top, **asdict(params)}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return path
 
@@ -56,6 +74,8 @@ def parse_overrides(items: list[str]) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--top", choices=TOPS, default="iommu",
+                    help="the whole IOMMU (default) or the translation core alone")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="default")
     ap.add_argument("-o", "--output", type=Path, default=Path("build/iommu.v"))
     ap.add_argument("param", nargs="*", help="overrides such as iotlb_entries=64 walkers=8")
@@ -65,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    path = generate(params, args.output)
-    print(f"wrote {path} ({params})")
+    path = generate(params, args.output, top=args.top)
+    print(f"wrote {path} (top {args.top}, {params})")
     return 0
 
 

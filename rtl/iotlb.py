@@ -205,16 +205,25 @@ class IOTLB(wiring.Component):
                R; write: W and D; execute: X, and not a Supervisor on a U page), so the
                IOTLB never faults: a miss sends the request to the walker, which faults
                or updates A/D. ``ppn`` is that of the requested 4 KiB page.
-      fill:    In stream of ``Fill``, always ready; written at the next clock edge, so a
-               lookup accepted at that edge or later sees it. A fill overlapping a cached
-               page of the same requester in its set replaces it.
+      fill:    In stream of ``Fill``. Ready while the fill register is empty (a
+               registered signal); a fill accepted at clock edge k into an idle fill
+               path is written at edge k + ``FILL_LATENCY``, so a lookup accepted at that
+               edge or later sees it. One fill per ``FILL_LATENCY + 1`` cycles at most
+               (fills come from walks, far rarer). A fill overlapping a cached page of
+               the same requester in its set replaces it.
       inval:   In stream of ``layouts.Invalidation``, always ready; applied to every
-               entry at the next clock edge (§10.2). A fill in the same cycle is dropped.
+               entry at the next clock edge (§10.2). A fill accepted in the same cycle,
+               or still on its way in, is dropped.
       flush:   In(1): invalidate everything at the next clock edge.
 
     No result leaves after the cycle an invalidation (or flush, or overwriting fill) was
     accepted with a translation it removed: lookups in flight lose those hits.
+
+    Timing: every write enable, and the PLRU update, comes from flip-flops or from
+    one compare; the fill's tag compare and way choice are registered steps of their own.
     """
+
+    FILL_LATENCY = 3  # clock edges from a fill's acceptance to its write
 
     def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
         if ways is None:
@@ -340,8 +349,8 @@ class IOTLB(wiring.Component):
             ]
         with m.Else():
             m.d.sync += s2_hit.eq(s2_hit & ~s2_changed)
-        hit_touch = Signal(ways)  # the way a lookup used, for the PLRU of s1_set
-        m.d.comb += hit_touch.eq(Mux(s2_ready, s1_hit_kept, 0))
+        hit_touch = Signal(ways)  # the way a lookup used, for the PLRU of s2_set
+        m.d.comb += hit_touch.eq(Mux(s2_valid & self.result.ready, s2_hit, 0))
 
         # ---------------------------------------------- stage 2: AND-OR data select
         s2_tags = ways_of(s2_set, tag, EntryTag, "s2_tag")
@@ -372,8 +381,15 @@ class IOTLB(wiring.Component):
                         m.d.comb += res.size_log2.eq(size_log2)
 
         # ---------------------------------------------------------------- fill
+        # Three registered steps, so that no wire runs from the fill port (or from a
+        # tag compare) to the write enables of the entries (issue 7, timing):
+        #   F1  the accepted fill, its entry fields made;
+        #   F2  compared with every way of its set: overlapping, free and PLRU ways;
+        #   F3  the way to write (one-hot) and the ways it replaces, both registered:
+        #       the entries' enables come straight from flip-flops.
+        # A fill moves on from F1 only when F2 and F3 are empty, so each compare sees
+        # the entries the previous fill left; fills are rare (one per walk).
         fill = self.fill.payload
-        m.d.comb += self.fill.ready.eq(1)
         fill_span = Signal(SPAN_BITS)
         fill_size_ok = Signal()
         with m.Switch(fill.size_log2):
@@ -401,40 +417,95 @@ class IOTLB(wiring.Component):
             new_data.u.eq(fill.u), new_data.g.eq(fill.g), new_data.d.eq(fill.d),
             new_data.pbmt.eq(fill.pbmt),
         ]
-        fill_set = Signal(max(set_bits, 1))
-        m.d.comb += fill_set.eq(set_of(fk.vpn))
-        fill_valid_ways = in_set(fill_set, [Cat(valid[s]) for s in range(sets)], ways,
-                                 "fill_valid")
-        fill_tags = ways_of(fill_set, tag, EntryTag, "fill_tag")
-        fill_plru = in_set(fill_set, plru_state, plru.bits, "fill_plru")
+
+        # An invalidation in the cycle a fill is accepted, or while it is on its way in,
+        # might cover the translation (it was walked before the invalidation took
+        # effect): the fill is dropped, still accepted.
+        inval_now = (self.inval.valid & self.inval.ready) | self.flush
+        m.d.comb += self.inval.ready.eq(1)
+
+        f1_valid = Signal()
+        f1_tag = Signal(EntryTag)
+        f1_scope = Signal(EntryScope)
+        f1_data = Signal(EntryData)
+        f2_valid = Signal()
+        f3_valid = Signal()
+        f1_advance = Signal()
+        m.d.comb += [
+            self.fill.ready.eq(~f1_valid),
+            f1_advance.eq(f1_valid & ~f2_valid & ~f3_valid),
+        ]
+        with m.If(self.fill.ready):
+            m.d.sync += [f1_valid.eq(self.fill.valid & fill_size_ok), f1_tag.eq(new_tag),
+                         f1_scope.eq(new_scope), f1_data.eq(new_data)]
+        with m.Elif(f1_advance):
+            m.d.sync += f1_valid.eq(0)
+
+        # F2 and F3 never hold a fill at the same time, so they share its fields.
+        pend_tag = Signal(EntryTag)
+        pend_scope = Signal(EntryScope)
+        pend_data = Signal(EntryData)
+        f1_set = Signal(max(set_bits, 1))
+        m.d.comb += f1_set.eq(set_of(f1_tag.vpn))
+        f1_valid_ways = in_set(f1_set, [Cat(valid[s]) for s in range(sets)], ways, "f1_valid")
+        f1_tags = ways_of(f1_set, tag, EntryTag, "f1_tag")
+        f1_plru = in_set(f1_set, plru_state, plru.bits, "f1_plru")
 
         # Two entries of one requester must never cover the same page: the AND-OR select
         # would merge them. So a fill replaces every entry of the set it overlaps.
         overlap = Signal(ways)
-        for w, t in enumerate(fill_tags):
+        for w, t in enumerate(f1_tags):
             m.d.comb += overlap[w].eq(
-                fill_valid_ways[w]
-                & (t.device_id == new_tag.device_id) & (t.pv == new_tag.pv)
-                & (t.process_id == new_tag.process_id) & (t.priv == new_tag.priv)
-                & _same_page(t.vpn, t.span, new_tag.vpn, other_span=fill_span))
-        free = Signal(ways)
-        m.d.comb += free.eq(~fill_valid_ways)
-        target = Signal(ways)  # one-hot: the way written
-        with m.If(overlap.any()):
-            m.d.comb += target.eq(_first(overlap, ways))
-        with m.Elif(free.any()):
-            m.d.comb += target.eq(_first(free, ways))
-        with m.Else():
-            m.d.comb += target.eq(plru.victim(fill_plru))
+                f1_valid_ways[w]
+                & (t.device_id == f1_tag.device_id) & (t.pv == f1_tag.pv)
+                & (t.process_id == f1_tag.process_id) & (t.priv == f1_tag.priv)
+                & _same_page(t.vpn, t.span, f1_tag.vpn, other_span=f1_tag.span))
+        f2_set = Signal(max(set_bits, 1))
+        f2_overlap = Signal(ways)
+        f2_free = Signal(ways)
+        f2_victim = Signal(ways)
+        m.d.sync += f2_valid.eq(f1_advance)
+        with m.If(f1_advance):
+            m.d.sync += [
+                pend_tag.eq(f1_tag), pend_scope.eq(f1_scope), pend_data.eq(f1_data),
+                f2_set.eq(f1_set),
+                f2_overlap.eq(overlap),
+                f2_free.eq(~f1_valid_ways),
+                f2_victim.eq(plru.victim(f1_plru)),
+            ]
 
-        # An invalidation in the same cycle might cover the translation being filled (it
-        # was walked before the invalidation took effect): drop the write, still accept it.
-        inval_now = (self.inval.valid & self.inval.ready) | self.flush
-        m.d.comb += self.inval.ready.eq(1)
-        do_fill = Signal()
-        m.d.comb += do_fill.eq(self.fill.valid & fill_size_ok & ~inval_now)
+        target = Signal(ways)  # one-hot: the way written
+        with m.If(f2_overlap.any()):
+            m.d.comb += target.eq(_first(f2_overlap, ways))
+        with m.Elif(f2_free.any()):
+            m.d.comb += target.eq(_first(f2_free, ways))
+        with m.Else():
+            m.d.comb += target.eq(f2_victim)
+        # Per entry (set-major): written, or dropped because the new entry covers it.
+        f3_write = Signal(sets * ways)
+        f3_replace = Signal(sets * ways)
+        f3_set = Signal(max(set_bits, 1))
+        f3_target = Signal(ways)
+        m.d.sync += f3_valid.eq(f2_valid)
+        for s in range(sets):
+            this_set = f2_valid & (Const(1) if sets == 1 else f2_set == s)
+            m.d.sync += [
+                f3_write[s * ways:(s + 1) * ways].eq(Mux(this_set, target, 0)),
+                f3_replace[s * ways:(s + 1) * ways].eq(Mux(this_set, f2_overlap & ~target, 0)),
+            ]
+        m.d.sync += [f3_set.eq(f2_set), f3_target.eq(Mux(f2_valid, target, 0))]
+
+        # Dropped on the way in: the invalidation is the later event. A fill in F3 is
+        # still written (the victim way is given up, which a cache may always do) but
+        # left invalid, so the write enables need no invalidation term.
+        f3_keep = Signal()
+        m.d.comb += f3_keep.eq(f3_valid & ~inval_now)
+        with m.If(inval_now):
+            m.d.sync += [f1_valid.eq(0), f2_valid.eq(0), f3_valid.eq(0)]
+            for s in range(sets):
+                m.d.sync += f3_replace[s * ways:(s + 1) * ways].eq(0)
         fill_touch = Signal(ways)
-        m.d.comb += fill_touch.eq(Mux(do_fill, target, 0))
+        m.d.comb += fill_touch.eq(Mux(f3_keep, f3_target, 0))
 
         # ------------------------------------------------------------ invalidation
         inv = self.inval.payload
@@ -461,23 +532,23 @@ class IOTLB(wiring.Component):
                     with m.Case(InvalKind.IODIR_INVAL_PDT):
                         m.d.comb += inval_hit.eq(pdt)
 
-                this_set = Const(1) if sets == 1 else fill_set == s
-                write = do_fill & this_set & target[w]
-                replaced = do_fill & this_set & overlap[w]
-                drop = (self.inval.valid & inval_hit) | self.flush | replaced
+                write = f3_write[s * ways + w]  # already qualified by f3_valid
+                drop = (self.inval.valid & inval_hit) | self.flush | f3_replace[s * ways + w]
                 m.d.comb += changed[s][w].eq(write | drop)
                 with m.If(write):
-                    m.d.sync += [valid[s][w].eq(1), tag[s][w].eq(new_tag),
-                                 scope[s][w].eq(new_scope), entry[s][w].eq(new_data)]
+                    m.d.sync += [valid[s][w].eq(f3_keep), tag[s][w].eq(pend_tag),
+                                 scope[s][w].eq(pend_scope), entry[s][w].eq(pend_data)]
                 with m.Elif(drop):
                     m.d.sync += valid[s][w].eq(0)
 
         # ------------------------------------------------------------------ PLRU
-        # Both a lookup and a fill may use a set in one cycle: the fill is the later use.
+        # A lookup uses its way when its result is taken (from the registered hit vector,
+        # off the compare path); a fill when it is written. Both may use a set in one
+        # cycle: the fill is the later use.
         if plru.bits:
             for s in range(sets):
-                used_by_hit = Mux(Const(1) if sets == 1 else s1_set == s, hit_touch, 0)
-                used_by_fill = Mux(Const(1) if sets == 1 else fill_set == s, fill_touch, 0)
+                used_by_hit = Mux(Const(1) if sets == 1 else s2_set == s, hit_touch, 0)
+                used_by_fill = Mux(Const(1) if sets == 1 else f3_set == s, fill_touch, 0)
                 m.d.sync += plru_state[s].eq(
                     plru.touch(plru.touch(plru_state[s], used_by_hit), used_by_fill))
         return m

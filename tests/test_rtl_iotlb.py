@@ -1,5 +1,5 @@
 """IOTLB (rtl/iotlb.py) in the Amaranth simulator: hits and misses per page size, the
-permission gate, 2-cycle latency at one lookup per cycle, back-pressure, pseudo-LRU
+permission gate, 2-cycle latency at one lookup per cycle, fill latency, back-pressure, pseudo-LRU
 replacement, duplicate fills, and every invalidation scope of spec §10.2 checked against
 a plain-Python reading of the digest's table."""
 
@@ -119,16 +119,24 @@ class TB:
             ctx.set(getattr(p, name), getattr(cmd, name))
         ctx.set(self.dut.inval.valid, 1)
 
-    async def fill(self, ctx, t: Translation, inval: Inval | None = None):
-        """One fill (and, if given, an invalidation in the same cycle)."""
+    async def fill(self, ctx, t: Translation, inval: Inval | None = None, settle=True):
+        """One fill (and, if given, an invalidation in the cycle it is accepted). With
+        ``settle``, return once it is written (``IOTLB.FILL_LATENCY`` edges after it was
+        accepted), so that whatever is driven next comes after the write."""
         self._drive_fill(ctx, t)
+        waited = 0
+        while not ctx.get(self.dut.fill.ready):
+            await self.tick(ctx)
+            waited += 1
+            assert waited <= IOTLB.FILL_LATENCY, "the fill path never became ready"
         if inval is not None:
             self._drive_inval(ctx, inval)
             assert ctx.get(self.dut.inval.ready), "the IOTLB must always take an invalidation"
-        assert ctx.get(self.dut.fill.ready), "the IOTLB must always take a fill"
         await self.tick(ctx)
         ctx.set(self.dut.fill.valid, 0)
         ctx.set(self.dut.inval.valid, 0)
+        if settle:
+            await self.tick(ctx, IOTLB.FILL_LATENCY)
 
     async def invalidate(self, ctx, cmd: Inval):
         self._drive_inval(ctx, cmd)
@@ -289,10 +297,17 @@ def test_hit_latency_is_two_cycles_at_one_lookup_per_cycle():
     async def bench(ctx):
         for t in cached:
             await tb.fill(ctx, t)
-        # A lookup in the cycle right after a fill sees it.
-        await tb.fill(ctx, Translation(host, 0x7777, 0x8888))
-        [(_, _, res)] = await tb.lookups(ctx, [(host, 0x7777, Access.READ)])
-        assert res.hit and res.ppn == 0x8888, "a lookup right after a fill missed it"
+        # A lookup accepted FILL_LATENCY edges after a fill sees it; one accepted an
+        # edge earlier still compares with the entries from before the fill.
+        latency = IOTLB.FILL_LATENCY
+        await tb.fill(ctx, Translation(host, 0x7777, 0x8888), settle=False)
+        await tb.tick(ctx, latency - 2)
+        [(early, _, res)] = await tb.lookups(ctx, [(host, 0x7777, Access.READ)])
+        assert not res.hit, f"a lookup accepted {latency - 1} edges after a fill hit it"
+        await tb.fill(ctx, Translation(host, 0x7778, 0x8889), settle=False)
+        await tb.tick(ctx, latency - 1)
+        [(_, _, res)] = await tb.lookups(ctx, [(host, 0x7778, Access.READ)])
+        assert res.hit and res.ppn == 0x8889, f"a lookup {latency} edges after a fill missed it"
 
         results = await tb.lookups(ctx, keys)
         assert [r.payload for _, _, r in results] == list(range(len(keys)))
@@ -613,6 +628,29 @@ def test_a_fill_in_the_cycle_of_an_invalidation_does_not_survive_it():
         await tb.fill(ctx, walked)
         res = await tb.lookup(ctx, host, walked.vpn)
         assert res.hit, "the same fill alone must be cached"
+
+    tb.run(bench)
+
+
+@pytest.mark.parametrize("delay", range(IOTLB.FILL_LATENCY))
+def test_a_fill_on_its_way_in_does_not_survive_an_invalidation(delay):
+    """An invalidation accepted ``delay`` cycles after a fill, before the fill is
+    written, drops it (and one that does not cover the fill drops it too: harmless)."""
+    tb = TB(entries=4)
+    host = Requester(device_id=3)
+    walked = Translation(host, 0x123, 0x456)
+    other = Translation(Requester(device_id=4), 0x777, 0x888)
+
+    async def bench(ctx):
+        await tb.fill(ctx, other)
+        await tb.fill(ctx, walked, settle=False)
+        await tb.tick(ctx, delay)
+        await tb.invalidate(ctx, Inval(InvalKind.IODIR_INVAL_DDT, dv=1, device_id=3))
+        await tb.tick(ctx, IOTLB.FILL_LATENCY)
+        res = await tb.lookup(ctx, host, walked.vpn)
+        assert not res.hit, f"a fill survived an invalidation {delay} cycles after it"
+        res = await tb.lookup(ctx, other.requester, other.vpn)
+        assert res.hit, "an entry the invalidation does not cover was lost"
 
     tb.run(bench)
 

@@ -1,0 +1,173 @@
+"""Hardware performance monitor (§8.10, events §10.6): iohpmcycles and N event counters.
+
+    core ev_* pulses + EventSource ─► match (eventID, ID filters, iocountinh) ─► iohpmctrN += 1
+    every cycle (unless iocountinh.CY) ────────────────────────────────────────► iohpmcycles += 1
+    an OF bit going 0 -> 1 ─► ``overflow`` pulse (the ipsr.pmip source)
+
+The core raises at most one event of each ID per cycle (one request accepted, one
+context fetch, one walk decision), so a counter, which selects one event ID, adds
+at most one per cycle and no event is lost.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from models import arch
+from models.arch import HpmEvent, Hpmevt, Iohpmcycles
+
+from . import layouts
+
+
+class EventSource(data.Struct):
+    """Who caused an HPM event: the identities iohpmevtN's filters compare (§8.10).
+
+    ``process_id`` is 0 when ``pv`` is 0. The GSCID/PSCID tags are valid only once a
+    device context is known (``gscid_valid``: a G-stage is active, ``pscid_valid``: a
+    first stage is active), as in ``models/translate.py``'s events.
+    """
+
+    device_id: unsigned(layouts.DEVICE_ID_BITS)
+    pv: unsigned(1)
+    process_id: unsigned(layouts.PROCESS_ID_BITS)
+    addr_type: layouts.AddrType
+    gscid_valid: unsigned(1)
+    gscid: unsigned(layouts.GSCID_BITS)
+    pscid_valid: unsigned(1)
+    pscid: unsigned(layouts.PSCID_BITS)
+
+
+#: Request event per address type (§10.6 ids 1-3).
+_REQUEST_EVENT = {
+    layouts.AddrType.UNTRANSLATED: HpmEvent.UNTRANSLATED_REQ,
+    layouts.AddrType.TRANSLATED: HpmEvent.TRANSLATED_REQ,
+    layouts.AddrType.ATS_TRANSLATION_REQUEST: HpmEvent.ATS_TRANSLATION_REQ,
+}
+
+
+def legal_event_id(value):
+    """iohpmevt.eventID is WARL: ids this IOMMU does not define (reserved, custom) read 0."""
+    event_id = value[Hpmevt.EVENT_ID.lo:Hpmevt.EVENT_ID.hi + 1]
+    known = Cat(*(event_id == int(e) for e in HpmEvent)).any()
+    return Mux(known, event_id, 0)
+
+
+def did_gscid_match(selector, value):
+    """iohpmevt.DID_GSCID compared with ``value``; with DMASK=1 the bits up to and
+    including the lowest 0 bit of DID_GSCID are ignored (§8.10)."""
+    width = Hpmevt.DID_GSCID.width
+    want = selector[Hpmevt.DID_GSCID.lo:Hpmevt.DID_GSCID.hi + 1]
+    wide = Cat(want, Const(0, 1))  # one more bit: an all-ones DID_GSCID ignores everything
+    lowest_zero = (~wide & (wide + 1))[:width + 1]
+    ignored = (lowest_zero | (lowest_zero - 1))[:width + 1]
+    care = Mux(selector[Hpmevt.DMASK.lo], ~ignored[:width], (1 << width) - 1)
+    return ((value ^ want) & care) == 0
+
+
+def filter_matches(selector, event_id: int, src):
+    """The ID filters of one iohpmevt selector for an event of constant ``event_id``."""
+    idt = selector[Hpmevt.IDT.lo]
+    by_pid = selector[Hpmevt.PV_PSCV.lo]
+    by_did = selector[Hpmevt.DV_GSCV.lo]
+    want_pid = selector[Hpmevt.PID_PSCID.lo:Hpmevt.PID_PSCID.hi + 1]
+    pid_ok = Mux(idt, src.pscid_valid & (src.pscid == want_pid),
+                 src.pv & (src.process_id == want_pid))
+    did_ok = Mux(idt, src.gscid_valid & did_gscid_match(selector, src.gscid),
+                 did_gscid_match(selector, src.device_id))
+    ok = (~by_pid | pid_ok) & (~by_did | did_ok)
+    if event_id not in arch.HPM_EVENTS_WITH_IDT:
+        ok = ok & ~idt  # an IDT=1 selector for an event without GSCID/PSCID never counts
+    return ok
+
+
+class Hpm(wiring.Component):
+    """iohpmcycles, iohpmctr1..N and iohpmevt1..N with their overflow rules (§8.10).
+
+    Ports:
+      inhibit:      iocountinh (bit 0 cycles, bit n counter n).
+      write_cycles / write_ctr[n] / write_evt[n]: one-cycle write strobes from the
+                    register file, value in ``wdata`` (already merged for half writes).
+                    A write wins over a count in the same cycle.
+      cycles, ctr[n], evt[n]: the registers' values (``ctr[0]`` is iohpmctr1).
+      ev_request (+ev_request_src): a request was accepted (events 1-3 by addr_type).
+      ev_ddt_walk / ev_pdt_walk (+ev_context_src): a DDT / PDT walk started (5, 6).
+      ev_walk (+ev_walk_src): a miss with a known context goes to the page tables:
+                    TLB_MISS (4) when a stage is active, S_VS_PT_WALK (7) when the first
+                    stage is. G_PT_WALK (8) is never raised: the RTL has no G-stage.
+      overflow:     an OF bit went 0 -> 1 this cycle (ipsr.pmip).
+    """
+
+    def __init__(self, counters: int):
+        if not 1 <= counters <= arch.HPM_COUNTERS_MAX:
+            raise ValueError(f"counters must be 1..{arch.HPM_COUNTERS_MAX}, not {counters!r}")
+        self.counters = counters
+        super().__init__({
+            "inhibit": In(counters + 1),
+            "write_cycles": In(1),
+            "write_ctr": In(counters),
+            "write_evt": In(counters),
+            "wdata": In(64),
+            "cycles": Out(64),
+            "ctr": Out(64).array(counters),
+            "evt": Out(64).array(counters),
+            "ev_request": In(1),
+            "ev_request_src": In(EventSource),
+            "ev_ddt_walk": In(1),
+            "ev_pdt_walk": In(1),
+            "ev_context_src": In(EventSource),
+            "ev_walk": In(1),
+            "ev_walk_src": In(EventSource),
+            "overflow": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        overflows = []
+
+        # ---------------------------------------------------------- iohpmcycles
+        count_width = Iohpmcycles.COUNTER.width
+        counter = self.cycles[:count_width]
+        of = self.cycles[Iohpmcycles.OF.lo]
+        with m.If(self.write_cycles):
+            m.d.sync += self.cycles.eq(self.wdata)
+        with m.Elif(~self.inhibit[0]):
+            wrap = counter.all()
+            m.d.sync += [counter.eq(counter + 1), of.eq(of | wrap)]
+        # With OF already 1 the counter just wraps (no new interrupt).
+        overflows.append(~self.write_cycles & ~self.inhibit[0] & counter.all() & ~of)
+
+        # ---------------------------------------------------------- events
+        # (valid, event id, source) for every event the core can raise.
+        w = self.ev_walk_src
+        events = [(self.ev_request & (self.ev_request_src.addr_type == addr_type), int(eid),
+                   self.ev_request_src) for addr_type, eid in _REQUEST_EVENT.items()]
+        events += [
+            (self.ev_ddt_walk, int(HpmEvent.DDT_WALK), self.ev_context_src),
+            (self.ev_pdt_walk, int(HpmEvent.PDT_WALK), self.ev_context_src),
+            (self.ev_walk & (w.gscid_valid | w.pscid_valid), int(HpmEvent.TLB_MISS), w),
+            (self.ev_walk & w.pscid_valid, int(HpmEvent.S_VS_PT_WALK), w),
+        ]
+
+        for n in range(self.counters):
+            ctr, evt = self.ctr[n], self.evt[n]
+            ctr_of = evt[Hpmevt.OF.lo]
+            selected = evt[Hpmevt.EVENT_ID.lo:Hpmevt.EVENT_ID.hi + 1]
+            hits = [valid & (selected == eid) & filter_matches(evt, eid, src)
+                    for valid, eid, src in events]
+            count = Signal(name=f"count{n + 1}")
+            m.d.comb += count.eq(Cat(*hits).any() & ~self.inhibit[n + 1])
+            with m.If(self.write_evt[n]):
+                m.d.sync += evt.eq(Cat(legal_event_id(self.wdata),
+                                       self.wdata[Hpmevt.EVENT_ID.width:]))
+            with m.If(self.write_ctr[n]):
+                m.d.sync += ctr.eq(self.wdata)
+            with m.Elif(count):
+                # iohpmctrN is 64 bits wide; its wrap sets iohpmevtN.OF (§8.10).
+                wrap = ctr.all()
+                m.d.sync += ctr.eq(ctr + 1)
+                with m.If(wrap & ~self.write_evt[n]):
+                    m.d.sync += ctr_of.eq(1)
+            overflows.append(~self.write_ctr[n] & count & ctr.all() & ~ctr_of)
+
+        m.d.comb += self.overflow.eq(Cat(*overflows).any())
+        return m

@@ -1,0 +1,92 @@
+"""One memory port for the whole IOMMU: the core, the queues and the MSI sender."""
+
+from amaranth.hdl import Array, Cat, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import layouts
+
+
+class MemoryMerge(wiring.Component):
+    """Round-robin merge of ``len(client_id_bits)`` memory clients that keep their own ids.
+
+    Unlike ``MemoryArbiter`` (clients with one request outstanding, id = client index),
+    a client here may have several requests outstanding, told apart by its own id (the
+    core's walkers). On the shared port ``id = Cat(client id, client index)``; a
+    response goes back to the client named by its high bits with the low bits as id.
+
+    Ports: ``client_req[i]``/``client_resp[i]`` (``inner_bits``-wide ids) face the
+    clients, ``mem_req``/``mem_resp`` (``id_bits`` = inner_bits + index bits) memory.
+    """
+
+    def __init__(self, clients: int, inner_bits: int):
+        if clients < 2:
+            raise ValueError(f"a merge needs at least 2 clients, not {clients!r}")
+        if inner_bits < 1:
+            raise ValueError(f"inner_bits must be >= 1, not {inner_bits!r}")
+        self.clients, self.inner_bits = clients, inner_bits
+        self.index_bits = (clients - 1).bit_length()
+        self.id_bits = inner_bits + self.index_bits
+        inner = (stream.Signature(layouts.mem_request(inner_bits)),
+                 stream.Signature(layouts.mem_response(inner_bits)))
+        super().__init__({
+            "client_req": In(inner[0]).array(clients),
+            "client_resp": Out(inner[1]).array(clients),
+            "mem_req": Out(stream.Signature(layouts.mem_request(self.id_bits))),
+            "mem_resp": In(stream.Signature(layouts.mem_response(self.id_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.clients
+
+        # Round-robin from the client after the last one served; the grant is held
+        # while the shared request waits for ready (a stream payload must not change).
+        last = Signal(range(n), init=n - 1)
+        grant = Signal(range(n))
+        locked = Signal()
+        held = Signal(range(n))
+        valids = Array(c.valid for c in self.client_req)
+        with m.If(locked):
+            m.d.comb += grant.eq(held)
+        with m.Else():
+            for offset in reversed(range(1, n + 1)):  # later matches win: walk backwards
+                candidate = Signal(range(n), name=f"rr_candidate_{offset}")
+                m.d.comb += candidate.eq((last + offset) % n)
+                with m.If(valids[candidate]):
+                    m.d.comb += grant.eq(candidate)
+
+        payload = self.mem_req.payload
+        with m.Switch(grant):
+            for i in range(n):
+                with m.Case(i):
+                    c = self.client_req[i]
+                    m.d.comb += [
+                        self.mem_req.valid.eq(c.valid),
+                        payload.op.eq(c.payload.op),
+                        payload.addr.eq(c.payload.addr),
+                        payload.wdata.eq(c.payload.wdata),
+                        payload.compare.eq(c.payload.compare),
+                        payload.id.eq(Cat(c.payload.id, grant)),
+                    ]
+        for i in range(n):
+            m.d.comb += self.client_req[i].ready.eq((grant == i) & self.mem_req.ready)
+        with m.If(self.mem_req.valid & ~self.mem_req.ready):
+            m.d.sync += [locked.eq(1), held.eq(grant)]
+        with m.If(self.mem_req.valid & self.mem_req.ready):
+            m.d.sync += [locked.eq(0), last.eq(grant)]
+
+        resp = self.mem_resp.payload
+        owner = resp.id[self.inner_bits:]
+        for i in range(n):
+            m.d.comb += [
+                self.client_resp[i].payload.id.eq(resp.id[:self.inner_bits]),
+                self.client_resp[i].payload.err.eq(resp.err),
+                self.client_resp[i].payload.rdata.eq(resp.rdata),
+                self.client_resp[i].valid.eq(self.mem_resp.valid & (owner == i)),
+            ]
+        with m.Switch(owner):
+            for i in range(n):
+                with m.Case(i):
+                    m.d.comb += self.mem_resp.ready.eq(self.client_resp[i].ready)
+        return m
