@@ -4,16 +4,22 @@
               │miss                        │miss            ▲
               ▼                            ▼                │
            DDT walk (§2.5) ─► DC checks   PDT walk (§4.5) ─► PC checks
-              (1-3 levels, 32-byte DC)     (PD8/PD17/PD20, 16-byte PC)
+              (1-3 levels, 32- or 64-byte   (PD8/PD17/PD20, 16-byte PC; with an
+               DC)                          active G-stage each entry's GPA goes
+                                            through a G-stage walker first)
 
 One request at a time. The walks use a private memory port with one read in flight
-(8-byte aligned READs, ``mem_id`` on every request). Addresses in the DDT and PDT are
-supervisor physical addresses: this block has no G-stage (§1.3).
+(8-byte aligned READs, ``mem_id`` on every request). DDT addresses are supervisor
+physical addresses; PDT addresses are GPAs when the DC's ``iohgatp`` is not Bare
+(§1.3), translated as implicit reads whose faults are guest-page faults (iotval2
+bit 0 set) or 265/269 (§4.5 step 2).
 
-Capabilities honoured: Sv39/Sv48/Sv57 (first-stage modes a context may name),
-PD8/PD17/PD20, AMO_HWAD (SADE/GADE). The constructor refuses capabilities this
-block does not implement (G-stage, MSI_FLAT/extended DC, ATS, T2GPA, END, Sv32,
-QOSID): with them a DC would have to be accepted that this block cannot honour.
+Capabilities honoured: Sv39/Sv48/Sv57 (first-stage modes), Sv39x4/Sv48x4/Sv57x4
+(iohgatp modes), MSI_FLAT (the extended, 64-byte DC with msiptp and the MSI address
+mask/pattern, §2.3, §3.6), PD8/PD17/PD20, AMO_HWAD (SADE/GADE). The constructor
+refuses capabilities this block does not implement (ATS, T2GPA, END, Sv32, Sv32x4,
+QOSID, MSI_MRIF): with them a DC would have to be accepted that this block cannot
+honour.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -24,6 +30,7 @@ from models import arch
 
 from . import layouts
 from .context_cache import ContextCache
+from .walker import StageWalker, g_stage_schemes
 
 C = arch.Cause
 
@@ -34,7 +41,7 @@ def _field(word, field: arch.Field):
 
 
 class DeviceContextEntry(data.Struct):
-    """What the DC cache keeps of a valid, well-formed base-format DC."""
+    """What the DC cache keeps of a valid, well-formed DC."""
 
     dtf: unsigned(1)
     sade: unsigned(1)
@@ -42,8 +49,15 @@ class DeviceContextEntry(data.Struct):
     pdtv: unsigned(1)
     dpe: unsigned(1)
     fsc_mode: unsigned(4)  # iosatp.MODE (PDTV=0) or pdtp.MODE (PDTV=1)
-    fsc_ppn: unsigned(layouts.PPN_BITS)
+    fsc_ppn: unsigned(layouts.PPN_BITS)  # a GPA when gs_mode is not Bare
     pscid: unsigned(layouts.PSCID_BITS)  # DC.ta.PSCID
+    gs_mode: unsigned(4)  # iohgatp
+    gs_ppn: unsigned(layouts.PPN_BITS)
+    gscid: unsigned(layouts.GSCID_BITS)
+    msi_flat: unsigned(1)  # msiptp.MODE = Flat (extended DC only)
+    msiptp_ppn: unsigned(layouts.PPN_BITS)
+    msi_mask: unsigned(layouts.MSI_ADDR_BITS)
+    msi_pattern: unsigned(layouts.MSI_ADDR_BITS)
 
 
 class ProcessContextEntry(data.Struct):
@@ -61,23 +75,24 @@ class ProcessTag(data.Struct):
     process_id: unsigned(layouts.PROCESS_ID_BITS)
 
 
-class State(enum.Enum, shape=3):
+class State(enum.Enum, shape=4):
     IDLE = 0
     LOOKUP = 1  # cache results are in: Off/Bare, device_id width, DC hit or DDT walk
     WALK = 2  # a DDT or PDT walk is reading memory
-    DC_CHECK = 3  # all four DC dwords are in
+    DC_CHECK = 3  # all DC dwords are in
     DECIDE = 4  # a fetched DC was accepted: step 7, then PC cache or PDT walk
     PC_CHECK = 5  # both PC dwords are in
     RESPOND = 6
+    XLATE = 7  # a PDT entry's GPA is offered to the G-stage walker
+    XLATE_WAIT = 8  # the G-stage walker is translating it
 
 
 # Capabilities this block cannot honour: a DC asking for them must still be refused
 # with 259, which is only right if they are not advertised.
 _UNSUPPORTED_CAPS = {
-    "Sv32": arch.Cap.SV32, "Sv32x4": arch.Cap.SV32X4, "Sv39x4": arch.Cap.SV39X4,
-    "Sv48x4": arch.Cap.SV48X4, "Sv57x4": arch.Cap.SV57X4, "MSI_FLAT": arch.Cap.MSI_FLAT,
-    "MSI_MRIF": arch.Cap.MSI_MRIF, "ATS": arch.Cap.ATS, "T2GPA": arch.Cap.T2GPA,
-    "END": arch.Cap.END, "QOSID": arch.Cap.QOSID,
+    "Sv32": arch.Cap.SV32, "Sv32x4": arch.Cap.SV32X4, "MSI_MRIF": arch.Cap.MSI_MRIF,
+    "ATS": arch.Cap.ATS, "T2GPA": arch.Cap.T2GPA, "END": arch.Cap.END,
+    "QOSID": arch.Cap.QOSID,
 }
 
 
@@ -91,8 +106,9 @@ class ContextFetch(wiring.Component):
       res:        one result per request (layouts.ContextResult): ``fault``/``cause``,
                   or the ``context``. ``context.dtf`` is the DC's DTF whenever a valid,
                   well-formed DC was found (also on faults after that point), else 0.
-      mem_req/mem_resp: the walks' memory port: 8-byte READs, one outstanding, id
-                  ``mem_id``; ``mem_resp.ready`` is always 1.
+      mem_req/mem_resp: the walks' memory port, one request outstanding, id ``mem_id``:
+                  8-byte READs (and, with a G-stage, the G-stage walker's A/D CAS);
+                  ``mem_resp.ready`` is 1 except while the G-stage walker waits.
       inval:      IODIR.INVAL_DDT / INVAL_PDT operands (IOTINVAL kinds are ignored);
                   always ready, applied to the caches in the cycle it is valid. A fetch
                   that sees one before it completes still returns its result but does
@@ -120,6 +136,8 @@ class ContextFetch(wiring.Component):
         self.id_bits, self.mem_id = id_bits, mem_id
         self.dc_entries, self.pc_entries = dc_entries, pc_entries
         self.capabilities = capabilities
+        self.extended = bool(arch.Cap.MSI_FLAT.get(capabilities))  # 64-byte DC (§2.3)
+        self.gstage = bool(g_stage_schemes(capabilities))
         super().__init__({
             "ddtp": In(64),
             "fctl": In(32),
@@ -153,8 +171,28 @@ class ContextFetch(wiring.Component):
                 ok = ok | (mode == pd)
         return ~ok
 
-    def _dc_misconfigured(self, tc, iohgatp, ta, fsc):
-        """§3.7 for a base-format DC with V=1, under this block's capabilities."""
+    def _gs_mode_bad(self, mode):
+        """An iohgatp.MODE that is reserved or not advertised (GXL=0, §3.3)."""
+        ok = mode == arch.AtpMode.BARE
+        for scheme in g_stage_schemes(self.capabilities):
+            ok = ok | (mode == scheme.mode)
+        return ~ok
+
+    def _msi_address_reserved(self, value, gs_mode):
+        """msi_addr_mask/pattern bits [63:52] and [51:MGPAW-12] (§3.6) that are set."""
+        pas = arch.Cap.PAS.get(self.capabilities)
+        reserved = Const(0, 1)
+        for scheme in g_stage_schemes(self.capabilities):
+            width = min(layouts.MSI_ADDR_BITS, scheme.va_bits - arch.PAGE_SHIFT)
+            reserved = reserved | ((gs_mode == scheme.mode) & value[width:].any())
+        # Bare (or a mode check 13/14 refuses anyway): MGPAW = PAS.
+        width = min(layouts.MSI_ADDR_BITS, pas - arch.PAGE_SHIFT)
+        return reserved | (self._gs_mode_bad(gs_mode) | (gs_mode == 0)) & value[width:].any()
+
+    def _dc_misconfigured(self, tc, iohgatp, ta, fsc, msiptp=None, msi_mask=None,
+                          msi_pattern=None, dc_reserved=None):
+        """§3.7 for a DC with V=1, under this block's capabilities (the last four
+        dwords only in the extended format)."""
         caps = self.capabilities
         T = arch.Tc
         en_ats, en_pri, t2gpa, prpr = (_field(tc, f) for f in (T.EN_ATS, T.EN_PRI, T.T2GPA,
@@ -179,8 +217,10 @@ class ContextFetch(wiring.Component):
             ~pdtv & self._first_stage_mode_bad(fsc_mode),
             # 12: DPE is reserved without a PDT
             ~pdtv & dpe,
-            # 13-15, 17: no G-stage capability: iohgatp.MODE must be Bare whatever GXL
-            gs_mode != 0,
+            # 13-14: iohgatp.MODE reserved or not advertised (GXL=1 is refused below)
+            self._gs_mode_bad(gs_mode),
+            # 17: a G-stage root is 16 KiB aligned
+            (gs_mode != 0) & _field(iohgatp, arch.Iohgatp.PPN)[:2].any(),
             # 18
             (sade | gade) & (not arch.Cap.AMO_HWAD.get(caps)),
             # 19/21: END=0, fctl.BE is not writable: SBE must equal it
@@ -188,6 +228,19 @@ class ContextFetch(wiring.Component):
             # 20: GXL is not writable (no Sv32x4): SXL must be 0 (and GXL=1 needs SXL=1)
             sxl | fctl_gxl,
         ]
+        if self.extended:
+            msi_mode = _field(msiptp, arch.Msiptp.MODE)
+            rules += [
+                # 1: reserved bits of msiptp, msi_addr_mask/pattern, dword 7
+                (msiptp & arch.Msiptp.RESERVED_MASK) != 0,
+                self._msi_address_reserved(msi_mask, gs_mode),
+                self._msi_address_reserved(msi_pattern, gs_mode),
+                dc_reserved != 0,
+                # 16: msiptp.MODE must be Off or Flat
+                (msi_mode != arch.MsiptpMode.OFF) & (msi_mode != arch.MsiptpMode.FLAT),
+                # 23: MSI translation needs an active G-stage
+                (gs_mode == 0) & (msi_mode != arch.MsiptpMode.OFF),
+            ]
         bad = Const(0, 1)
         for rule in rules:
             bad = bad | rule
@@ -214,8 +267,9 @@ class ContextFetch(wiring.Component):
         dc = Signal(DeviceContextEntry)  # the accepted DC, once known
         pdt = Signal()  # the walk in progress is a PDT walk
         level = Signal(2)  # level of the entry being read (0 = the DC / PC itself)
-        dword = Signal(2)  # dword of the DC / PC being read
-        leaf = [Signal(64, name=f"leaf_dw{i}") for i in range(4)]
+        dc_dwords = 8 if self.extended else 4
+        dword = Signal(range(dc_dwords))  # dword of the DC / PC being read
+        leaf = [Signal(64, name=f"leaf_dw{i}") for i in range(dc_dwords)]
         leaf_access_fault = Signal()
         leaf_poison = Signal()
 
@@ -278,22 +332,46 @@ class ContextFetch(wiring.Component):
         with m.If(self.res.valid & self.res.ready):
             m.d.sync += [self.res.valid.eq(0), state.eq(State.IDLE)]
 
-        def fault(cause, dtf=0):
+        def fault(cause, dtf=0, iotval2=0):
             m.d.comb += [finish.eq(1), out.fault.eq(1), out.cause.eq(cause),
-                         out.context.dtf.eq(dtf)]
+                         out.context.dtf.eq(dtf), out.iotval2.eq(iotval2)]
 
         # ------------------------------------------------------- memory port
-        mem = self.mem_req.payload
+        # The walks' own reads (``own_valid``/``own_addr``); with a G-stage, the G-stage
+        # walker's reads and A/D updates share the port (never both outstanding: the
+        # PDT walk waits in XLATE_WAIT while the G-stage walks).
+        own_valid = Signal()
+        own_addr = Signal(layouts.PA_BITS)
+        own_req = Signal(layouts.mem_request(self.id_bits))
         m.d.comb += [
-            mem.id.eq(self.mem_id),
-            mem.op.eq(layouts.MemOp.READ),
-            self.mem_resp.ready.eq(1),
+            own_req.id.eq(self.mem_id),
+            own_req.op.eq(layouts.MemOp.READ),
+            own_req.addr.eq(own_addr),
         ]
-        with m.If(self.mem_req.valid & self.mem_req.ready):
-            m.d.sync += self.mem_req.valid.eq(0)
+        with m.If(own_valid & self.mem_req.ready):
+            m.d.sync += own_valid.eq(0)
+        if self.gstage:
+            m.submodules.g_stage = gsw = StageWalker(self.id_bits, self.mem_id,
+                                                     self.capabilities, gstage=True)
+            xlate_wait = state == State.XLATE_WAIT
+            m.d.comb += [
+                self.mem_req.valid.eq(own_valid | gsw.mem_req.valid),
+                self.mem_req.payload.eq(Mux(own_valid, own_req, gsw.mem_req.payload)),
+                gsw.mem_req.ready.eq(self.mem_req.ready & ~own_valid),
+                gsw.mem_resp.valid.eq(self.mem_resp.valid & xlate_wait),
+                gsw.mem_resp.payload.eq(self.mem_resp.payload),
+                self.mem_resp.ready.eq(Mux(xlate_wait, gsw.mem_resp.ready, 1)),
+            ]
+        else:
+            m.d.comb += [self.mem_req.valid.eq(own_valid), self.mem_req.payload.eq(own_req),
+                         self.mem_resp.ready.eq(1)]
 
         did = q.device_id
-        ddi = [did[0:7], did[7:16], did[16:24]]  # base-format DC (§2.3)
+        if self.extended:
+            ddi = [did[0:6], did[6:15], did[15:24]]  # extended-format DC (§2.3)
+        else:
+            ddi = [did[0:7], did[7:16], did[16:24]]  # base-format DC (§2.3)
+        dc_log2 = 6 if self.extended else 5
         pdi = [pid[0:8], pid[8:17], pid[17:20]]  # §4.2
 
         def entry_address(ppn, entry_level, is_pdt):
@@ -301,22 +379,33 @@ class ContextFetch(wiring.Component):
             offset = Signal(12)
             with m.Switch(Cat(entry_level[:2], is_pdt)):
                 for lvl in range(3):
-                    with m.Case(lvl):  # DDT: 8-byte DDTEs, 32-byte DCs
-                        m.d.comb += offset.eq(ddi[lvl] << (5 if lvl == 0 else 3))
+                    with m.Case(lvl):  # DDT: 8-byte DDTEs, 32- or 64-byte DCs
+                        m.d.comb += offset.eq(ddi[lvl] << (dc_log2 if lvl == 0 else 3))
                     with m.Case(lvl | 4):  # PDT: 8-byte PDTEs, 16-byte PCs
                         m.d.comb += offset.eq(pdi[lvl] << (4 if lvl == 0 else 3))
             addr = Signal(layouts.PA_BITS)
             m.d.comb += addr.eq(Cat(offset, ppn))
             return addr
 
-        def start_walk(is_pdt, ppn, top_level):
+        gpa = Signal(layouts.PA_BITS)  # the PDT entry's GPA being translated
+
+        def read_entry(addr, through_gs):
+            """Read the entry at ``addr``; a GPA goes through the G-stage first (§4.5)."""
+            if self.gstage:
+                with m.If(through_gs):
+                    m.d.sync += [gpa.eq(addr), state.eq(State.XLATE)]
+                with m.Else():
+                    m.d.sync += [own_valid.eq(1), own_addr.eq(addr)]
+            else:
+                m.d.sync += [own_valid.eq(1), own_addr.eq(addr)]
+
+        def start_walk(is_pdt, ppn, top_level, through_gs=0):
             m.d.sync += [
-                self.mem_req.valid.eq(1),
-                mem.addr.eq(entry_address(ppn, top_level, Const(is_pdt, 1))),
                 pdt.eq(is_pdt), level.eq(top_level), dword.eq(0),
                 leaf_access_fault.eq(0), leaf_poison.eq(0),
                 state.eq(State.WALK),
             ]
+            read_entry(entry_address(ppn, top_level, Const(is_pdt, 1)), through_gs)
             m.d.comb += (self.pdt_walk if is_pdt else self.ddt_walk).eq(1)
 
         # ----------------------------------------- decisions once the DC is known
@@ -333,11 +422,28 @@ class ContextFetch(wiring.Component):
         lvl_mode = ((mode == arch.DdtpMode.LVL1) | (mode == arch.DdtpMode.LVL2)
                     | (mode == arch.DdtpMode.LVL3))
         # Step 5: the device_id must be no wider than the DDT indexes.
-        id_fits = (((mode != arch.DdtpMode.LVL1) | (did[7:] == 0))
-                   & ((mode != arch.DdtpMode.LVL2) | (did[16:] == 0)))
+        lvl1_bits, lvl2_bits = (6, 15) if self.extended else (7, 16)
+        id_fits = (((mode != arch.DdtpMode.LVL1) | (did[lvl1_bits:] == 0))
+                   & ((mode != arch.DdtpMode.LVL2) | (did[lvl2_bits:] == 0)))
         pd_mode = dc_now.fsc_mode
         pid_fits = (((pd_mode != arch.PdtpMode.PD8) | (q.process_id[8:] == 0))
                     & ((pd_mode != arch.PdtpMode.PD17) | (q.process_id[17:] == 0)))
+
+        if self.gstage:
+            # §4.5 step 2: the PDT entry's GPA through the G-stage as an implicit read;
+            # its faults are the original access's guest-page faults (iotval2 = the GPA
+            # with bit 0 set), 265 or 269.
+            g_req = gsw.req.payload
+            m.d.comb += [
+                g_req.gpa.eq(gpa),
+                g_req.access.eq(layouts.Access.READ),
+                g_req.orig_access.eq(q.access),
+                g_req.iotval2_flags.eq(0b01),
+                g_req.in_pdt.eq(1),
+                g_req.gs_mode.eq(dc.gs_mode),
+                g_req.gs_ppn.eq(dc.gs_ppn),
+                g_req.gade.eq(dc.gade),
+            ]
 
         with m.Switch(state):
             with m.Case(State.LOOKUP):
@@ -372,43 +478,64 @@ class ContextFetch(wiring.Component):
                             fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED,
                                        C.DDT_ENTRY_MISCONFIGURED), dtf)
                         with m.Else():
-                            m.d.sync += [
-                                self.mem_req.valid.eq(1),
-                                mem.addr.eq(entry_address(_field(rdata, arch.Ddte.PPN),
-                                                          (level - 1)[:2], pdt)),
-                                level.eq(level - 1),
-                            ]
+                            m.d.sync += level.eq(level - 1)
+                            read_entry(entry_address(_field(rdata, arch.Ddte.PPN),
+                                                     (level - 1)[:2], pdt),
+                                       pdt & (dc.gs_mode != 0))
                     with m.Else():  # a dword of the DC / PC: all are read, then checked
                         with m.Switch(dword):
-                            for i in range(4):
+                            for i in range(dc_dwords):
                                 with m.Case(i):
                                     m.d.sync += leaf[i].eq(rdata)
                         with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
                             m.d.sync += leaf_access_fault.eq(1)
                         with m.If(resp.err == layouts.MemErr.POISON):
                             m.d.sync += leaf_poison.eq(1)
-                        last = Mux(pdt, dword == 1, dword == 3)
+                        last = Mux(pdt, dword == 1, dword == dc_dwords - 1)
                         with m.If(last):
                             m.d.sync += state.eq(Mux(pdt, State.PC_CHECK, State.DC_CHECK))
                         with m.Else():
+                            # The PC's second dword is in the same page as its first:
+                            # its GPA needs no second translation.
                             m.d.sync += [
-                                self.mem_req.valid.eq(1),
-                                mem.addr.eq(mem.addr + 8),
+                                own_valid.eq(1),
+                                own_addr.eq(own_addr + 8),
                                 dword.eq(dword + 1),
                             ]
 
+            if self.gstage:
+                with m.Case(State.XLATE):
+                    m.d.comb += gsw.req.valid.eq(1)
+                    with m.If(gsw.req.ready):
+                        m.d.sync += state.eq(State.XLATE_WAIT)
+                with m.Case(State.XLATE_WAIT):
+                    m.d.comb += gsw.res.ready.eq(1)
+                    g_res = gsw.res.payload
+                    with m.If(gsw.res.valid):
+                        with m.If(g_res.fault):
+                            fault(g_res.cause, dc.dtf, g_res.iotval2)
+                        with m.Else():
+                            m.d.sync += [
+                                state.eq(State.WALK), own_valid.eq(1),
+                                own_addr.eq(Cat(gpa[:arch.PAGE_SHIFT], g_res.ppn)),
+                            ]
+
             with m.Case(State.DC_CHECK):
-                tc, iohgatp, ta, fsc = leaf
+                tc, iohgatp, ta, fsc = leaf[:4]
                 with m.If(leaf_access_fault):
                     fault(C.DDT_LOAD_ACCESS_FAULT)
                 with m.Elif(leaf_poison):
                     fault(C.DDT_DATA_CORRUPTION)
                 with m.Elif(~_field(tc, arch.Tc.V)):
                     fault(C.DDT_ENTRY_NOT_VALID)
-                with m.Elif(self._dc_misconfigured(tc, iohgatp, ta, fsc)):
+                with m.Elif(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])):
                     fault(C.DDT_ENTRY_MISCONFIGURED)
                 with m.Else():
                     entry = Signal(DeviceContextEntry)
+                    gs_on = _field(iohgatp, arch.Iohgatp.MODE) != 0
+                    # All of ``entry`` assigned here first (the MSI fields stay 0 in the
+                    # base format): no constant-only process in the Verilog (ALWNEVER).
+                    m.d.comb += entry.eq(0)
                     m.d.comb += [
                         entry.dtf.eq(_field(tc, arch.Tc.DTF)),
                         entry.sade.eq(_field(tc, arch.Tc.SADE)),
@@ -418,6 +545,22 @@ class ContextFetch(wiring.Component):
                         entry.fsc_mode.eq(_field(fsc, arch.Fsc.MODE)),
                         entry.fsc_ppn.eq(_field(fsc, arch.Fsc.PPN)),
                         entry.pscid.eq(_field(ta, arch.Ta.PSCID)),
+                        entry.gs_mode.eq(_field(iohgatp, arch.Iohgatp.MODE)),
+                        # A Bare iohgatp's PPN and GSCID mean nothing (§3.3): keep 0s, so
+                        # the IOTLB tags host translations with GSCID 0.
+                        entry.gs_ppn.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.PPN), 0)),
+                        entry.gscid.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.GSCID), 0)),
+                    ]
+                    if self.extended:
+                        msiptp, msi_mask, msi_pattern = leaf[4:7]
+                        m.d.comb += [
+                            entry.msi_flat.eq(_field(msiptp, arch.Msiptp.MODE)
+                                              == arch.MsiptpMode.FLAT),
+                            entry.msiptp_ppn.eq(_field(msiptp, arch.Msiptp.PPN)),
+                            entry.msi_mask.eq(_field(msi_mask, arch.MSI_ADDR_MASK)),
+                            entry.msi_pattern.eq(_field(msi_pattern, arch.MSI_ADDR_MASK)),
+                        ]
+                    m.d.comb += [
                         dc_cache.fill_tag.eq(did),
                         dc_cache.fill_data.eq(entry),
                         dc_cache.fill_en.eq(~stale & ~inval_fire),
@@ -455,12 +598,15 @@ class ContextFetch(wiring.Component):
 
         # Step 7, then steps 10-14 (first stage from iosatp, Bare, or the PC).
         ctx = out.context
-        # No G-stage: iohgatp is Bare in every accepted DC.
-        m.d.comb += [ctx.gs_mode.eq(0), ctx.gs_ppn.eq(0), ctx.gscid.eq(0)]
 
         def succeed():
             m.d.comb += [finish.eq(1), ctx.dtf.eq(dc_now.dtf), ctx.sade.eq(dc_now.sade),
-                         ctx.gade.eq(dc_now.gade)]
+                         ctx.gade.eq(dc_now.gade),
+                         ctx.gs_mode.eq(dc_now.gs_mode), ctx.gs_ppn.eq(dc_now.gs_ppn),
+                         ctx.gscid.eq(dc_now.gscid), ctx.msi_flat.eq(dc_now.msi_flat),
+                         ctx.msiptp_ppn.eq(dc_now.msiptp_ppn),
+                         ctx.msi_mask.eq(dc_now.msi_mask),
+                         ctx.msi_pattern.eq(dc_now.msi_pattern)]
 
         with m.If(decide):
             dtf = dc_now.dtf
@@ -480,7 +626,7 @@ class ContextFetch(wiring.Component):
             with m.Elif(pc_cache.hit):
                 m.d.comb += [pc_now.eq(pc_cache.data), use_pc.eq(1)]
             with m.Else():
-                start_walk(1, dc_now.fsc_ppn, (dc_now.fsc_mode - 1)[:2])
+                start_walk(1, dc_now.fsc_ppn, (dc_now.fsc_mode - 1)[:2], dc_now.gs_mode != 0)
 
         with m.If(use_pc):  # steps 15, 16
             with m.If(supervisor & ~pc_now.ens):

@@ -30,6 +30,7 @@ PROCESS_ID_BITS = 20
 GSCID_BITS = 16
 PSCID_BITS = 20
 CAUSE_BITS = 12
+MSI_ADDR_BITS = 52  # msi_addr_mask / msi_addr_pattern [51:0]: a GPA page number
 
 
 class Access(enum.Enum, shape=2):
@@ -192,9 +193,14 @@ class TranslationContext(data.Struct):
     fs_mode: unsigned(4)  # arch.AtpMode
     fs_ppn: unsigned(PPN_BITS)
     pscid: unsigned(PSCID_BITS)
-    gs_mode: unsigned(4)  # iohgatp.MODE (Bare only, until the G-stage lands)
-    gs_ppn: unsigned(PPN_BITS)
+    gs_mode: unsigned(4)  # iohgatp.MODE (Sv39x4/48x4/57x4 share the AtpMode numbers)
+    gs_ppn: unsigned(PPN_BITS)  # root of the G-stage table (16 KiB aligned)
     gscid: unsigned(GSCID_BITS)
+    # MSI address translation (extended DC, msiptp.MODE = Flat), §9.
+    msi_flat: unsigned(1)
+    msiptp_ppn: unsigned(PPN_BITS)
+    msi_mask: unsigned(MSI_ADDR_BITS)
+    msi_pattern: unsigned(MSI_ADDR_BITS)
 
 
 class ContextRequest(data.Struct):
@@ -203,6 +209,7 @@ class ContextRequest(data.Struct):
     pv: unsigned(1)
     priv: unsigned(1)
     addr_type: AddrType
+    access: Access  # names the guest-page fault of a G-stage fault in the PDT walk
 
 
 class ContextResult(data.Struct):
@@ -214,6 +221,7 @@ class ContextResult(data.Struct):
 
     fault: unsigned(1)
     cause: unsigned(CAUSE_BITS)
+    iotval2: unsigned(64)  # a guest-page fault on a PDT entry's GPA (bit 0 = implicit)
     context: TranslationContext
 
 
@@ -224,6 +232,28 @@ class WalkRequest(data.Struct):
     access: Access
     priv: unsigned(1)  # effective privilege (User when the request had no PID)
     context: TranslationContext
+
+
+class GStageRequest(data.Struct):
+    """One G-stage translation of a GPA (§5.7): explicit (the final GPA) or implicit
+    (the GPA of a first-stage PTE or a PDT entry).
+
+    ``access`` is what the G-stage leaf must allow (READ for an implicit read, WRITE
+    for the implicit write of an A/D update, else the request's access);
+    ``orig_access`` names the faults (guest-page faults are reported for the original
+    access type); ``iotval2_flags`` go to iotval2[1:0] on a guest-page fault (bit 0:
+    implicit access, bit 1: implicit write); ``in_pdt``: access fault / corruption are
+    the PDT's 265 / 269.
+    """
+
+    gpa: unsigned(IOVA_BITS)
+    access: Access
+    orig_access: Access
+    iotval2_flags: unsigned(2)
+    in_pdt: unsigned(1)
+    gs_mode: unsigned(4)
+    gs_ppn: unsigned(PPN_BITS)
+    gade: unsigned(1)
 
 
 class WalkResult(data.Struct):

@@ -1,32 +1,46 @@
-"""First-stage page-table walker: one Sv39/Sv48/Sv57 walk at a time (digest §5.3-§5.6).
+"""Page-table walkers: first stage (Sv39/48/57), G-stage (Sv39x4/48x4/57x4) and nested.
 
-    req ─► IDLE ──Bare / non-canonical──────────────────────────────────► DONE ─► res
-              └─► READ_PTE ─► WAIT_PTE ──pointer: next level──► READ_PTE
-                     ▲           ├──leaf, A/D fine, or any fault──────► DONE
-                     │           └──leaf needs A/D (SADE=1)──► UPDATE_AD ─► WAIT_AD ─► DONE
+``StageWalker`` walks one stage's table for one address (digest §5.3-§5.6):
+
+    req ─► IDLE ──Bare / address out of range───────────────────────────► DONE ─► res
+              └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ──pointer──► next level
+                     ▲                        ├──leaf, A/D fine, or any fault──► DONE
+                     │                        └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD
                      └──────── CAS saw a different PTE: re-read that level ◄──┘
+
+The bracketed states exist only in a first-stage walker built for nesting: with an
+active G-stage every first-stage PTE address is a GPA (§1.3, §5.7), which the walker
+hands to a G-stage walker on ``gpa_req`` (an implicit read, or an implicit write for
+the A/D update) before touching memory. A G-stage walker differs from a first-stage
+one in what §5.7 changes: the GPA's bits above the scheme must be 0, the root is
+16 KiB with an 11-bit top VPN, every access counts as User, A/D updates follow GADE,
+and faults are guest-page faults with ``iotval2`` = GPA[63:2] << 2 | flags.
+
+``PageTableWalker`` is one miss slot's walker: a first-stage walker, plus (when the
+capabilities name a G-stage scheme) a G-stage walker that serves the first stage's
+implicit translations and then translates the final GPA (§1.4 steps 17 and 19).
 
 Timing: the next level's read is computed from the response data in the cycle the
 response arrives and issued (``mem_req.valid``) the next cycle, so a level costs one
 cycle more than the memory latency. With memory that answers ``L`` cycles after
-accepting a request (and accepts at once), ``res.valid`` rises ``levels * (L + 1) + 1``
-cycles after the request handshake (Sv39, no A/D update: ``3 * (L + 1) + 1``); an A/D
-update adds ``L + 1``. A Bare or non-canonical request answers the cycle after it is
-taken.
-
-The G-stage is out of scope: the core only hands over contexts whose ``gs_mode`` is
-Bare, so every PTE address is an SPA and ``iotval2`` is always 0.
+accepting a request (and accepts at once), a first-stage walk with a Bare G-stage
+has ``res.valid`` ``levels * (L + 1) + 1`` cycles after the request handshake
+(Sv39, no A/D update: ``3 * (L + 1) + 1``); an A/D update adds ``L + 1``. A Bare or
+non-canonical request answers the cycle after it is taken. Nested walks add, per
+first-stage level, a G-stage walk and two cycles of hand-over, and the final G-stage
+walk plus three cycles.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from models import arch
 
 from . import layouts, params
+from .walk_cache import WalkCache
 
-__all__ = ["PTE_LAYOUT", "PageTableWalker"]
+__all__ = ["PTE_LAYOUT", "PageTableWalker", "StageWalker"]
 
 
 def _pte_layout() -> data.StructLayout:
@@ -91,24 +105,53 @@ def _pack(layout: data.StructLayout, **fields):
     return Cat(*parts)
 
 
+
 #: The walk FSM's states in declaration order: Amaranth numbers them this way in the
 #: generated Verilog (``walk_state``), and the waveform save file decodes them with it.
-WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "UPDATE_AD", "WAIT_AD", "DONE")
+WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "UPDATE_AD", "WAIT_AD", "DONE", "XLATE",
+                 "XLATE_WAIT")
+
+_FIRST_STAGE_CAPS = ((arch.SV39, arch.Cap.SV39), (arch.SV48, arch.Cap.SV48),
+                     (arch.SV57, arch.Cap.SV57))
+_G_STAGE_CAPS = ((arch.SV39X4_SCHEME, arch.Cap.SV39X4), (arch.SV48X4_SCHEME, arch.Cap.SV48X4),
+                 (arch.SV57X4_SCHEME, arch.Cap.SV57X4))
 
 
-class PageTableWalker(wiring.Component):
-    """Walks one first-stage page table per request and returns the checked leaf or a fault.
+def g_stage_schemes(capabilities: int) -> list:
+    """The G-stage schemes ``capabilities`` advertises (Sv39x4/48x4/57x4)."""
+    return [s for s, cap in _G_STAGE_CAPS if cap.get(capabilities)]
 
-    Ports:
-      req:      the walk: ``iova``, ``access``, ``priv`` (1 = Supervisor; User when the
-                request had no PID) and the ``context`` (``fs_mode``/``fs_ppn`` = iosatp or
-                PC.fsc, ``sade``, ``sum``). Taken only when the walker is idle.
-      res:      one result per request. ``fault``=1: ``cause`` (12/13/15 page fault,
-                1/5/7 access fault, 274 data corruption; 272 for an ``fs_mode`` this
-                walker was not built for, which the context fetch never lets through)
-                and ``iotval2``=0. Otherwise
-                ``ppn`` of the translated 4 KiB page (superpage and NAPOT low bits taken
-                from the IOVA), ``size_log2`` (12, 16, 21, 30, 39, 48), the leaf's
+
+def _check_ids(id_bits, mem_id, capabilities):
+    if not isinstance(id_bits, int) or id_bits < 1:
+        raise ValueError(f"id_bits must be a positive integer, not {id_bits!r}")
+    if not isinstance(mem_id, int) or not 0 <= mem_id < 1 << id_bits:
+        raise ValueError(f"mem_id must be 0..{(1 << id_bits) - 1} for {id_bits} id bits, "
+                         f"not {mem_id!r}")
+    if not isinstance(capabilities, int) or capabilities < 0:
+        raise ValueError(f"capabilities must be the register value, not {capabilities!r}")
+
+
+class StageWalker(wiring.Component):
+    """Walks one stage's page table for one address and returns the checked leaf or a fault.
+
+    ``gstage=False`` (first stage) — ports:
+      req:      ``layouts.WalkRequest``: ``iova``, ``access``, ``priv`` (1 = Supervisor;
+                User when the request had no PID) and the ``context`` (``fs_mode``/``fs_ppn``
+                = iosatp or PC.fsc, ``sade``, ``sum``; with ``nested``, ``gs_mode``/
+                ``gs_ppn``/``gade`` too). Taken only when the walker is idle.
+      gpa_req / gpa_res (only with ``nested``): the implicit G-stage translation of each
+                PTE's GPA (``layouts.GStageRequest`` out, ``layouts.WalkResult`` back).
+    ``gstage=True`` (G-stage) — ``req`` is a ``layouts.GStageRequest``.
+
+    Both:
+      res:      one ``layouts.WalkResult`` per request. ``fault``=1: ``cause`` (first stage:
+                12/13/15 page fault; G-stage: 20/21/23 guest-page fault of ``orig_access``
+                with ``iotval2``; 1/5/7 access fault or 274 data corruption — 265/269 for a
+                G-stage walk ``in_pdt``; 272 for a mode this walker was not built for,
+                which the context fetch never lets through). Otherwise ``ppn`` of the
+                translated 4 KiB page (superpage and NAPOT low bits taken from the
+                address), ``size_log2`` (12, 16, 21, 30, 39, 48), the leaf's
                 ``r w x u g pbmt`` and ``d`` as it is in memory after any update.
       mem_req:  8-byte READs of PTEs and CAS for A/D updates, always with id ``mem_id``;
                 at most one outstanding.
@@ -116,66 +159,117 @@ class PageTableWalker(wiring.Component):
                 Ready only while a request is outstanding; ``id`` is not checked (the
                 arbiter routes by id).
 
-    ``capabilities`` (the register value) selects the schemes built (Sv39/48/57), Svpbmt,
-    Svrsw60t59b and AMO_HWAD (without it SADE is treated as 0).
+    ``capabilities`` (the register value) selects the schemes built, Svpbmt,
+    Svrsw60t59b and AMO_HWAD (without it SADE/GADE are treated as 0).
     """
 
     def __init__(self, id_bits: int = 1, mem_id: int = 0,
-                 capabilities: int = params.rtl_capabilities()):
-        if not isinstance(id_bits, int) or id_bits < 1:
-            raise ValueError(f"id_bits must be a positive integer, not {id_bits!r}")
-        if not isinstance(mem_id, int) or not 0 <= mem_id < 1 << id_bits:
-            raise ValueError(f"mem_id must be 0..{(1 << id_bits) - 1} for {id_bits} id bits, "
-                             f"not {mem_id!r}")
-        if not isinstance(capabilities, int) or capabilities < 0:
-            raise ValueError(f"capabilities must be the register value, not {capabilities!r}")
+                 capabilities: int = params.rtl_capabilities(), *, gstage: bool = False,
+                 nested: bool = False):
+        _check_ids(id_bits, mem_id, capabilities)
+        if gstage and nested:
+            raise ValueError("a G-stage walker is never nested (its PTE addresses are SPAs)")
         self.id_bits, self.mem_id, self.capabilities = id_bits, mem_id, capabilities
+        self.gstage, self.nested = bool(gstage), bool(nested)
         caps = arch.Cap
-        self.schemes = [s for s, cap in ((arch.SV39, caps.SV39), (arch.SV48, caps.SV48),
-                                         (arch.SV57, caps.SV57)) if cap.get(capabilities)]
+        table = _G_STAGE_CAPS if gstage else _FIRST_STAGE_CAPS
+        self.schemes = [s for s, cap in table if cap.get(capabilities)]
         self.svpbmt = bool(caps.SVPBMT.get(capabilities))
         self.svrsw60t59b = bool(caps.SVRSW60T59B.get(capabilities))
         self.amo_hwad = bool(caps.AMO_HWAD.get(capabilities))
-        super().__init__({
-            "req": In(stream.Signature(layouts.WalkRequest)),
+        members = {
+            "req": In(stream.Signature(layouts.GStageRequest if gstage
+                                       else layouts.WalkRequest)),
             "res": Out(stream.Signature(layouts.WalkResult)),
             "mem_req": Out(stream.Signature(layouts.mem_request(id_bits))),
             "mem_resp": In(stream.Signature(layouts.mem_response(id_bits))),
-        })
+        }
+        if nested:
+            members["gpa_req"] = Out(stream.Signature(layouts.GStageRequest))
+            members["gpa_res"] = In(stream.Signature(layouts.WalkResult))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         max_levels = max((s.levels for s in self.schemes), default=1)
         req = self.req.payload
+        gstage = self.gstage
 
         # ------------------------------------------------------------ walk state
-        iova = Signal(layouts.IOVA_BITS)
-        access = Signal(layouts.Access)
-        user = Signal()  # the request is User (priv = 0)
+        addr = Signal(layouts.IOVA_BITS)  # the IOVA (first stage) or GPA (G-stage) walked
+        access = Signal(layouts.Access)  # what the leaf must allow
+        orig_access = Signal(layouts.Access)  # what names the faults
+        user = Signal()  # the request is User (priv = 0); always for the G-stage
         sum_ = Signal()  # PC.ta.SUM: Supervisor may read/write U=1 pages
-        sade = Signal()  # DC.tc.SADE and AMO_HWAD: set A/D in hardware instead of faulting
+        ad_update = Signal()  # SADE/GADE and AMO_HWAD: set A/D instead of faulting
+        iotval2_flags = Signal(2)  # G-stage: iotval2[1:0] on a guest-page fault
+        in_pdt = Signal()  # G-stage walk of a PDT entry's GPA: 265/269
         level = Signal(range(max_levels))  # i of §5.3
-        pte_addr = Signal(layouts.PA_BITS)  # a + VPN[i]*8
+        pte_addr = Signal(layouts.PA_BITS)  # a + VPN[i]*8 (a GPA when nested)
         pte = Signal(PTE_LAYOUT)  # the PTE the A/D update expects to find in memory
         result = Signal(layouts.WalkResult)
+        if self.nested:
+            gs_mode = Signal(4)
+            gs_ppn = Signal(layouts.PPN_BITS)
+            gade = Signal()
+            pte_spa = Signal(layouts.PA_BITS)  # pte_addr through the G-stage
+            xlate_write = Signal()  # the pending G-stage translation is for the A/D store
+        else:
+            pte_spa = pte_addr
 
         is_write = access == layouts.Access.WRITE
         is_exec = access == layouts.Access.EXECUTE
 
-        def finish_with_fault(cause):
-            m.d.sync += [result.eq(0), result.fault.eq(1), result.cause.eq(cause)]
+        if gstage:
+            page_fault = _by_access(orig_access, arch.guest_page_fault_cause)
+            fault_iotval2 = Cat(iotval2_flags, addr[2:])
+            access_fault = Mux(in_pdt, arch.Cause.PDT_ENTRY_LOAD_ACCESS_FAULT,
+                               _by_access(orig_access, arch.access_fault_cause))
+            corruption = Mux(in_pdt, arch.Cause.PDT_DATA_CORRUPTION,
+                             arch.Cause.PT_DATA_CORRUPTION)
+        else:
+            page_fault = _by_access(orig_access, arch.page_fault_cause)
+            fault_iotval2 = 0
+            access_fault = _by_access(orig_access, arch.access_fault_cause)
+            corruption = arch.Cause.PT_DATA_CORRUPTION
+
+        def finish_with_fault(cause, iotval2=0):
+            m.d.sync += [result.eq(0), result.fault.eq(1), result.cause.eq(cause),
+                         result.iotval2.eq(iotval2)]
             m.next = "DONE"
 
-        page_fault = _by_access(access, arch.page_fault_cause)
-        access_fault = _by_access(access, arch.access_fault_cause)
+        def read_level(entry, gs_active=None):
+            """Step 1 for the PTE at ``entry``: through the G-stage first when nested
+            (``gs_active``: whether it is, when the ``gs_mode`` register is not loaded yet)."""
+            m.d.sync += pte_addr.eq(entry)
+            if self.nested:
+                with m.If(gs_mode != 0 if gs_active is None else gs_active):
+                    m.d.sync += xlate_write.eq(0)
+                    m.next = "XLATE"
+                with m.Else():
+                    m.d.sync += pte_spa.eq(entry)
+                    m.next = "READ_PTE"
+            else:
+                m.next = "READ_PTE"
+
+        def store_ad():
+            """§5.5's store; nested, its address is an implicit write through the G-stage."""
+            if self.nested:
+                with m.If(gs_mode != 0):
+                    m.d.sync += xlate_write.eq(1)
+                    m.next = "XLATE"
+                with m.Else():
+                    m.next = "UPDATE_AD"
+            else:
+                m.next = "UPDATE_AD"
 
         # ------------------------------------------------------- memory requests
-        # READ_PTE reads the PTE at pte_addr; UPDATE_AD swaps in PTE|A (|D for writes)
+        # READ_PTE reads the PTE at pte_spa; UPDATE_AD swaps in PTE|A (|D for writes)
         # if memory still holds ``pte`` (§5.5).
         mem_op = Signal(layouts.MemOp)
         m.d.comb += [
             self.mem_req.payload.eq(_pack(
-                layouts.mem_request(self.id_bits), id=self.mem_id, op=mem_op, addr=pte_addr,
+                layouts.mem_request(self.id_bits), id=self.mem_id, op=mem_op, addr=pte_spa,
                 wdata=pte.as_value() | arch.PTE_A | Mux(is_write, arch.PTE_D, 0),
                 compare=pte)),
             self.res.payload.eq(result),
@@ -208,58 +302,78 @@ class PageTableWalker(wiring.Component):
                 with m.Case(i):
                     m.d.comb += misaligned.eq(rd.ppn[:_VPN_BITS * i].any())
         # Step 5 (§5.4): User needs U=1; Supervisor may use U=1 pages for read/write
-        # with SUM=1, never for execute.
+        # with SUM=1, never for execute. The G-stage treats every access as User.
         bad_privilege = Mux(user, ~rd.u, rd.u & (is_exec | ~sum_))
         # Step 6: the access type's permission.
         bad_permission = Mux(is_exec, ~rd.x, Mux(is_write, ~rd.w, ~rd.r))
         bad_leaf = bad_napot | misaligned | bad_privilege | bad_permission
-        # Step 7: A=0, or a write with D=0, needs an update (or faults with SADE=0).
+        # Step 7: A=0, or a write with D=0, needs an update (or faults without it).
         needs_ad = ~rd.a | (is_write & ~rd.d)
 
         # Step 8: the translated page. Superpages take PPN[i-1:0] from VPN[i-1:0], NAPOT
-        # pages PPN[3:0] from IOVA[15:12].
+        # pages PPN[3:0] from address bits [15:12].
         leaf_ppn = Signal(layouts.PPN_BITS)
         leaf_size_log2 = Signal(6)
         with m.If(napot):
-            m.d.comb += [leaf_ppn.eq(Cat(iova[arch.PAGE_SHIFT:_NAPOT_LOG2], rd.ppn[4:])),
+            m.d.comb += [leaf_ppn.eq(Cat(addr[arch.PAGE_SHIFT:_NAPOT_LOG2], rd.ppn[4:])),
                          leaf_size_log2.eq(_NAPOT_LOG2)]
-        with m.Else():
-            with m.Switch(level):
-                for i in range(max_levels):
-                    with m.Case(i):
-                        low = _VPN_BITS * i
-                        m.d.comb += [
-                            leaf_ppn.eq(Cat(iova[arch.PAGE_SHIFT:arch.PAGE_SHIFT + low],
-                                            rd.ppn[low:])),
-                            leaf_size_log2.eq(arch.PAGE_SHIFT + low),
-                        ]
+        with m.Else(), m.Switch(level):
+            for i in range(max_levels):
+                with m.Case(i):
+                    low = _VPN_BITS * i
+                    m.d.comb += [
+                        leaf_ppn.eq(Cat(addr[arch.PAGE_SHIFT:arch.PAGE_SHIFT + low],
+                                        rd.ppn[low:])),
+                        leaf_size_log2.eq(arch.PAGE_SHIFT + low),
+                    ]
 
-        # The next level's PTE address, a = pte.PPN << 12 plus VPN[i-1]*8 (step 3).
+        # The next level's PTE address, a = pte.PPN << 12 plus VPN[i-1]*8 (step 3);
+        # below the root every VPN field is 9 bits, also in the x4 schemes.
         next_vpn = Signal(_VPN_BITS)
         with m.Switch(level):
             for i in range(1, max_levels):
                 with m.Case(i):
-                    m.d.comb += next_vpn.eq(_vpn(iova, i - 1))
+                    m.d.comb += next_vpn.eq(_vpn(addr, i - 1))
 
         # ------------------------------------------------------------------- FSM
-        with m.FSM(name="walk"):
+        with m.FSM(name="walk") as fsm:
+            # Number the states as WALKER_STATES says (else the first mention decides).
+            for name in WALKER_STATES[:8 if self.nested else 6]:
+                fsm.ongoing(name)
             with m.State("IDLE"):
                 m.d.comb += self.req.ready.eq(1)
                 with m.If(self.req.valid):
-                    ctx = req.context
-                    m.d.sync += [
-                        iova.eq(req.iova),
-                        access.eq(req.access),
-                        user.eq(~req.priv),
-                        sum_.eq(ctx.sum),
-                        sade.eq(ctx.sade & int(self.amo_hwad)),
-                    ]
-                    with m.Switch(ctx.fs_mode):
+                    if gstage:
+                        walked, mode, root = req.gpa, req.gs_mode, req.gs_ppn
+                        m.d.sync += [
+                            addr.eq(req.gpa), access.eq(req.access),
+                            orig_access.eq(req.orig_access), user.eq(1), sum_.eq(0),
+                            ad_update.eq(req.gade & int(self.amo_hwad)),
+                            iotval2_flags.eq(req.iotval2_flags), in_pdt.eq(req.in_pdt),
+                        ]
+                        req_page_fault = _by_access(req.orig_access,
+                                                    arch.guest_page_fault_cause)
+                        req_iotval2 = Cat(req.iotval2_flags, req.gpa[2:])
+                    else:
+                        ctx = req.context
+                        walked, mode, root = req.iova, ctx.fs_mode, ctx.fs_ppn
+                        m.d.sync += [
+                            addr.eq(req.iova), access.eq(req.access),
+                            orig_access.eq(req.access), user.eq(~req.priv),
+                            sum_.eq(ctx.sum), ad_update.eq(ctx.sade & int(self.amo_hwad)),
+                        ]
+                        if self.nested:
+                            m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_ppn.eq(ctx.gs_ppn),
+                                         gade.eq(ctx.gade)]
+                        req_page_fault = _by_access(req.access, arch.page_fault_cause)
+                        req_iotval2 = 0
+                    with m.Switch(mode):
                         with m.Case(arch.AtpMode.BARE):
-                            # No first stage: the IOVA is the address (§5.7), all allowed.
+                            # No translation at this stage: the address is the output
+                            # (§5.7), all allowed.
                             m.d.sync += [
                                 result.eq(0),
-                                result.ppn.eq(req.iova[arch.PAGE_SHIFT:layouts.PA_BITS]),
+                                result.ppn.eq(walked[arch.PAGE_SHIFT:layouts.PA_BITS]),
                                 result.size_log2.eq(arch.PAGE_SHIFT),
                                 result.r.eq(1), result.w.eq(1), result.x.eq(1),
                                 result.u.eq(1), result.d.eq(1),
@@ -267,27 +381,53 @@ class PageTableWalker(wiring.Component):
                             m.next = "DONE"
                         for scheme in self.schemes:
                             with m.Case(scheme.mode):
-                                # §5.1: IOVA[63:VA_BITS-1] all equal, checked before any read.
-                                upper = req.iova[scheme.va_bits - 1:]
-                                with m.If(upper.any() & ~upper.all()):
+                                if gstage:
+                                    # §5.7: GPA bits above the x4 scheme's width must be 0.
+                                    out_of_range = walked[scheme.va_bits:].any()
+                                else:
+                                    # §5.1: IOVA[63:VA_BITS-1] all equal.
+                                    upper = walked[scheme.va_bits - 1:]
+                                    out_of_range = upper.any() & ~upper.all()
+                                top = scheme.levels - 1
+                                lo = arch.PAGE_SHIFT + _VPN_BITS * top
+                                # The x4 root is 16 KiB: an 11-bit top VPN (its PPN[1:0]
+                                # are 0, DC check 17).
+                                top_vpn = walked[lo:scheme.va_bits]
+                                with m.If(out_of_range):
                                     m.d.sync += [result.eq(0), result.fault.eq(1),
-                                                 result.cause.eq(_by_access(
-                                                     req.access, arch.page_fault_cause))]
+                                                 result.cause.eq(req_page_fault),
+                                                 result.iotval2.eq(req_iotval2)]
                                     m.next = "DONE"
                                 with m.Else():
-                                    top = scheme.levels - 1
-                                    m.d.sync += [
-                                        level.eq(top),
-                                        pte_addr.eq(Cat(C(0, _PTE_BYTES_LOG2),
-                                                        _vpn(req.iova, top), ctx.fs_ppn)),
-                                    ]
-                                    m.next = "READ_PTE"
+                                    m.d.sync += level.eq(top)
+                                    if gstage:
+                                        root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root[2:])
+                                    else:
+                                        root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root)
+                                    read_level(root_addr[:layouts.PA_BITS],
+                                               None if gstage or not self.nested
+                                               else req.context.gs_mode != 0)
                         with m.Default():
                             # The context fetch lets no unsupported mode through (259);
                             # should one arrive anyway, say so rather than guess.
                             m.d.sync += [result.eq(0), result.fault.eq(1),
                                          result.cause.eq(arch.Cause.INTERNAL_DATAPATH_ERROR)]
                             m.next = "DONE"
+
+            if self.nested:
+                gpa_req = self.gpa_req.payload
+                m.d.comb += [
+                    gpa_req.gpa.eq(pte_addr),
+                    gpa_req.access.eq(Mux(xlate_write, layouts.Access.WRITE,
+                                          layouts.Access.READ)),
+                    gpa_req.orig_access.eq(orig_access),
+                    # iotval2 bit 0: an implicit access; bit 1: the implicit write (§5.4).
+                    gpa_req.iotval2_flags.eq(Cat(C(1, 1), xlate_write)),
+                    gpa_req.in_pdt.eq(0),
+                    gpa_req.gs_mode.eq(gs_mode),
+                    gpa_req.gs_ppn.eq(gs_ppn),
+                    gpa_req.gade.eq(gade),
+                ]
 
             with m.State("READ_PTE"):
                 # Step 1: load the PTE at a + VPN[i]*8.
@@ -302,16 +442,13 @@ class PageTableWalker(wiring.Component):
                     with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
                         finish_with_fault(access_fault)  # step 1: PMA/PMP → 1/5/7
                     with m.Elif(resp.err == layouts.MemErr.POISON):
-                        finish_with_fault(arch.Cause.PT_DATA_CORRUPTION)  # step 1: 274
+                        finish_with_fault(corruption)  # step 1: 274
                     with m.Elif(bad_encoding | (is_pointer & bad_pointer)
                                 | (~is_pointer & bad_leaf)):
-                        finish_with_fault(page_fault)  # steps 2-6
+                        finish_with_fault(page_fault, fault_iotval2)  # steps 2-6
                     with m.Elif(is_pointer):
-                        m.d.sync += [
-                            level.eq(level - 1),
-                            pte_addr.eq(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn)),
-                        ]
-                        m.next = "READ_PTE"
+                        m.d.sync += level.eq(level - 1)
+                        read_level(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn))
                     with m.Else():
                         m.d.sync += [
                             result.eq(0),
@@ -323,10 +460,10 @@ class PageTableWalker(wiring.Component):
                             result.d.eq(rd.d | is_write),
                             result.pbmt.eq(rd.pbmt),
                         ]
-                        with m.If(needs_ad & ~sade):
-                            finish_with_fault(page_fault)  # step 7, §5.5 with SADE=0
+                        with m.If(needs_ad & ~ad_update):
+                            finish_with_fault(page_fault, fault_iotval2)  # step 7, §5.5
                         with m.Elif(needs_ad):
-                            m.next = "UPDATE_AD"
+                            store_ad()
                         with m.Else():
                             m.next = "DONE"
 
@@ -342,9 +479,9 @@ class PageTableWalker(wiring.Component):
                     with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
                         finish_with_fault(access_fault)  # store PMA/PMP violation
                     with m.Elif(resp.err == layouts.MemErr.POISON):
-                        finish_with_fault(arch.Cause.PT_DATA_CORRUPTION)
+                        finish_with_fault(corruption)
                     with m.Elif(resp.rdata != pte.as_value()):
-                        m.next = "READ_PTE"  # the PTE changed: restart this level (step 1)
+                        read_level(pte_addr)  # the PTE changed: restart this level (step 1)
                     with m.Else():
                         m.next = "DONE"
 
@@ -353,4 +490,240 @@ class PageTableWalker(wiring.Component):
                 with m.If(self.res.ready):
                     m.next = "IDLE"
 
+            if self.nested:
+                with m.State("XLATE"):
+                    # §5.7: the PTE's GPA through the G-stage (implicit read or write).
+                    m.d.comb += self.gpa_req.valid.eq(1)
+                    with m.If(self.gpa_req.ready):
+                        m.next = "XLATE_WAIT"
+
+                with m.State("XLATE_WAIT"):
+                    gres = self.gpa_res.payload
+                    m.d.comb += self.gpa_res.ready.eq(1)
+                    with m.If(self.gpa_res.valid):
+                        with m.If(gres.fault):
+                            finish_with_fault(gres.cause, gres.iotval2)
+                        with m.Else():
+                            m.d.sync += pte_spa.eq(Cat(pte_addr[:arch.PAGE_SHIFT], gres.ppn))
+                            with m.If(xlate_write):
+                                m.next = "UPDATE_AD"
+                            with m.Else():
+                                m.next = "READ_PTE"
+
+        if tuple(fsm.encoding) != WALKER_STATES[:8 if self.nested else 6]:
+            raise AssertionError(f"walk FSM encoding {tuple(fsm.encoding)} differs from "
+                                 f"WALKER_STATES, which the waveform save file decodes with")
         return m
+
+
+class _WalkPhase(enum.Enum, shape=2):
+    IDLE = 0
+    FIRST_STAGE = 1  # the first-stage walker is busy (its G-stage requests served)
+    FINAL_GPA = 2  # the final GPA goes to the G-stage walker (§1.4 step 19)
+    DONE = 3
+
+
+class PageTableWalker(wiring.Component):
+    """One miss slot's walker: first stage, then the G-stage of the final GPA.
+
+    Ports (the same whether or not a G-stage is built):
+      req:      ``layouts.WalkRequest``; ``context.gs_mode`` Bare (or no G-stage scheme
+                in ``capabilities``) is a plain first-stage walk, else a nested one.
+      res:      ``layouts.WalkResult`` for the whole translation: the final SPA page,
+                the smaller of the two stages' page sizes (§5.7), R/W/X of both stages
+                ANDed, U and G from the first stage (U=1 when it is Bare), PBMT from the
+                first stage unless it is 0 (§5.6), ``d`` = both stages' D; or the first
+                fault. ``iotval2`` is nonzero only for guest-page faults.
+      mem_req/mem_resp: one port, id ``mem_id``, at most one request outstanding
+                (only one of the two stage walkers ever waits for memory).
+      inval:    the core's invalidations (always ready): IOTINVAL.GVMA flushes the walk
+                cache; an invalidation while a G-stage walk is in flight keeps its
+                result out of the cache.
+
+    ``walk_cache_entries`` (0 = none): a ``WalkCache`` of the G-stage translations of
+    first-stage table pages, consulted before each implicit read's G-stage walk (a
+    hit costs 2 cycles instead of a walk).
+    """
+
+    def __init__(self, id_bits: int = 1, mem_id: int = 0,
+                 capabilities: int = params.rtl_capabilities(), walk_cache_entries: int = 0):
+        _check_ids(id_bits, mem_id, capabilities)
+        if not isinstance(walk_cache_entries, int) or not 0 <= walk_cache_entries <= 64:
+            raise ValueError(f"walk_cache_entries must be an integer in 0..64, not "
+                             f"{walk_cache_entries!r}")
+        self.id_bits, self.mem_id, self.capabilities = id_bits, mem_id, capabilities
+        self.has_gstage = bool(g_stage_schemes(capabilities))
+        self.walk_cache_entries = walk_cache_entries if self.has_gstage else 0
+        super().__init__({
+            "req": In(stream.Signature(layouts.WalkRequest)),
+            "res": Out(stream.Signature(layouts.WalkResult)),
+            "mem_req": Out(stream.Signature(layouts.mem_request(id_bits))),
+            "mem_resp": In(stream.Signature(layouts.mem_response(id_bits))),
+            "inval": In(stream.Signature(layouts.Invalidation)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.first_stage = fs = StageWalker(
+            self.id_bits, self.mem_id, self.capabilities, nested=self.has_gstage)
+        m.d.comb += self.inval.ready.eq(1)
+        if not self.has_gstage:
+            wiring.connect(m, wiring.flipped(self.req), fs.req)
+            wiring.connect(m, fs.res, wiring.flipped(self.res))
+            wiring.connect(m, fs.mem_req, wiring.flipped(self.mem_req))
+            wiring.connect(m, wiring.flipped(self.mem_resp), fs.mem_resp)
+            return m
+
+        m.submodules.g_stage = gs = StageWalker(
+            self.id_bits, self.mem_id, self.capabilities, gstage=True)
+
+        # --------------------------------------------------------- memory port
+        # The first stage waits while the G-stage walks, so at most one of them has a
+        # request outstanding; each takes responses only while it waits for one.
+        m.d.comb += [
+            self.mem_req.valid.eq(fs.mem_req.valid | gs.mem_req.valid),
+            self.mem_req.payload.eq(Mux(fs.mem_req.valid, fs.mem_req.payload,
+                                        gs.mem_req.payload)),
+            fs.mem_req.ready.eq(self.mem_req.ready),
+            gs.mem_req.ready.eq(self.mem_req.ready & ~fs.mem_req.valid),
+            fs.mem_resp.payload.eq(self.mem_resp.payload),
+            gs.mem_resp.payload.eq(self.mem_resp.payload),
+            fs.mem_resp.valid.eq(self.mem_resp.valid),
+            gs.mem_resp.valid.eq(self.mem_resp.valid),
+            self.mem_resp.ready.eq(fs.mem_resp.ready | gs.mem_resp.ready),
+        ]
+
+        phase = Signal(_WalkPhase)
+        iova = Signal(layouts.IOVA_BITS)
+        access = Signal(layouts.Access)
+        context = Signal(layouts.TranslationContext)
+        first = Signal(layouts.WalkResult)  # the first stage's leaf
+        result = Signal(layouts.WalkResult)
+        nested = context.gs_mode != 0
+
+        # ------------------------------------------------ request → first stage
+        m.d.comb += [
+            fs.req.payload.eq(self.req.payload),
+            fs.req.valid.eq(self.req.valid & (phase == _WalkPhase.IDLE)),
+            self.req.ready.eq(fs.req.ready & (phase == _WalkPhase.IDLE)),
+        ]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [iova.eq(self.req.payload.iova), access.eq(self.req.payload.access),
+                         context.eq(self.req.payload.context), phase.eq(_WalkPhase.FIRST_STAGE)]
+
+        # --------------------------------------- the G-stage walker's two clients
+        final = Signal(layouts.GStageRequest)
+        # §1.4 step 19: the final GPA; with a Bare first stage the whole IOVA (the G-stage
+        # checks its upper bits).
+        fs_bare = context.fs_mode == 0
+        m.d.comb += [
+            final.gpa.eq(Mux(fs_bare, iova, Cat(iova[:arch.PAGE_SHIFT], first.ppn))),
+            final.access.eq(access),
+            final.orig_access.eq(access),
+            final.iotval2_flags.eq(0),
+            final.in_pdt.eq(0),
+            final.gs_mode.eq(context.gs_mode),
+            final.gs_ppn.eq(context.gs_ppn),
+            final.gade.eq(context.gade),
+        ]
+        with m.If(phase == _WalkPhase.FINAL_GPA):
+            m.d.comb += [gs.req.payload.eq(final), gs.req.valid.eq(1),
+                         gs.res.ready.eq(1)]
+        if self.walk_cache_entries:
+            self._walk_cache(m, fs, gs, phase, context)
+        else:
+            with m.Else():
+                wiring.connect(m, fs.gpa_req, gs.req)
+                wiring.connect(m, gs.res, fs.gpa_res)
+
+        # ------------------------------------------------------------ results
+        m.d.comb += self.res.payload.eq(Mux(phase == _WalkPhase.DONE, result, fs.res.payload))
+        with m.Switch(phase):
+            with m.Case(_WalkPhase.FIRST_STAGE):
+                with m.If(~nested):
+                    # No G-stage: the first stage's result as it is, no extra cycle.
+                    m.d.comb += [self.res.valid.eq(fs.res.valid),
+                                 fs.res.ready.eq(self.res.ready)]
+                    with m.If(fs.res.valid & self.res.ready):
+                        m.d.sync += phase.eq(_WalkPhase.IDLE)
+                with m.Else():
+                    m.d.comb += fs.res.ready.eq(1)
+                    with m.If(fs.res.valid):
+                        m.d.sync += [first.eq(fs.res.payload), result.eq(fs.res.payload)]
+                        m.d.sync += phase.eq(Mux(fs.res.payload.fault, _WalkPhase.DONE,
+                                                 _WalkPhase.FINAL_GPA))
+            with m.Case(_WalkPhase.FINAL_GPA), m.If(gs.res.valid):
+                g = gs.res.payload
+                smaller = Mux(fs_bare | (g.size_log2 < first.size_log2),
+                              g.size_log2, first.size_log2)
+                with m.If(g.fault):
+                    m.d.sync += result.eq(g)
+                with m.Else():
+                    m.d.sync += [
+                        result.eq(0),
+                        result.ppn.eq(g.ppn),
+                        result.size_log2.eq(smaller),
+                        result.r.eq(first.r & g.r), result.w.eq(first.w & g.w),
+                        result.x.eq(first.x & g.x),
+                        result.u.eq(first.u), result.g.eq(first.g),
+                        result.d.eq(first.d & g.d),
+                        # §5.6: a nonzero first-stage PBMT overrides the G-stage's.
+                        result.pbmt.eq(Mux(first.pbmt != 0, first.pbmt, g.pbmt)),
+                    ]
+                m.d.sync += phase.eq(_WalkPhase.DONE)
+            with m.Case(_WalkPhase.DONE):
+                m.d.comb += self.res.valid.eq(1)
+                with m.If(self.res.ready):
+                    m.d.sync += phase.eq(_WalkPhase.IDLE)
+        return m
+
+    def _walk_cache(self, m, fs, gs, phase, context):
+        """The first stage's G-stage requests through the walk cache (FIRST_STAGE phase).
+
+        LOOKUP: the request is taken and looked up (the answer is registered). HIT: an
+        implicit read that hits is answered from the cache; anything else goes to the
+        G-stage walker (WALK), whose successful implicit reads are filled in unless an
+        invalidation came while they were in flight.
+        """
+        m.submodules.walk_cache = cache = WalkCache(self.walk_cache_entries)
+        m.d.comb += [cache.inval.valid.eq(self.inval.valid),
+                     cache.inval.payload.eq(self.inval.payload)]
+        pending = Signal(layouts.GStageRequest)
+        cacheable = ((pending.access == layouts.Access.READ)
+                     & (pending.iotval2_flags == 0b01))
+        stale = Signal()
+        in_first_stage = phase == _WalkPhase.FIRST_STAGE
+        with m.FSM(name="walk_cache"):
+            with m.State("IDLE"):
+                m.d.comb += [
+                    fs.gpa_req.ready.eq(in_first_stage),
+                    cache.lookup_en.eq(fs.gpa_req.valid & in_first_stage),
+                    cache.lookup_tag.gscid.eq(context.gscid),
+                    cache.lookup_tag.gpn.eq(fs.gpa_req.payload.gpa[arch.PAGE_SHIFT:]),
+                ]
+                with m.If(fs.gpa_req.valid & in_first_stage):
+                    m.d.sync += [pending.eq(fs.gpa_req.payload), stale.eq(0)]
+                    m.next = "LOOKUP"
+            with m.State("LOOKUP"):
+                with m.If(cacheable & cache.hit):
+                    m.d.comb += [fs.gpa_res.valid.eq(1), fs.gpa_res.payload.ppn.eq(cache.ppn),
+                                 fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT)]
+                    with m.If(fs.gpa_res.ready):
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += [gs.req.valid.eq(1), gs.req.payload.eq(pending)]
+                    with m.If(gs.req.ready):
+                        m.next = "WALK"
+            with m.State("WALK"):
+                wiring.connect(m, gs.res, fs.gpa_res)
+                with m.If(self.inval.valid):
+                    m.d.sync += stale.eq(1)
+                with m.If(gs.res.valid & fs.gpa_res.ready):
+                    m.d.comb += [
+                        cache.fill_en.eq(cacheable & ~gs.res.payload.fault & ~stale
+                                         & ~self.inval.valid),
+                        cache.fill_tag.gscid.eq(context.gscid),
+                        cache.fill_tag.gpn.eq(pending.gpa[arch.PAGE_SHIFT:]),
+                        cache.fill_ppn.eq(gs.res.payload.ppn),
+                    ]
+                    m.next = "IDLE"

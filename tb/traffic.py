@@ -9,6 +9,12 @@ directory (1, 2 or 3 levels) holding a mix of devices:
   each have a page table (or a Bare fsc, or an invalid context);
 * ``invalid`` (tc.V = 0) and ``misconfigured`` (a reserved bit or an unsupported
   mode) device contexts;
+* when the capabilities advertise a G-stage (Sv39x4/48x4/57x4), devices of virtual
+  machines (a few VMs, each a G-stage table and GSCID shared by its devices; the
+  guest's tables live at GPAs the G-stage maps): ``guest`` (iosatp = a guest
+  first-stage table, nested translation), ``guest-pdt`` (a PDT at GPAs whose processes
+  have guest tables) and ``gstage`` (first stage Bare: the IOVA is the GPA). Guest
+  data pages are G-stage mapped with random sizes and permissions, some not at all;
 
 with random mappings (4 KiB, 64 KiB NAPOT, 2 MiB, 1 GiB; random R/W/X/U/A/D,
 PBMT) plus a few global (G=1) ones present identically in every table, and random
@@ -50,6 +56,13 @@ PERMS = [{"r": 1, "w": 0, "x": 0}, {"r": 1, "w": 1, "x": 0}, {"r": 0, "w": 0, "x
          {"r": 1, "w": 0, "x": 1}, {"r": 1, "w": 1, "x": 1}]
 PERM_WEIGHTS = [15, 45, 5, 10, 25]
 KIND_WEIGHTS = {"first-stage": 50, "pdt": 30, "bare": 10, "invalid": 5, "misconfigured": 5}
+#: Added when the capabilities advertise a G-stage scheme.
+GUEST_KIND_WEIGHTS = {"guest": 25, "guest-pdt": 15, "gstage": 10}
+GSTAGE_SCHEMES = {arch.Cap.SV39X4: arch.SV39X4_SCHEME, arch.Cap.SV48X4: arch.SV48X4_SCHEME,
+                  arch.Cap.SV57X4: arch.SV57X4_SCHEME}
+GUEST_TABLES_GPA = 0x4000_0000  # a VM's own tables: GPAs from here (16 MiB)
+GUEST_TABLES_SIZE = 16 << 20
+GUEST_DATA_GPA = 0x1_0000_0000  # guest data pages: GPAs in [4 GiB, 8 GiB)
 
 
 @dataclass
@@ -66,9 +79,65 @@ class Device:
     kind: str
     space: Space | None = None  # first-stage / bare devices
     processes: dict[int, Space | None] = field(default_factory=dict)  # pdt devices
+    vm: VirtualMachine | None = None  # guest devices
     pd_mode: PdtpMode | None = None
     pdt: ProcessDirectory | None = None
     dc: DeviceContext | None = None
+
+
+class VirtualMachine:
+    """A VM: a G-stage table (GSCID) mapping the guest's table memory (2 MiB pages at
+    ``GUEST_TABLES_GPA``) and, at random, its data pages (``map_data``)."""
+
+    def __init__(self, system: RandomSystem, gscid: int):
+        rng = system.rng
+        self.system, self.gscid = system, gscid
+        # GADE is the VM's, not each device's: devices sharing a G-stage with different
+        # GADE would race on its A/D bits (one walk's update decides whether the other
+        # faults), and the model's order of requests need not be the hardware's.
+        self.gade = int(rng.random() < 0.5)
+        self.gs = PageTable(system.memory, system.alloc, rng.choice(system.gstage_schemes))
+        spa = system.alloc.alloc(GUEST_TABLES_SIZE, MIB2)
+        self.tables_spa = spa
+        self.guest_alloc = FrameAllocator(system.memory, base=spa, size=GUEST_TABLES_SIZE)
+        for offset in range(0, GUEST_TABLES_SIZE, MIB2):
+            # Mostly a plain R/W mapping; now and then A/D clear (GADE decides) or not
+            # writable (an A/D update of a first-stage PTE there is a guest-page fault).
+            self.gs.map(GUEST_TABLES_GPA + offset, spa + offset, MIB2, r=True,
+                        w=rng.random() < 0.9, u=True, a=rng.random() < 0.9,
+                        d=rng.random() < 0.8)
+        self.data: list[tuple[int, int]] = []  # G-stage data mappings (gpa, size)
+
+    def to_phys(self, gpa: int) -> int:
+        offset = gpa - GUEST_TABLES_GPA
+        if not 0 <= offset < GUEST_TABLES_SIZE:
+            raise ValueError(f"GPA {gpa:#x} is not guest table memory")
+        return self.tables_spa + offset
+
+    def alloc_table(self, size: int, align: int) -> int:
+        return self.guest_alloc.alloc(size, align) - self.tables_spa + GUEST_TABLES_GPA
+
+    def iohgatp(self) -> int:
+        return self.gs.atp() | Iohgatp.GSCID.put(self.gscid)
+
+    def map_data(self, gpa: int, size: int) -> None:
+        """Back the guest page(s) at ``gpa`` in the G-stage (usually; random size and
+        permissions; GPAs beyond the scheme stay unmapped: guest-page faults)."""
+        rng = self.system.rng
+        if rng.random() < 0.08:
+            return
+        gsize = rng.choices([KIB4, MIB2, GIB1], [50, 35, 15])[0]
+        base = gpa & ~(gsize - 1)
+        if base >> self.gs.scheme.va_bits:
+            return
+        perms = dict(rng.choices(PERMS, PERM_WEIGHTS)[0])
+        perms.update(u=rng.random() < 0.95, a=rng.random() < 0.85, d=rng.random() < 0.7,
+                     pbmt=rng.choice([0, 0, 0, 1, 2]) if self.system.svpbmt else 0)
+        try:
+            self.gs.map(base, rng.randrange(0, 1 << 50, gsize), gsize, **perms)
+        except ValueError:
+            return  # overlaps a G-stage mapping of another size
+        self.data.append((base, gsize))
 
 
 class RandomSystem:
@@ -84,6 +153,9 @@ class RandomSystem:
         self.capabilities = rtl_capabilities() if capabilities is None else capabilities
         self.extended = bool(arch.Cap.MSI_FLAT.get(self.capabilities))
         self.svpbmt = bool(arch.Cap.SVPBMT.get(self.capabilities))
+        self.gstage_schemes = [s for cap, s in GSTAGE_SCHEMES.items()
+                               if cap.get(self.capabilities)]
+        self.vms: list[VirtualMachine] = []
         self.napot = napot
         self.schemes = [SCHEMES[s] for s in schemes]
         self.pd_modes = [PD_MODES[p] for p in pd_modes]
@@ -94,7 +166,8 @@ class RandomSystem:
         self.id_bits = {DdtpMode.LVL1: 6 if self.extended else 7,
                         DdtpMode.LVL2: 15 if self.extended else 16, DdtpMode.LVL3: 24}[
             self.ddt.mode]
-        weights = {k: KIND_WEIGHTS[k] for k in kinds} if kinds else KIND_WEIGHTS
+        all_weights = KIND_WEIGHTS | (GUEST_KIND_WEIGHTS if self.gstage_schemes else {})
+        weights = {k: all_weights[k] for k in kinds} if kinds else all_weights
         # Global (G=1) mappings exist in every address space (Privileged spec): the same
         # leaves in every table, so an IOTLB may answer any space from any of them.
         # Random G=1 leaves would make the answer depend on what each cache holds.
@@ -126,16 +199,30 @@ class RandomSystem:
                 used.add(device_id)
                 return device_id
 
-    def _page_table(self) -> Space:
+    def _vm(self) -> VirtualMachine:
+        """One of (up to) three VMs; their devices share its G-stage and GSCID."""
+        if len(self.vms) < 3 and (not self.vms or self.rng.random() < 0.4):
+            self.vms.append(VirtualMachine(self, gscid=self.rng.getrandbits(16)))
+        return self.rng.choice(self.vms)
+
+    def _page_table(self, vm: VirtualMachine | None = None) -> Space:
+        """A first-stage table with random mappings; a guest's (at GPAs, mapping to
+        guest data GPAs that ``vm`` backs) when ``vm`` is given."""
         rng = self.rng
         scheme = rng.choice(self.schemes)
-        table = PageTable(self.memory, self.alloc, scheme)
+        if vm is None:
+            table = PageTable(self.memory, self.alloc, scheme)
+        else:
+            table = PageTable(self.memory, self.alloc, scheme, to_phys=vm.to_phys,
+                              alloc_table=vm.alloc_table)
         space = Space(table)
         top = 1 << (scheme.va_bits - 1)  # canonical: [0, top) and [2^64 - top, 2^64)
         # A few regions, so mappings share intermediate tables.
         regions = [rng.randrange(0, top, GIB1), rng.randrange(0, top, GIB1),
                    (1 << 64) - top + rng.randrange(0, top, GIB1)]
-        for va, pa, size, perms in self.globals:
+        # Global mappings only in host tables: G=1 translations of different VMs are
+        # different address spaces (tagged by GSCID).
+        for va, pa, size, perms in self.globals if vm is None else []:
             table.map(va, pa, size, **perms)
             space.mapped.append((va, size))
         for _ in range(self.mappings_per_table):
@@ -146,7 +233,10 @@ class RandomSystem:
             if table._va_problem(va) or any(va < g_va + g_size and g_va < va + size
                                              for g_va, _, g_size, _ in self.globals):
                 continue
-            pa = rng.randrange(0, 1 << 50, size)
+            if vm is None:
+                pa = rng.randrange(0, 1 << 50, size)
+            else:
+                pa = GUEST_DATA_GPA + rng.randrange(0, 1 << 32, size)
             perms = dict(rng.choices(PERMS, PERM_WEIGHTS)[0])
             perms.update(u=rng.random() < 0.8, g=False, a=rng.random() < 0.9,
                          d=rng.random() < 0.7,
@@ -156,6 +246,8 @@ class RandomSystem:
             except ValueError:  # overlaps a mapping of another size: skip it
                 continue
             space.mapped.append((va, size))
+            if vm is not None:
+                vm.map_data(pa, size)
         return space
 
     def _tc(self, **bits) -> int:
@@ -211,14 +303,49 @@ class RandomSystem:
                         ta=PcTa.V.put(1) | PcTa.ENS.put(1) | PcTa.PSCID.put(rng.getrandbits(20)),
                         fsc=space.table.atp()))
                     device.processes[pid0] = space
+        elif kind == "guest":
+            vm = device.vm = self._vm()
+            device.space = self._page_table(vm)
+            dc = DeviceContext(tc=self._tc(GADE=vm.gade), ta=pscid,
+                               iohgatp=vm.iohgatp(), fsc=device.space.table.atp())
+        elif kind == "gstage":
+            vm = device.vm = self._vm()
+            device.space = Space(vm.gs, [(gpa, size) for gpa, size in vm.data])
+            for _ in range(4):  # some data pages of its own
+                size = rng.choice([KIB4, MIB2])
+                gpa = GUEST_DATA_GPA + rng.randrange(0, 1 << 32, size)
+                vm.map_data(gpa, size)
+                device.space.mapped.append((gpa, size))
+            dc = DeviceContext(tc=self._tc(GADE=vm.gade), ta=pscid,
+                               iohgatp=vm.iohgatp(), fsc=0)
+        elif kind == "guest-pdt":
+            vm = device.vm = self._vm()
+            mode = rng.choice(self.pd_modes)
+            pdt = ProcessDirectory(self.memory, self.alloc, mode, to_phys=vm.to_phys,
+                                   alloc_table=vm.alloc_table)
+            device.pd_mode, device.pdt = mode, pdt
+            width = {PdtpMode.PD8: 8, PdtpMode.PD17: 17, PdtpMode.PD20: 20}[mode]
+            for _ in range(self.processes_per_device):
+                pid = rng.getrandbits(width)
+                space = self._page_table(vm) if rng.random() < 0.85 else Space(None)
+                ta = (PcTa.V.put(1) | PcTa.ENS.put(int(rng.random() < 0.7))
+                      | PcTa.SUM.put(int(rng.random() < 0.3))
+                      | PcTa.PSCID.put(rng.getrandbits(20)))
+                pdt.install(pid, ProcessContext(ta=ta, fsc=space.table.atp() if space.table
+                                                else 0))
+                device.processes[pid] = space
+            dc = DeviceContext(tc=self._tc(PDTV=1, GADE=vm.gade),
+                               iohgatp=vm.iohgatp(), fsc=pdt.pdtp())
         elif kind == "invalid":
             dc = DeviceContext(tc=0, fsc=0)
         elif kind == "misconfigured":
             choice = rng.randrange(3)
             if choice == 0:  # a reserved tc bit
                 dc = DeviceContext(tc=Tc.V.put(1) | (1 << rng.randrange(12, 24)))
-            elif choice == 1:  # a G-stage the RTL does not advertise (or reserved mode)
-                dc = DeviceContext(tc=Tc.V.put(1), iohgatp=Iohgatp.MODE.put(rng.choice([8, 13])))
+            elif choice == 1:  # a reserved G-stage mode, or Sv39x4 (maybe not advertised)
+                # with a root that is not 16 KiB aligned
+                dc = DeviceContext(tc=Tc.V.put(1), iohgatp=Iohgatp.MODE.put(
+                    rng.choice([8, 13])) | Iohgatp.PPN.put(1))
             else:  # a reserved iosatp mode
                 dc = DeviceContext(tc=Tc.V.put(1), fsc=Fsc.MODE.put(rng.choice([1, 7, 11, 15])))
         else:
@@ -261,7 +388,7 @@ class RandomSystem:
                 device = rng.choice(self.devices)
             pid = None
             space = device.space
-            if device.kind == "pdt":
+            if device.kind in ("pdt", "guest-pdt"):
                 if device.processes and rng.random() < 0.85:
                     pid = rng.choice(list(device.processes))
                     space = device.processes[pid]

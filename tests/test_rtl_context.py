@@ -149,9 +149,10 @@ def pc_misconfigured(pc: ProcessContext, sxl: int, caps: int) -> bool:
                 or not _fs_mode_ok(Fsc.MODE.get(pc.fsc), sxl, caps))
 
 
-def _context(dtf, sade, gade, *, ens=1, sum_=0, fs_mode=0, fs_ppn=0, pscid=0):
+def _context(dtf, sade, gade, *, ens=1, sum_=0, fs_mode=0, fs_ppn=0, pscid=0, gs=(0, 0, 0)):
+    gs_mode, gs_ppn, gscid = gs
     return dict(dtf=dtf, sade=sade, gade=gade, ens=ens, sum=sum_, fs_mode=fs_mode,
-                fs_ppn=fs_ppn, pscid=pscid, gs_mode=0, gs_ppn=0, gscid=0)
+                fs_ppn=fs_ppn, pscid=pscid, gs_mode=gs_mode, gs_ppn=gs_ppn, gscid=gscid)
 
 
 def check_context(memory, ddtp, fctl, caps, req) -> Expected:
@@ -193,6 +194,11 @@ def _check_context(memory, ddtp, fctl, caps, req):
         raise _Stop(Cause.DDT_ENTRY_MISCONFIGURED)
     dtf, sade, gade = Tc.DTF.get(dc.tc), Tc.SADE.get(dc.tc), Tc.GADE.get(dc.tc)
     pdtv, dpe = Tc.PDTV.get(dc.tc), Tc.DPE.get(dc.tc)
+    # iohgatp (PPN and GSCID mean nothing when Bare). PDT walks through the G-stage are
+    # judged in tests/test_rtl_gstage.py; the cases here have a Bare G-stage with a PDT.
+    gs = ((Iohgatp.MODE.get(dc.iohgatp), Iohgatp.PPN.get(dc.iohgatp),
+           Iohgatp.GSCID.get(dc.iohgatp)) if Iohgatp.MODE.get(dc.iohgatp) else (0, 0, 0))
+    assert not (pdtv and gs[0]), "this checker walks PDTs at SPAs only"
     fsc_mode, fsc_ppn = Fsc.MODE.get(dc.fsc), Fsc.PPN.get(dc.fsc)
     pv, pid = req["pv"], req["process_id"]
     # Step 7
@@ -206,7 +212,7 @@ def _check_context(memory, ddtp, fctl, caps, req):
     # Steps 10-13
     if not pdtv:
         return Expected(None, _context(dtf, sade, gade, fs_mode=fsc_mode, fs_ppn=fsc_ppn,
-                                       pscid=Ta.PSCID.get(dc.ta)))
+                                       pscid=Ta.PSCID.get(dc.ta), gs=gs))
     if not pv:
         if not dpe:
             return Expected(None, _context(dtf, sade, gade))
@@ -580,9 +586,20 @@ def build_cases(memory, caps) -> list[Case]:
     for mode in (1, 7, 11, 13, 14, 15):
         dc_bad(f"iosatp.MODE {mode}", DeviceContext(tc=tc(), fsc=iosatp(mode)))
     dc_bad("DPE without PDTV", DeviceContext(tc=tc(dpe=1), fsc=iosatp()))
-    for mode in (1, 8, 9, 10, 15):
-        dc_bad(f"iohgatp.MODE {mode}", DeviceContext(
-            tc=tc(), iohgatp=Iohgatp.MODE.put(mode) | Iohgatp.PPN.put(0x400), fsc=iosatp()))
+    x4 = {8: Cap.SV39X4, 9: Cap.SV48X4, 10: Cap.SV57X4}
+    for mode in (1, 8, 9, 10, 11, 15):
+        if mode in x4 and x4[mode].get(caps):
+            add(f"iohgatp.MODE {mode} (GSCID, root)", L1, 0x10 + len(cases) % 0x60,
+                DeviceContext(tc=tc(gade=int(bool(Cap.AMO_HWAD.get(caps)))), fsc=iosatp(),
+                              iohgatp=Iohgatp.MODE.put(mode) | Iohgatp.PPN.put(0xABC_DEF4)
+                              | Iohgatp.GSCID.put(0xBEEF)), None)
+            for ppn in (0x401, 0x402, 0x403):
+                dc_bad(f"iohgatp.MODE {mode} root PPN {ppn:#x} not 16 KiB aligned",
+                       DeviceContext(tc=tc(), fsc=iosatp(), iohgatp=Iohgatp.MODE.put(mode)
+                                     | Iohgatp.PPN.put(ppn)))
+        else:
+            dc_bad(f"iohgatp.MODE {mode}", DeviceContext(
+                tc=tc(), iohgatp=Iohgatp.MODE.put(mode) | Iohgatp.PPN.put(0x400), fsc=iosatp()))
     dc_bad("SBE=1 with fctl.BE=0", DeviceContext(tc=tc(sbe=1), fsc=iosatp()))
     dc_bad("SXL=1", DeviceContext(tc=tc(sxl=1), fsc=iosatp(arch.AtpMode.BARE)))
     if not Cap.AMO_HWAD.get(caps):
@@ -1029,7 +1046,8 @@ def _refused(cls, args, match):
 
 
 def test_constructors_refuse_what_they_cannot_do():
-    _refused(ContextFetch, (ID_BITS, MEM_ID, 8, 8, arch.DEFAULT_CAPABILITIES), "Sv39x4")
+    _refused(ContextFetch, (ID_BITS, MEM_ID, 8, 8, RTL_CAPS | Cap.ATS.mask), "ATS")
+    _refused(ContextFetch, (ID_BITS, MEM_ID, 8, 8, RTL_CAPS | Cap.MSI_MRIF.mask), "MSI_MRIF")
     _refused(ContextFetch, (1, 2, 8, 8, RTL_CAPS), "mem_id")
     _refused(ContextFetch, (ID_BITS, MEM_ID, 0, 8, RTL_CAPS), "dc_entries")
     _refused(ContextCache, (8, 8, 65), "entries")
