@@ -449,7 +449,10 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
         "DC T2GPA without EN_ATS": dc(tc=Tc.T2GPA.put(1)),
         "DC DPE with PDTV=0": dc(tc=Tc.DPE.put(1)),
         "DC pdtp MODE reserved (5)": dc(tc=Tc.PDTV.put(1), fsc=Fsc.MODE.put(5)),
-        "DC iohgatp Sv39x4 without G-stage": dc(iohgatp=Iohgatp.MODE.put(arch.SV39X4)),
+        # G-stage root: 16 KiB (4 pages) aligned; a mode the capabilities lack.
+        "DC iohgatp Sv39x4 root not 16 KiB aligned": dc(
+            iohgatp=Iohgatp.MODE.put(arch.SV39X4) | Iohgatp.PPN.put(0x80001)),
+        "DC iohgatp MODE reserved (7)": dc(iohgatp=Iohgatp.MODE.put(7)),
         "DC SBE=1 with fctl.BE=0": dc(tc=Tc.SBE.put(1)),
         "DC SXL=1": dc(tc=Tc.SXL.put(1)),
     }
