@@ -15,6 +15,7 @@ GROUPS = {
     "driver-lockstep": ["driver_programs_rtl_and_model_alike"],
     "queue-errors": ["queue_error_paths"],
     "race": ["map_unmap_race"],
+    "fuzz": ["fuzz_registers_commands_traffic"],
 }
 
 

@@ -367,3 +367,125 @@ async def command_costs(dut):
     await bridge(os_code)()
     tb.log.info("command costs: %s", result)
     Path(os.environ.get("BENCH_OUT", "control_costs.json")).write_text(json.dumps(result, indent=2))
+
+
+# --------------------------------------------------------------------------- #
+def _register_space() -> list[tuple[int, int]]:
+    """(offset, size) of every architectural register, 8-byte ones also as 4-byte halves."""
+    regs = [(int(r), s) for r, s in arch.REG_SIZE.items()]
+    for n in range(1, 8):
+        regs += [(arch.iohpmctr(n), 8), (arch.iohpmevt(n), 8)]
+    for v in range(16):
+        a, d, c = arch.msi_cfg(v)
+        regs += [(a, 8), (d, 4), (c, 4)]
+    halves = [(o + h, 4) for o, s in regs if s == 8 for h in (0, 4)]
+    return regs + halves
+
+
+def _fuzz_value(rng: random.Random, size: int) -> int:
+    bits = 8 * size
+    kind = rng.random()
+    if kind < 0.3:
+        return rng.getrandbits(bits)
+    if kind < 0.5:
+        return 1 << rng.randrange(bits)
+    if kind < 0.6:
+        return (1 << bits) - 1
+    return rng.getrandbits(min(bits, 12))  # small values: modes, enables, indices
+
+
+@cocotb.test()
+async def fuzz_registers_commands_traffic(dut):
+    """Random register writes (WARL fields), legal and illegal commands, memory faults
+    under the queues, and translations, all in lockstep with the model."""
+    operations = int(os.environ.get("FUZZ_OPERATIONS", "250"))
+    tb, lock = make_system(dut, stress=True, latency=(1, 8))
+    await tb.reset()
+    rng = random.Random(tb.seed)
+    memory = lock.rtl_memory
+    space = _register_space()
+    stats: dict[str, int] = {}
+
+    def count(what):
+        stats[what] = stats.get(what, 0) + 1
+
+    def os_code():
+        drv = IommuDriver(lock, memory, FrameAllocator(memory, base=0x4000_0000, size=1 << 26),
+                          queue_log2=3)
+        drv.init()
+        dom = drv.create_domain()
+        drv.attach(DEVICE, dom, sade=True)
+        data = FrameAllocator(memory, base=0x1_0000_0000, size=1 << 26)
+        iova = drv.map_sg(dom, [data.alloc() for _ in range(8)], r=True, w=True)
+        for _ in range(operations):
+            op = rng.random()
+            if op < 0.25:
+                offset, size = rng.choice(space)
+                if offset in (Reg.IOHPMCYCLES, Reg.IOHPMCYCLES + 4):
+                    continue  # the RTL counts real cycles: an overflow would not match
+                lock.write_register(offset, size, _fuzz_value(rng, size))
+                count("register writes")
+            elif op < 0.45:
+                offset, size = rng.choice(space)
+                lock.read_register(offset, size)
+                count("register reads")
+            elif op < 0.65:
+                csr = lock.read_register(Reg.CQCSR, 4)
+                if not Cqcsr.CQON.get(csr):
+                    continue
+                if csr & (Cqcsr.CMD_ILL.mask | Cqcsr.CQMF.mask):
+                    lock.write_register(Reg.CQCSR, 4, csr)  # RW1C: clear the errors
+                    count("queue restarts")
+                base = arch.QueueBase.PPN.get(lock.model.cq.base) << 12
+                entries = lock.model.cq.entries
+                tail = lock.read_register(Reg.CQT, 4)
+                if (tail + 1) % entries == lock.read_register(Reg.CQH, 4):
+                    continue
+                choice = rng.random()
+                if choice < 0.4:
+                    cmd = arch.iotinval(rng.choice(list(arch.IotinvalFunc)), gv=rng.random() < .3,
+                                        av=rng.random() < .5, pscv=rng.random() < .5,
+                                        gscid=rng.getrandbits(4), pscid=rng.randrange(1, 4),
+                                        addr=iova + rng.randrange(8) * PAGE)
+                elif choice < 0.6:
+                    cmd = arch.iodir(rng.choice(list(arch.IodirFunc)), dv=rng.random() < .7,
+                                     did=rng.choice([DEVICE, OTHER]), pid=rng.getrandbits(2))
+                elif choice < 0.8:
+                    cmd = arch.iofence_c(av=rng.random() < .5, wsi=rng.random() < .3,
+                                         data=rng.getrandbits(32),
+                                         addr=0x4000_0000 + rng.randrange(0, 1 << 20, 4))
+                else:
+                    cmd = rng.getrandbits(128)  # mostly illegal
+                try:
+                    memory.write(base + tail * arch.COMMAND_SIZE, arch.command_bytes(cmd),
+                                 who="os")
+                except Exception:  # the queue sits in memory the fuzzer made faulty
+                    continue
+                lock.write_register(Reg.CQT, 4, (tail + 1) % entries)
+                lock.process_commands()
+                lock.read_register(Reg.CQH, 4)
+                lock.read_register(Reg.CQCSR, 4)
+                count("commands")
+            elif op < 0.95:
+                n = rng.randint(1, 6)
+                lock.translate_all([Request(
+                    device_id=rng.choice([DEVICE, DEVICE, OTHER, 0x3FF]),
+                    iova=iova + rng.randrange(-2, 10) * PAGE + rng.randrange(0, PAGE, 8),
+                    access=rng.choice(list(arch.Access)),
+                    pv=rng.random() < 0.1, process_id=rng.getrandbits(3))
+                    for _ in range(n)])
+                count("translations")
+            else:
+                start = rng.choice([drv.cq_base, drv.fq_base, 0x4000_0000 + (rng.randrange(64) << 12)])
+                memory.clear_faults()
+                memory.inject_fault(start, PAGE, rng.choice(["access", "poison"]))
+                count("memory faults")
+        memory.clear_faults()
+        for offset, size in space:
+            if offset not in (Reg.IOHPMCYCLES, Reg.IOHPMCYCLES + 4):
+                lock.read_register(offset, size)
+
+    await bridge(os_code)()
+    await tb.quiesce()
+    finish(tb, lock)
+    tb.log.info("fuzz: %s (seed %s)", stats, tb.seed_text)
