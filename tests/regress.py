@@ -3,9 +3,12 @@
     python -m tests.regress --transactions 100000 [--minutes M] [--seed S] [--jobs 2]
 
 Runs the core's random cocotb tests over many seeds and configurations: 1/2/3-level
-DDTs (Sv39/48/57, PD8/17/20), the small/default/large presets, slow memory, injected
-memory errors and invalidation-heavy traffic, each case with and without stress
-(back-pressure, memory latency and reordering). Runs go in parallel (a process pool of
+DDTs (Sv39/48/57, PD8/17/20, with nested guests), the small/default/large presets, slow
+memory, injected memory errors and invalidation-heavy traffic, each case with and
+without stress (back-pressure, memory latency and reordering); and, on the whole IOMMU
+programmed by the OS driver model, the map/unmap race (stale translations after
+IOFENCE.C count as violations) and the register/command fuzzer in lockstep with the
+model. Runs go in parallel (a process pool of
 ``--jobs``); each run has its own seed, printed with the command that replays it. Every
 transaction is judged by the scoreboard and the invariant checkers
 (``tb/invariants.py``); the summary table gives, per configuration: runs, transactions
@@ -42,6 +45,9 @@ class Config:
     env: tuple[tuple[str, str], ...] = ()
     per_unit: float = 2.0
     in_slice: bool = True
+    module: str = MODULE
+    design: str = "core"
+    count_env: str = "IOMMU_TB_TRANSACTIONS"  # receives the run's size
 
 
 CONFIGS = [
@@ -56,6 +62,13 @@ CONFIGS = [
            in_slice=False),
     Config("large preset lvl3", ("random_traffic/system=lvl3",), preset="large",
            in_slice=False),
+    # The whole IOMMU (rtl/iommu.py) programmed by the OS driver model.
+    Config("IOMMU map/unmap race", ("map_unmap_race",), module="tb.tests.test_control",
+           design="rtl.iommu:Iommu", count_env="RACE_OPERATIONS", per_unit=15.0,
+           in_slice=False),
+    Config("IOMMU control fuzz", ("fuzz_registers_commands_traffic",),
+           module="tb.tests.test_control", design="rtl.iommu:Iommu",
+           count_env="FUZZ_OPERATIONS", per_unit=1.0, in_slice=False),
 ]
 
 
@@ -87,11 +100,11 @@ def one_run(config: Config, per_case: int, seed: int, sim: str) -> dict:
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="regress-") as tmp:
         figures_path = Path(tmp) / "figures.jsonl"
-        env = {"IOMMU_TB_TRANSACTIONS": str(per_case), "COCOTB_LOG_LEVEL": "WARNING",
+        env = {config.count_env: str(per_case), "COCOTB_LOG_LEVEL": "WARNING",
                FIGURES_ENV: str(figures_path), **dict(config.env)}
         try:
-            run(MODULE, PRESETS[config.preset], sim=sim, seed=seed, testcase=list(config.cases),
-                extra_env=env)
+            run(config.module, PRESETS[config.preset], sim=sim, seed=seed,
+                testcase=list(config.cases), extra_env=env, design=config.design)
             error = ""
         except SimulationFailed as e:
             error = " ".join(str(e).splitlines()[:3])
@@ -101,10 +114,11 @@ def one_run(config: Config, per_case: int, seed: int, sim: str) -> dict:
 
 
 def replay(config: Config, seed: int, per_case: int) -> str:
-    env = " ".join(f"{k}={v}" for k, v in ((("IOMMU_TB_TRANSACTIONS", per_case),) + config.env))
+    env = " ".join(f"{k}={v}" for k, v in (((config.count_env, per_case),) + config.env))
     cases = " ".join(f"--testcase '{c}'" for c in config.cases)
-    return (f"{env} python -m tb.runner {MODULE} --seed {seed} {cases}"
-            + (f" --preset {config.preset}" if config.preset != "default" else ""))
+    return (f"{env} python -m tb.runner {config.module} --seed {seed} {cases}"
+            + (f" --preset {config.preset}" if config.preset != "default" else "")
+            + (f" --design {config.design}" if config.design != "core" else ""))
 
 
 def add_result(row: Row, config: Config, result: dict, per_case: int) -> str:
@@ -152,10 +166,10 @@ def regress(*, transactions: int = 100_000, minutes: float | None = None,
     from rtl.generate import PRESETS
     from tb.runner import build
 
-    for preset in sorted({c.preset for c in configs}):
-        _, seconds = build(PRESETS[preset], sim)
+    for preset, design in sorted({(c.preset, c.design) for c in configs}):
+        _, seconds = build(PRESETS[preset], sim, design=design)
         if seconds:
-            say(f"  built {preset} preset for {sim} in {seconds:.0f} s")
+            say(f"  built {design} ({preset} preset) for {sim} in {seconds:.0f} s")
 
     rows = {c.name: Row(c.name) for c in configs}
     deadline = time.monotonic() + minutes * 60 if minutes else None
