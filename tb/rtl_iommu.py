@@ -159,6 +159,19 @@ class MirrorMemory(Memory):
         self.twin.clear_faults()
 
 
+def model_iommu(params, memory: Memory):
+    """The reference IOMMU (``models.iommu.IOMMU``) with the RTL's implementation
+    choices (``rtl.params.IOMMUParams``): capabilities, HPM counters, cache sizes."""
+    from models.iommu import IOMMU
+
+    return IOMMU(memory, capabilities=params.capabilities,
+                 fctl_reset=getattr(params, "fctl_reset", 0),
+                 hpm_counters=getattr(params, "hpm_counters", 7),
+                 ddt_cache_entries=params.dc_cache_entries,
+                 pdt_cache_entries=params.pc_cache_entries,
+                 iotlb_entries=params.iotlb_entries)
+
+
 class LockstepMismatch(AssertionError):
     pass
 
@@ -248,12 +261,14 @@ class Lockstep:
         of records: the RTL writes records in completion order, which for requests in
         flight together need not be request order (the spec does not order them)."""
         out = []
+        def records(memory, base, end):
+            raw = memory._raw_read(base, end - base)
+            return sorted(raw[i:i + arch.FAULT_RECORD_SIZE]
+                          for i in range(0, len(raw), arch.FAULT_RECORD_SIZE))
+
         for base, end in sorted(self.fault_queues):
-            def records(memory):
-                raw = memory._raw_read(base, end - base)
-                return sorted(raw[i:i + arch.FAULT_RECORD_SIZE]
-                              for i in range(0, len(raw), arch.FAULT_RECORD_SIZE))
-            got, expected = records(self.rtl_memory), records(self.model_memory)
+            got = records(self.rtl_memory, base, end)
+            expected = records(self.model_memory, base, end)
             if got != expected:
                 extra = [arch.FaultRecord.unpack(r) for r in got if r not in expected]
                 missing = [arch.FaultRecord.unpack(r) for r in expected if r not in got]

@@ -46,14 +46,13 @@ from cocotbext.axi import (
 
 from models import arch
 from models.arch import Access, Fqcsr, Priv, Reg
-from models.iommu import IOMMU
 from models.memory import Memory
 from models.os.driver import IommuDriver
 from models.transaction import Request
 from rtl.axi import dma_user_layout
 from tb import packing
 from tb.env import CLOCK_PERIOD_NS, params_from_env
-from tb.rtl_iommu import Lockstep, MirrorMemory, RtlIommu
+from tb.rtl_iommu import Lockstep, MirrorMemory, RtlIommu, model_iommu
 from tb.top_env import WHO_RTL
 
 PAGE = arch.PAGE_SIZE
@@ -241,13 +240,6 @@ class AxiLockstep(Lockstep):
             return self.rtl.read_register(offset, size)
         return super().read_register(offset, size)
 
-
-def model_iommu(params, memory: Memory) -> IOMMU:
-    return IOMMU(memory, capabilities=params.capabilities,
-                 hpm_counters=getattr(params, "hpm_counters", 7),
-                 ddt_cache_entries=params.dc_cache_entries,
-                 pdt_cache_entries=params.pc_cache_entries,
-                 iotlb_entries=params.iotlb_entries)
 
 
 class System:

@@ -32,24 +32,14 @@ from cocotb.task import bridge
 
 from models import arch
 from models.arch import Cqcsr, Fqcsr, Ipsr, Reg
-from models.iommu import IOMMU
-from models.memory import FrameAllocator, Memory
+from models.memory import AccessFault, FrameAllocator, Memory
 from models.os.driver import DriverError, IommuDriver
 from models.transaction import Request
-from tb.rtl_iommu import Lockstep, MirrorMemory, RtlIommu
+from tb.rtl_iommu import Lockstep, MirrorMemory, RtlIommu, model_iommu
 from tb.top_env import TopTB
 
 PAGE = arch.PAGE_SIZE
 DEVICE, OTHER = 0x10, 0x211
-
-
-def model_iommu(params, memory: Memory) -> IOMMU:
-    """The reference IOMMU with the RTL's implementation choices."""
-    return IOMMU(memory, capabilities=params.capabilities,
-                 hpm_counters=getattr(params, "hpm_counters", 7),
-                 ddt_cache_entries=params.dc_cache_entries,
-                 pdt_cache_entries=params.pc_cache_entries,
-                 iotlb_entries=params.iotlb_entries)
 
 
 def make_system(dut, *, latency=2, stress=False):
@@ -77,7 +67,7 @@ def export_figures(checked: int, mismatches: int, violations: int = 0, **extra) 
 def finish(tb: TopTB, lock: Lockstep) -> None:
     tb.check_protocol()
     diffs = lock.compare_memories()
-    assert not diffs, ("RTL and model memories differ (seed %s):\n  " % tb.seed_text
+    assert not diffs, (f"RTL and model memories differ (seed {tb.seed_text}):\n  "
                        + "\n  ".join(diffs))
     tb.log.info("lockstep: %d register reads, %d writes, %d translations, %d cycles; "
                 "seed %s", lock.register_reads, lock.register_writes, lock.translations,
@@ -155,7 +145,7 @@ async def queue_error_paths(dut):
         drv.init()
         dom = drv.create_domain()
         drv.attach(DEVICE, dom)
-        csr = lambda: drv.rd(Reg.CQCSR, 4)  # noqa: E731
+        csr = lambda: drv.rd(Reg.CQCSR, 4)
         drv.wr(Reg.ICVEC, 0x3210)  # civ=0, fiv=1, pmiv=2, piv=3
         drv.wr(Reg.CQCSR, Cqcsr.CQEN.mask | Cqcsr.CIE.mask, 4)
         drv.wr(Reg.FQCSR, Fqcsr.FQEN.mask | Fqcsr.FIE.mask, 4)
@@ -472,7 +462,8 @@ async def fuzz_registers_commands_traffic(dut):
                 try:
                     memory.write(base + tail * arch.COMMAND_SIZE, arch.command_bytes(cmd),
                                  who="os")
-                except Exception:  # the queue sits in memory the fuzzer made faulty
+                except AccessFault:  # the queue sits in memory the fuzzer made faulty
+                    count("commands lost to a faulty queue page")
                     continue
                 lock.write_register(Reg.CQT, 4, (tail + 1) % entries)
                 lock.process_commands()
