@@ -20,10 +20,12 @@ def rtl_capabilities() -> int:
     interface (DBG) and both wired and message-signalled interrupts (IGS = BOTH,
     fctl.WSI chooses; rtl/interrupts.py); G-stage Sv39x4/Sv48x4/Sv57x4 and nested
     translation (rtl/walker.py; PDTs at GPAs in rtl/context_fetch.py). MSI
-    translation (MSI_FLAT, which also selects the extended device context) and ATS
-    are not implemented yet, so they are not advertised: a device context that asks
-    for them is misconfigured (cause 259), exactly as the spec says for a missing
-    capability.
+    address translation through flat MSI page tables is built (rtl/msi.py, when
+    MSI_FLAT is in the capabilities) but not advertised yet: MSI_FLAT also selects the
+    extended, 64-byte device context, and some block tests still build base-format
+    device directories. MRIF-mode MSI PTEs (MSI_MRIF) and ATS are not implemented. A
+    device context that asks for what is not advertised is misconfigured (cause 259),
+    exactly as the spec says for a missing capability.
     """
     return arch.capabilities_value(
         sv39=True, sv48=True, sv57=True, sv39x4=True, sv48x4=True, sv57x4=True,

@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 from models import arch
 
 from . import layouts, params
+from .msi import MsiRequest, MsiTranslator, covers_msi_page, msi_address_match
 from .walk_cache import WalkCache
 
 __all__ = ["PTE_LAYOUT", "PageTableWalker", "StageWalker"]
@@ -516,11 +517,12 @@ class StageWalker(wiring.Component):
         return m
 
 
-class _WalkPhase(enum.Enum, shape=2):
+class _WalkPhase(enum.Enum, shape=3):
     IDLE = 0
     FIRST_STAGE = 1  # the first-stage walker is busy (its G-stage requests served)
     FINAL_GPA = 2  # the final GPA goes to the G-stage walker (§1.4 step 19)
     DONE = 3
+    MSI = 4  # the final GPA is an interrupt-file address: MSI translation (step 18)
 
 
 class PageTableWalker(wiring.Component):
@@ -543,6 +545,12 @@ class PageTableWalker(wiring.Component):
     ``walk_cache_entries`` (0 = none): a ``WalkCache`` of the G-stage translations of
     first-stage table pages, consulted before each implicit read's G-stage walk (a
     hit costs 2 cycles instead of a walk).
+
+    With MSI_FLAT in ``capabilities`` (and a G-stage), a final GPA that matches the
+    context's MSI address pattern (``context.msi_flat``) goes to an ``MsiTranslator``
+    (rtl/msi.py) instead of the G-stage: its MSI PTE stands in for the G-stage leaf
+    (R=W=U=1, X=0, 4 KiB, G=0 in the result). A larger page that covers an MSI page of
+    the context is reported at 4 KiB, so the IOTLB never answers for an MSI page.
     """
 
     def __init__(self, id_bits: int = 1, mem_id: int = 0,
@@ -553,6 +561,8 @@ class PageTableWalker(wiring.Component):
                              f"{walk_cache_entries!r}")
         self.id_bits, self.mem_id, self.capabilities = id_bits, mem_id, capabilities
         self.has_gstage = bool(g_stage_schemes(capabilities))
+        # MSI translation needs an active G-stage (DC check 23), so only then is it built.
+        self.msi_flat = self.has_gstage and bool(arch.Cap.MSI_FLAT.get(capabilities))
         self.walk_cache_entries = walk_cache_entries if self.has_gstage else 0
         super().__init__({
             "req": In(stream.Signature(layouts.WalkRequest)),
@@ -592,6 +602,20 @@ class PageTableWalker(wiring.Component):
             gs.mem_resp.valid.eq(self.mem_resp.valid),
             self.mem_resp.ready.eq(fs.mem_resp.ready | gs.mem_resp.ready),
         ]
+        msi = None
+        if self.msi_flat:
+            # Step 18 runs while both stage walkers are idle: it joins the port alone.
+            m.submodules.msi = msi = MsiTranslator(self.id_bits, self.mem_id)
+            m.d.comb += [
+                msi.mem_req.ready.eq(self.mem_req.ready),
+                msi.mem_resp.payload.eq(self.mem_resp.payload),
+                msi.mem_resp.valid.eq(self.mem_resp.valid),
+            ]
+            with m.If(msi.mem_req.valid):
+                m.d.comb += [self.mem_req.valid.eq(1),
+                             self.mem_req.payload.eq(msi.mem_req.payload)]
+            with m.If(msi.mem_resp.ready):
+                m.d.comb += self.mem_resp.ready.eq(1)
 
         phase = Signal(_WalkPhase)
         iova = Signal(layouts.IOVA_BITS)
@@ -626,6 +650,18 @@ class PageTableWalker(wiring.Component):
             final.gs_ppn.eq(context.gs_ppn),
             final.gade.eq(context.gade),
         ]
+        # The leaf that stands in the G-stage's place: the G-stage walker's, or (step
+        # 18) the MSI PTE's.
+        leaf = Signal(layouts.WalkResult)
+        leaf_valid = Signal()
+        m.d.comb += [leaf.eq(gs.res.payload), leaf_valid.eq(gs.res.valid)]
+        if msi is not None:
+            m.d.comb += msi.req.payload.eq(_pack(
+                data.Layout.cast(MsiRequest), gpa=final.gpa, access=access, msiptp_ppn=context.msiptp_ppn,
+                msi_mask=context.msi_mask))
+            with m.If(phase == _WalkPhase.MSI):
+                m.d.comb += [msi.req.valid.eq(1), msi.res.ready.eq(1),
+                             leaf.eq(msi.res.payload), leaf_valid.eq(msi.res.valid)]
         with m.If(phase == _WalkPhase.FINAL_GPA):
             m.d.comb += [gs.req.payload.eq(final), gs.req.valid.eq(1),
                          gs.res.ready.eq(1)]
@@ -650,12 +686,26 @@ class PageTableWalker(wiring.Component):
                     m.d.comb += fs.res.ready.eq(1)
                     with m.If(fs.res.valid):
                         m.d.sync += [first.eq(fs.res.payload), result.eq(fs.res.payload)]
+                        next_phase = _WalkPhase.FINAL_GPA
+                        if msi is not None:
+                            # §9.1: the final GPA (as ``final.gpa`` will hold it) is an
+                            # interrupt-file address: step 18 instead of step 19.
+                            gpa = Mux(fs_bare, iova,
+                                      Cat(iova[:arch.PAGE_SHIFT], fs.res.payload.ppn))
+                            next_phase = Mux(context.msi_flat & msi_address_match(
+                                gpa, context.msi_mask, context.msi_pattern),
+                                _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
                         m.d.sync += phase.eq(Mux(fs.res.payload.fault, _WalkPhase.DONE,
-                                                 _WalkPhase.FINAL_GPA))
-            with m.Case(_WalkPhase.FINAL_GPA), m.If(gs.res.valid):
-                g = gs.res.payload
+                                                 next_phase))
+            with m.Case(_WalkPhase.FINAL_GPA, _WalkPhase.MSI), m.If(leaf_valid):
+                g = leaf
                 smaller = Mux(fs_bare | (g.size_log2 < first.size_log2),
                               g.size_log2, first.size_log2)
+                if msi is not None:
+                    # §9.1 implementation note: a page covering an MSI page is 4 KiB.
+                    smaller = Mux(context.msi_flat & covers_msi_page(
+                        final.gpa, smaller, context.msi_mask, context.msi_pattern),
+                        arch.PAGE_SHIFT, smaller)
                 with m.If(g.fault):
                     m.d.sync += result.eq(g)
                 with m.Else():
@@ -665,7 +715,8 @@ class PageTableWalker(wiring.Component):
                         result.size_log2.eq(smaller),
                         result.r.eq(first.r & g.r), result.w.eq(first.w & g.w),
                         result.x.eq(first.x & g.x),
-                        result.u.eq(first.u), result.g.eq(first.g),
+                        # An MSI translation is never global (as the model reports it).
+                        result.u.eq(first.u), result.g.eq(first.g & (phase != _WalkPhase.MSI)),
                         result.d.eq(first.d & g.d),
                         # §5.6: a nonzero first-stage PBMT overrides the G-stage's.
                         result.pbmt.eq(Mux(first.pbmt != 0, first.pbmt, g.pbmt)),

@@ -15,6 +15,12 @@ directory (1, 2 or 3 levels) holding a mix of devices:
   first-stage table, nested translation), ``guest-pdt`` (a PDT at GPAs whose processes
   have guest tables) and ``gstage`` (first stage Bare: the IOVA is the GPA). Guest
   data pages are G-stage mapped with random sizes and permissions, some not at all;
+* when the capabilities advertise MSI_FLAT, most VMs have interrupt files: a flat MSI
+  page table (a few mask bits, mostly basic-mode PTEs, some not valid or
+  misconfigured) that every device of the VM uses (msiptp, msi_addr_mask/pattern in
+  its extended DC: devices sharing a GSCID share them, §9), sometimes a G-stage
+  superpage over the interrupt files' GPAs (MSI translation must win, and the page
+  shrink to 4 KiB), and guest mappings of the interrupt files;
 
 with random mappings (4 KiB, 64 KiB NAPOT, 2 MiB, 1 GiB; random R/W/X/U/A/D,
 PBMT) plus a few global (G=1) ones present identically in every table, and random
@@ -45,7 +51,7 @@ from models.arch import (
     Tc,
 )
 from models.memory import FrameAllocator, Memory
-from models.pagetable import DeviceDirectory, PageTable, ProcessDirectory
+from models.pagetable import DeviceDirectory, MsiPageTable, PageTable, ProcessDirectory
 from models.transaction import Request
 
 KIB4, KIB64, MIB2, GIB1 = 1 << 12, 1 << 16, 1 << 21, 1 << 30
@@ -63,6 +69,7 @@ GSTAGE_SCHEMES = {arch.Cap.SV39X4: arch.SV39X4_SCHEME, arch.Cap.SV48X4: arch.SV4
 GUEST_TABLES_GPA = 0x4000_0000  # a VM's own tables: GPAs from here (16 MiB)
 GUEST_TABLES_SIZE = 16 << 20
 GUEST_DATA_GPA = 0x1_0000_0000  # guest data pages: GPAs in [4 GiB, 8 GiB)
+GUEST_IMSIC_GPA = 0x3000_0000  # a VM's interrupt files (MSI pages): GPAs from here
 
 
 @dataclass
@@ -107,6 +114,51 @@ class VirtualMachine:
                         w=rng.random() < 0.9, u=True, a=rng.random() < 0.9,
                         d=rng.random() < 0.8)
         self.data: list[tuple[int, int]] = []  # G-stage data mappings (gpa, size)
+        self.msi: MsiPageTable | None = None
+        self.msi_mask = self.msi_pattern = 0
+        self.msi_gpas: list[int] = []  # interrupt-file pages and GPAs near them
+        if system.extended and rng.random() < 0.7:
+            self._interrupt_files()
+
+    def _interrupt_files(self) -> None:
+        """A flat MSI page table (§9) for the interrupt files at GUEST_IMSIC_GPA."""
+        rng = self.system.rng
+        bits = rng.sample(range(6), rng.randint(0, 3))
+        self.msi_mask = sum(1 << b for b in bits)
+        self.msi_pattern = (GUEST_IMSIC_GPA >> 12) & ~self.msi_mask
+        self.msi = MsiPageTable(self.system.memory, self.system.alloc, 1 << len(bits))
+        for index in range(self.msi.entries):
+            roll = rng.random()
+            dw0 = (arch.MsiPte.V.put(1) | arch.MsiPte.M.put(arch.MsiPteMode.BASIC)
+                   | arch.MsiPte.PPN.put(rng.getrandbits(38)))
+            if roll < 0.1:
+                dw0 &= ~arch.MsiPte.V.mask
+            elif roll < 0.2:  # MRIF (not advertised), reserved modes, C or reserved bits
+                dw0 = rng.choice([arch.MsiPte.M.set(dw0, rng.choice([0, 1, 2])),
+                                  dw0 | arch.MsiPte.C.mask, dw0 | 1 << rng.randrange(3, 10)])
+            self.msi.set_raw(index, dw0, rng.getrandbits(64))
+            gpn, bit = self.msi_pattern, 0
+            for i in range(6):
+                if self.msi_mask >> i & 1:
+                    gpn |= (index >> bit & 1) << i
+                    bit += 1
+            self.msi_gpas.append(gpn << 12)
+        # Just past the files (not MSI pages), and now and then a G-stage superpage over
+        # them: the files' pages must still be MSI-translated, the rest shrink to 4 KiB.
+        self.msi_gpas.append(GUEST_IMSIC_GPA + (64 << 12))
+        if rng.random() < 0.5:
+            size = rng.choice([MIB2, GIB1])
+            base = GUEST_IMSIC_GPA & ~(size - 1)
+            self.gs.map(base, rng.randrange(0, 1 << 50, size), size, r=True, w=True,
+                        x=rng.random() < 0.5, u=True, a=True, d=rng.random() < 0.8)
+            self.msi_gpas.append(base + rng.randrange(size) & ~0xFFF)
+
+    def msi_fields(self) -> dict:
+        """The extended DC's MSI fields for a device of this VM (msiptp Off without files)."""
+        if self.msi is None:
+            return {}
+        return {"msiptp": self.msi.msiptp(), "msi_addr_mask": self.msi_mask,
+                "msi_addr_pattern": self.msi_pattern}
 
     def to_phys(self, gpa: int) -> int:
         offset = gpa - GUEST_TABLES_GPA
@@ -250,6 +302,27 @@ class RandomSystem:
                 vm.map_data(pa, size)
         return space
 
+    def _map_interrupt_files(self, space: Space, vm: VirtualMachine) -> None:
+        """Map some of ``vm``'s interrupt-file GPAs in a guest first-stage table (4 KiB
+        pages, or a 2 MiB one over them all)."""
+        rng = self.rng
+        if not vm.msi_gpas:
+            return
+        top = 1 << (space.table.scheme.va_bits - 1)
+        va = rng.randrange(0, top, GIB1)
+        if rng.random() < 0.3:
+            pairs = [(va, GUEST_IMSIC_GPA & ~(MIB2 - 1), MIB2)]
+        else:
+            pairs = [(va + KIB4 * n, gpa, KIB4) for n, gpa in enumerate(vm.msi_gpas)]
+        for va, gpa, size in pairs:
+            perms = dict(rng.choices(PERMS, PERM_WEIGHTS)[0])
+            perms.update(u=rng.random() < 0.9, a=rng.random() < 0.9, d=rng.random() < 0.7)
+            try:
+                space.table.map(va, gpa, size, **perms)
+            except ValueError:
+                continue
+            space.mapped.append((va, size))
+
     def _tc(self, **bits) -> int:
         rng = self.rng
         tc = Tc.V.put(1)
@@ -306,8 +379,10 @@ class RandomSystem:
         elif kind == "guest":
             vm = device.vm = self._vm()
             device.space = self._page_table(vm)
+            self._map_interrupt_files(device.space, vm)
             dc = DeviceContext(tc=self._tc(GADE=vm.gade), ta=pscid,
-                               iohgatp=vm.iohgatp(), fsc=device.space.table.atp())
+                               iohgatp=vm.iohgatp(), fsc=device.space.table.atp(),
+                               **vm.msi_fields())
         elif kind == "gstage":
             vm = device.vm = self._vm()
             device.space = Space(vm.gs, [(gpa, size) for gpa, size in vm.data])
@@ -316,8 +391,9 @@ class RandomSystem:
                 gpa = GUEST_DATA_GPA + rng.randrange(0, 1 << 32, size)
                 vm.map_data(gpa, size)
                 device.space.mapped.append((gpa, size))
+            device.space.mapped += [(gpa, KIB4) for gpa in vm.msi_gpas]
             dc = DeviceContext(tc=self._tc(GADE=vm.gade), ta=pscid,
-                               iohgatp=vm.iohgatp(), fsc=0)
+                               iohgatp=vm.iohgatp(), fsc=0, **vm.msi_fields())
         elif kind == "guest-pdt":
             vm = device.vm = self._vm()
             mode = rng.choice(self.pd_modes)
@@ -328,6 +404,8 @@ class RandomSystem:
             for _ in range(self.processes_per_device):
                 pid = rng.getrandbits(width)
                 space = self._page_table(vm) if rng.random() < 0.85 else Space(None)
+                if space.table is not None:
+                    self._map_interrupt_files(space, vm)
                 ta = (PcTa.V.put(1) | PcTa.ENS.put(int(rng.random() < 0.7))
                       | PcTa.SUM.put(int(rng.random() < 0.3))
                       | PcTa.PSCID.put(rng.getrandbits(20)))
@@ -335,7 +413,7 @@ class RandomSystem:
                                                 else 0))
                 device.processes[pid] = space
             dc = DeviceContext(tc=self._tc(PDTV=1, GADE=vm.gade),
-                               iohgatp=vm.iohgatp(), fsc=pdt.pdtp())
+                               iohgatp=vm.iohgatp(), fsc=pdt.pdtp(), **vm.msi_fields())
         elif kind == "invalid":
             dc = DeviceContext(tc=0, fsc=0)
         elif kind == "misconfigured":
@@ -441,6 +519,10 @@ class RandomSystem:
                     if path:
                         pte, level, _ = rng.choice(path)
                         candidates.append((pte, f"level-{level} PTE for va {va:#x}"))
+            if device.vm is not None and device.vm.msi is not None:
+                index = rng.randrange(device.vm.msi.entries)
+                candidates.append((device.vm.msi.entry_address(index) + 8 * rng.randrange(2),
+                                   f"MSI PTE {index} of GSCID {device.vm.gscid:#x}"))
         injected = []
         for addr, what in rng.sample(candidates, min(count, len(candidates))):
             kind = rng.choice(["access", "poison"])

@@ -1,0 +1,208 @@
+"""MSI address translation (spec §9, digest §9; step 18 of the translation process).
+
+A device's write to one of its guest's virtual interrupt files has a GPA that matches
+the device context's ``msi_addr_pattern`` under ``msi_addr_mask`` (§9.1). Such an
+address is not translated by the G-stage: the interrupt-file number picks a 16-byte
+MSI PTE in the flat MSI page table at ``msiptp.PPN``, whose basic-translate form
+(M = 3) names the host page of the real interrupt file.
+
+``msi_address_match`` and ``covers_msi_page`` are the two address tests the
+``PageTableWalker`` makes on the final GPA; ``MsiTranslator`` does the rest:
+
+    req ─► IDLE ─► INDEX (one mask bit per cycle) ─► READ ─► WAIT ─► (dword 1) READ ─► WAIT
+                                                                      └─ checks ─► DONE ─► res
+
+Timing: INDEX packs the GPA's page-number bits selected by the mask into the
+interrupt-file number, lowest mask bit first, one bit per cycle, until no mask bit is
+left: it costs (position of the highest mask bit + 2) cycles, so a mask of the low k
+page-number bits (the usual layout of a guest's interrupt files) costs k + 1. This
+keeps the extraction to a few shift registers instead of a 52 x 52 crossbar per
+walker; the IOTLB caches the result. The PTE is then two 8-byte reads.
+
+MRIF-mode PTEs (M = 1) need capabilities.MSI_MRIF, which this translator does not
+implement: like a reserved mode they are MSI PTE misconfigured (263), exactly what
+the spec requires without MSI_MRIF.
+"""
+
+from amaranth.hdl import C, Cat, Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from models import arch
+
+from . import layouts
+
+__all__ = ["MsiRequest", "MsiTranslator", "covers_msi_page", "msi_address_match"]
+
+_PTE_ADDR_LOW = 4  # log2(arch.MSI_PTE_SIZE): the file number indexes 16-byte entries
+_DWORD = 8
+
+
+def _field(value, f: arch.Field):
+    return value[f.lo:f.lo + f.width]
+
+
+def msi_address_match(gpa, mask, pattern):
+    """§9.1: the GPA is an interrupt-file address iff (A >> 12) & ~mask == pattern & ~mask.
+
+    ``gpa`` is the whole 64-bit address (a Bare first stage passes the IOVA through),
+    so every bit of A[63:12] takes part, as in the reference model."""
+    gpn = gpa[arch.PAGE_SHIFT:arch.PAGE_SHIFT + layouts.MSI_ADDR_BITS]
+    return ((gpn ^ pattern) & ~mask) == 0
+
+
+def covers_msi_page(gpa, size_log2, mask, pattern):
+    """Whether the naturally aligned ``2**size_log2``-byte page holding ``gpa`` contains
+    an MSI page: its page numbers agree with ``gpa`` above bit ``size_log2 - 12``, so
+    the page-number bits below that are free to match the pattern.
+
+    A translation this large must be reported (and cached) at 4 KiB, or a later access
+    to the MSI page would hit it and skip MSI translation (§9.1 implementation note)."""
+    gpn = gpa[arch.PAGE_SHIFT:arch.PAGE_SHIFT + layouts.MSI_ADDR_BITS]
+    ones = C((1 << layouts.MSI_ADDR_BITS) - 1, layouts.MSI_ADDR_BITS)
+    above_page = (ones << (size_log2 - arch.PAGE_SHIFT)[:6])[:layouts.MSI_ADDR_BITS]
+    return ((gpn ^ pattern) & ~mask & above_page) == 0
+
+
+class MsiRequest(data.Struct):
+    """One MSI translation: the GPA that matched, the request's access and the device
+    context's MSI page table (``msiptp.PPN``) and ``msi_addr_mask``."""
+
+    gpa: unsigned(layouts.IOVA_BITS)
+    access: layouts.Access
+    msiptp_ppn: unsigned(layouts.PPN_BITS)
+    msi_mask: unsigned(layouts.MSI_ADDR_BITS)
+
+
+class MsiTranslator(wiring.Component):
+    """Reads and checks the MSI PTE of one interrupt-file address (§9.3).
+
+    Ports:
+      req:      ``MsiRequest``; taken only when idle.
+      res:      one ``layouts.WalkResult`` per request, as a G-stage leaf would give it:
+                success: ``ppn`` = the PTE's PPN, 4 KiB, R = W = U = D = 1, X = 0, G = 0,
+                PBMT 0. Fault ``cause``: 261 the PTE read was refused, 270 it was
+                poisoned, 262 V = 0, 263 C = 1 (no custom formats), a reserved or MRIF
+                mode, or reserved bits set; 1 an execute of the MSI page (§9.3 step 6:
+                the page is a leaf with X = 0; ATS requests never reach the walker).
+                ``iotval2`` is 0.
+      mem_req:  8-byte READs of the PTE's two dwords (low first), id ``mem_id``;
+                at most one outstanding. A refused or poisoned low dword ends the
+                translation without reading the high one.
+      mem_resp: the answer to the outstanding read.
+    """
+
+    def __init__(self, id_bits: int = 1, mem_id: int = 0):
+        if not isinstance(id_bits, int) or id_bits < 1:
+            raise ValueError(f"id_bits must be a positive integer, not {id_bits!r}")
+        if not isinstance(mem_id, int) or not 0 <= mem_id < 1 << id_bits:
+            raise ValueError(f"mem_id must be 0..{(1 << id_bits) - 1} for {id_bits} id "
+                             f"bits, not {mem_id!r}")
+        self.id_bits, self.mem_id = id_bits, mem_id
+        super().__init__({
+            "req": In(stream.Signature(MsiRequest)),
+            "res": Out(stream.Signature(layouts.WalkResult)),
+            "mem_req": Out(stream.Signature(layouts.mem_request(id_bits))),
+            "mem_resp": In(stream.Signature(layouts.mem_response(id_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        req = self.req.payload
+        resp = self.mem_resp.payload
+
+        # msi_extract (§9.1) one mask bit per cycle: ``gpn_left``/``mask_left`` shift
+        # right, ``next_bit`` (one-hot) is where the next selected bit lands.
+        gpn_left = Signal(layouts.MSI_ADDR_BITS)
+        mask_left = Signal(layouts.MSI_ADDR_BITS)
+        next_bit = Signal(layouts.MSI_ADDR_BITS)
+        file_number = Signal(layouts.MSI_ADDR_BITS)  # the interrupt-file number I
+        access = Signal(layouts.Access)
+        msiptp_ppn = Signal(layouts.PPN_BITS)
+        pte_addr = Signal(layouts.PA_BITS)  # (msiptp.PPN << 12) | I * 16
+        read_hi = Signal()  # the outstanding read is dword 1
+        dw0 = Signal(64)
+        result = Signal(layouts.WalkResult)
+
+        m.d.comb += [
+            self.mem_req.payload.id.eq(self.mem_id),
+            self.mem_req.payload.op.eq(layouts.MemOp.READ),
+            self.mem_req.payload.addr.eq(pte_addr | (read_hi * _DWORD)),
+            self.mem_req.payload.wdata.eq(0),
+            self.mem_req.payload.compare.eq(0),
+            self.res.payload.eq(result),
+        ]
+
+        def finish_with_fault(cause):
+            m.d.sync += [result.eq(0), result.fault.eq(1), result.cause.eq(cause)]
+            m.next = "DONE"
+
+        # The PTE checks of §9.3 steps 1-6 on dword 0 (dword 1 matters only to MRIF).
+        mode = _field(dw0, arch.MsiPte.M)
+        misconfigured = (_field(dw0, arch.MsiPte.C)  # custom format: we define none
+                         | (mode != arch.MsiPteMode.BASIC)  # reserved, or MRIF without it
+                         | ((dw0 & arch.MsiPte.BASIC_RESERVED) != 0))
+
+        with m.FSM(name="msi"):
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += [
+                        gpn_left.eq(req.gpa[arch.PAGE_SHIFT:]),
+                        mask_left.eq(req.msi_mask),
+                        next_bit.eq(1),
+                        file_number.eq(0),
+                        access.eq(req.access),
+                        msiptp_ppn.eq(req.msiptp_ppn),
+                        read_hi.eq(0),
+                    ]
+                    m.next = "INDEX"
+
+            with m.State("INDEX"):
+                with m.If(mask_left == 0):
+                    entry = (Cat(C(0, arch.PAGE_SHIFT), msiptp_ppn)
+                             | Cat(C(0, _PTE_ADDR_LOW), file_number))
+                    m.d.sync += pte_addr.eq(entry[:layouts.PA_BITS])
+                    m.next = "READ"
+                with m.Else():
+                    with m.If(mask_left[0]):
+                        with m.If(gpn_left[0]):
+                            m.d.sync += file_number.eq(file_number | next_bit)
+                        m.d.sync += next_bit.eq(next_bit << 1)
+                    m.d.sync += [mask_left.eq(mask_left >> 1), gpn_left.eq(gpn_left >> 1)]
+
+            with m.State("READ"):
+                m.d.comb += self.mem_req.valid.eq(1)
+                with m.If(self.mem_req.ready):
+                    m.next = "WAIT"
+
+            with m.State("WAIT"):
+                m.d.comb += self.mem_resp.ready.eq(1)
+                with m.If(self.mem_resp.valid):
+                    with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
+                        finish_with_fault(arch.Cause.MSI_PTE_LOAD_ACCESS_FAULT)
+                    with m.Elif(resp.err == layouts.MemErr.POISON):
+                        finish_with_fault(arch.Cause.MSI_PT_DATA_CORRUPTION)
+                    with m.Elif(~read_hi):
+                        m.d.sync += [dw0.eq(resp.rdata), read_hi.eq(1)]
+                        m.next = "READ"
+                    with m.Elif(~_field(dw0, arch.MsiPte.V)):
+                        finish_with_fault(arch.Cause.MSI_PTE_NOT_VALID)
+                    with m.Elif(misconfigured):
+                        finish_with_fault(arch.Cause.MSI_PTE_MISCONFIGURED)
+                    with m.Elif(access == layouts.Access.EXECUTE):
+                        finish_with_fault(arch.Cause.INSTRUCTION_ACCESS_FAULT)
+                    with m.Else():
+                        m.d.sync += [
+                            result.eq(0),
+                            result.ppn.eq(_field(dw0, arch.MsiPte.PPN)),
+                            result.size_log2.eq(arch.PAGE_SHIFT),
+                            result.r.eq(1), result.w.eq(1), result.u.eq(1), result.d.eq(1),
+                        ]
+                        m.next = "DONE"
+
+            with m.State("DONE"):
+                m.d.comb += self.res.valid.eq(1)
+                with m.If(self.res.ready):
+                    m.next = "IDLE"
+        return m
