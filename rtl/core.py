@@ -379,7 +379,7 @@ class TranslationCore(wiring.Component):
             self.busy.eq(Cat(s != SlotState.FREE for s in slot_state).any()
                          | cpl_valid | (out_valid & out_from_slot)),
             self.inval_pending.eq(
-                self.inval.valid
+                self.inval.valid | iotlb.inval_busy  # the IOTLB applies it a cycle later
                 | Cat((s != SlotState.FREE) & stale
                       for s, stale in zip(slot_state, slot_stale)).any()
                 | (cpl_valid & cpl_stale) | (out_valid & out_stale)),

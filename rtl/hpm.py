@@ -7,6 +7,14 @@
 The core raises at most one event of each ID per cycle (one request accepted, one
 context fetch, one walk decision), so a counter, which selects one event ID, adds
 at most one per cycle and no event is lost.
+
+Timing (issue 7): the events come from all over the core and the counters are 64
+bits wide, so an event is counted in three registered steps: the pulses and their
+sources are registered as they arrive (E), matched against every selector into a
+registered count strobe per counter (M), and added (C). A counter therefore shows
+an event 3 cycles after its pulse (software reads take longer than that). What
+depends on the selector alone is decoded when it is written and kept in registers:
+the events it counts (one-hot) and its DMASK care mask (a carry chain of its own).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -52,32 +60,43 @@ def legal_event_id(value):
     return Mux(known, event_id, 0)
 
 
-def did_gscid_match(selector, value):
-    """iohpmevt.DID_GSCID compared with ``value``; with DMASK=1 the bits up to and
-    including the lowest 0 bit of DID_GSCID are ignored (§8.10)."""
+def did_gscid_care(selector):
+    """The DID_GSCID bits iohpmevt compares: all of them, or with DMASK=1 all but those
+    up to and including the lowest 0 bit of DID_GSCID (§8.10)."""
     width = Hpmevt.DID_GSCID.width
     want = selector[Hpmevt.DID_GSCID.lo:Hpmevt.DID_GSCID.hi + 1]
     wide = Cat(want, Const(0, 1))  # one more bit: an all-ones DID_GSCID ignores everything
     lowest_zero = (~wide & (wide + 1))[:width + 1]
     ignored = (lowest_zero | (lowest_zero - 1))[:width + 1]
-    care = Mux(selector[Hpmevt.DMASK.lo], ~ignored[:width], (1 << width) - 1)
+    return Mux(selector[Hpmevt.DMASK.lo], ~ignored[:width], (1 << width) - 1)
+
+
+def did_gscid_match(selector, value, care):
+    """iohpmevt.DID_GSCID compared with ``value`` on the bits of ``care``."""
+    want = selector[Hpmevt.DID_GSCID.lo:Hpmevt.DID_GSCID.hi + 1]
     return ((value ^ want) & care) == 0
 
 
-def filter_matches(selector, event_id: int, src):
-    """The ID filters of one iohpmevt selector for an event of constant ``event_id``."""
+def counts_event(selector, event_id: int):
+    """iohpmevt selects the event of constant ``event_id``: its eventID, and IDT=0 for an
+    event without GSCID/PSCID (an IDT=1 selector for it never counts)."""
+    selected = selector[Hpmevt.EVENT_ID.lo:Hpmevt.EVENT_ID.hi + 1] == event_id
+    if event_id not in arch.HPM_EVENTS_WITH_IDT:
+        selected = selected & ~selector[Hpmevt.IDT.lo]
+    return selected
+
+
+def filter_matches(selector, src, care):
+    """The ID filters of one iohpmevt selector (DID_GSCID compared on ``care``)."""
     idt = selector[Hpmevt.IDT.lo]
     by_pid = selector[Hpmevt.PV_PSCV.lo]
     by_did = selector[Hpmevt.DV_GSCV.lo]
     want_pid = selector[Hpmevt.PID_PSCID.lo:Hpmevt.PID_PSCID.hi + 1]
     pid_ok = Mux(idt, src.pscid_valid & (src.pscid == want_pid),
                  src.pv & (src.process_id == want_pid))
-    did_ok = Mux(idt, src.gscid_valid & did_gscid_match(selector, src.gscid),
-                 did_gscid_match(selector, src.device_id))
-    ok = (~by_pid | pid_ok) & (~by_did | did_ok)
-    if event_id not in arch.HPM_EVENTS_WITH_IDT:
-        ok = ok & ~idt  # an IDT=1 selector for an event without GSCID/PSCID never counts
-    return ok
+    did_ok = Mux(idt, src.gscid_valid & did_gscid_match(selector, src.gscid, care),
+                 did_gscid_match(selector, src.device_id, care))
+    return (~by_pid | pid_ok) & (~by_did | did_ok)
 
 
 class Hpm(wiring.Component):
@@ -87,9 +106,11 @@ class Hpm(wiring.Component):
       inhibit:      iocountinh (bit 0 cycles, bit n counter n).
       write_cycles / write_ctr[n] / write_evt[n]: one-cycle write strobes from the
                     register file, value in ``wdata`` (already merged for half writes).
-                    A write wins over a count in the same cycle.
+                    A write wins over a count in the same cycle; events pulsed in the
+                    3 cycles before a write may count on top of the written value.
       cycles, ctr[n], evt[n]: the registers' values (``ctr[0]`` is iohpmctr1).
-      ev_request (+ev_request_src): a request was accepted (events 1-3 by addr_type).
+      ev_request (+ev_request_src): a request was accepted (events 1-3 by addr_type);
+                    every ev_* is counted 3 cycles after its pulse (see above).
       ev_ddt_walk / ev_pdt_walk (+ev_context_src): a DDT / PDT walk started (5, 6).
       ev_walk (+ev_walk_src): a miss with a known context goes to the page tables:
                     TLB_MISS (4) when a stage is active, S_VS_PT_WALK (7) when the first
@@ -136,29 +157,50 @@ class Hpm(wiring.Component):
         # With OF already 1 the counter just wraps (no new interrupt).
         overflows.append(~self.write_cycles & ~self.inhibit[0] & counter.all() & ~of)
 
-        # ---------------------------------------------------------- events
+        # ------------------------------------------------ E: events registered
+        def registered(port, name):
+            reg = Signal.like(port, name=name)
+            m.d.sync += reg.eq(port)
+            return reg
+
+        ev_request = registered(self.ev_request, "e_request")
+        request_src = registered(self.ev_request_src, "e_request_src")
+        ev_ddt_walk = registered(self.ev_ddt_walk, "e_ddt_walk")
+        ev_pdt_walk = registered(self.ev_pdt_walk, "e_pdt_walk")
+        context_src = registered(self.ev_context_src, "e_context_src")
+        ev_walk = registered(self.ev_walk, "e_walk")
+        w = registered(self.ev_walk_src, "e_walk_src")
         # (valid, event id, source) for every event the core can raise.
-        w = self.ev_walk_src
-        events = [(self.ev_request & (self.ev_request_src.addr_type == addr_type), int(eid),
-                   self.ev_request_src) for addr_type, eid in _REQUEST_EVENT.items()]
+        events = [(ev_request & (request_src.addr_type == addr_type), int(eid), request_src)
+                  for addr_type, eid in _REQUEST_EVENT.items()]
         events += [
-            (self.ev_ddt_walk, int(HpmEvent.DDT_WALK), self.ev_context_src),
-            (self.ev_pdt_walk, int(HpmEvent.PDT_WALK), self.ev_context_src),
-            (self.ev_walk & (w.gscid_valid | w.pscid_valid), int(HpmEvent.TLB_MISS), w),
-            (self.ev_walk & w.pscid_valid, int(HpmEvent.S_VS_PT_WALK), w),
+            (ev_ddt_walk, int(HpmEvent.DDT_WALK), context_src),
+            (ev_pdt_walk, int(HpmEvent.PDT_WALK), context_src),
+            (ev_walk & (w.gscid_valid | w.pscid_valid), int(HpmEvent.TLB_MISS), w),
+            (ev_walk & w.pscid_valid, int(HpmEvent.S_VS_PT_WALK), w),
         ]
+        sources = [request_src, context_src, w]
 
         for n in range(self.counters):
             ctr, evt = self.ctr[n], self.evt[n]
             ctr_of = evt[Hpmevt.OF.lo]
-            selected = evt[Hpmevt.EVENT_ID.lo:Hpmevt.EVENT_ID.hi + 1]
-            hits = [valid & (selected == eid) & filter_matches(evt, eid, src)
-                    for valid, eid, src in events]
-            count = Signal(name=f"count{n + 1}")
-            m.d.comb += count.eq(Cat(*hits).any() & ~self.inhibit[n + 1])
+            # Decoded from the selector as it is written; the reset selector (0) counts
+            # nothing and compares every DID_GSCID bit.
+            counted = Signal(len(events), name=f"counted{n + 1}")
+            care = Signal(Hpmevt.DID_GSCID.width, name=f"did_care{n + 1}",
+                          init=(1 << Hpmevt.DID_GSCID.width) - 1)
             with m.If(self.write_evt[n]):
-                m.d.sync += evt.eq(Cat(legal_event_id(self.wdata),
-                                       self.wdata[Hpmevt.EVENT_ID.width:]))
+                new_evt = Cat(legal_event_id(self.wdata), self.wdata[Hpmevt.EVENT_ID.width:])
+                m.d.sync += [evt.eq(new_evt), care.eq(did_gscid_care(new_evt)),
+                             counted.eq(Cat(counts_event(new_evt, eid) for _, eid, _ in events))]
+            # M: this cycle's events matched against the selector, registered.
+            by_source = []
+            for src in sources:
+                raised = Cat(valid & counted[e] for e, (valid, _, s) in enumerate(events)
+                             if s is src).any()
+                by_source.append(raised & filter_matches(evt, src, care))
+            count = Signal(name=f"count{n + 1}")
+            m.d.sync += count.eq(Cat(*by_source).any() & ~self.inhibit[n + 1])
             with m.If(self.write_ctr[n]):
                 m.d.sync += ctr.eq(self.wdata)
             with m.Elif(count):

@@ -211,9 +211,13 @@ class IOTLB(wiring.Component):
                edge or later sees it. One fill per ``FILL_LATENCY + 1`` cycles at most
                (fills come from walks, far rarer). A fill overlapping a cached page of
                the same requester in its set replaces it.
-      inval:   In stream of ``layouts.Invalidation``, always ready; applied to every
-               entry at the next clock edge (§10.2). A fill accepted in the same cycle,
-               or still on its way in, is dropped.
+      inval:   In stream of ``layouts.Invalidation``, always ready; registered, then
+               applied to every entry at the next clock edge (the second edge after
+               its acceptance, §10.2). No result leaves in between (``result.valid``
+               is held low for that cycle). A fill accepted in the same cycle, or still
+               on its way in, is dropped.
+      inval_busy: Out(1): an accepted invalidation is not applied yet (the cycle after
+               its acceptance).
       flush:   In(1): invalidate everything at the next clock edge.
 
     No result leaves after the cycle an invalidation (or flush, or overwriting fill) was
@@ -246,6 +250,7 @@ class IOTLB(wiring.Component):
             "result": Out(stream.Signature(self.result_layout)),
             "fill": In(stream.Signature(Fill)),
             "inval": In(stream.Signature(layouts.Invalidation)),
+            "inval_busy": Out(1),
             "flush": In(1),
         })
 
@@ -292,7 +297,17 @@ class IOTLB(wiring.Component):
         s2_vpn = Signal(layouts.VPN_BITS)
         s2_payload = Signal(self.payload_shape)
 
-        s2_ready = ~s2_valid | self.result.ready
+        # The invalidation being applied (registered, issue 7: no wire runs from the
+        # command queue's decode to the entries). While it is, no result leaves: the
+        # hits it removes are dropped at the edge that removes the entries.
+        inv_valid = Signal()
+        inv = Signal(layouts.Invalidation)
+        m.d.sync += inv_valid.eq(self.inval.valid)
+        with m.If(self.inval.valid):
+            m.d.sync += inv.eq(self.inval.payload)
+        m.d.comb += self.inval_busy.eq(inv_valid)
+
+        s2_ready = ~s2_valid | (self.result.ready & ~inv_valid)
         s1_ready = ~s1_valid | s2_ready
         m.d.comb += self.lookup.ready.eq(s1_ready)
 
@@ -366,7 +381,7 @@ class IOTLB(wiring.Component):
         ]
         res = self.result.payload
         m.d.comb += [
-            self.result.valid.eq(s2_valid),
+            self.result.valid.eq(s2_valid & ~inv_valid),
             res.payload.eq(s2_payload),
             res.hit.eq(s2_hit.any()),
             # Page base from the entry, the page-number bits inside the page from the key.
@@ -420,8 +435,9 @@ class IOTLB(wiring.Component):
 
         # An invalidation in the cycle a fill is accepted, or while it is on its way in,
         # might cover the translation (it was walked before the invalidation took
-        # effect): the fill is dropped, still accepted.
-        inval_now = (self.inval.valid & self.inval.ready) | self.flush
+        # effect): the fill is dropped, still accepted. Both the cycle an invalidation
+        # is accepted and the cycle it is applied count.
+        inval_now = (self.inval.valid & self.inval.ready) | inv_valid | self.flush
         m.d.comb += self.inval.ready.eq(1)
 
         f1_valid = Signal()
@@ -508,7 +524,6 @@ class IOTLB(wiring.Component):
         m.d.comb += fill_touch.eq(Mux(f3_keep, f3_target, 0))
 
         # ------------------------------------------------------------ invalidation
-        inv = self.inval.payload
         for s in range(sets):
             for w in range(ways):
                 t, sc, d = tag[s][w], scope[s][w], entry[s][w]
@@ -533,7 +548,7 @@ class IOTLB(wiring.Component):
                         m.d.comb += inval_hit.eq(pdt)
 
                 write = f3_write[s * ways + w]  # already qualified by f3_valid
-                drop = (self.inval.valid & inval_hit) | self.flush | f3_replace[s * ways + w]
+                drop = (inv_valid & inval_hit) | self.flush | f3_replace[s * ways + w]
                 m.d.comb += changed[s][w].eq(write | drop)
                 with m.If(write):
                     m.d.sync += [valid[s][w].eq(f3_keep), tag[s][w].eq(pend_tag),

@@ -1,6 +1,6 @@
 """The register page (§8): the CPU's door to the IOMMU, on a simple MMIO stream.
 
-    mmio_req ─► decode (offset, 4/8 bytes) ─► WARL / RW1C / RO rules ─► mmio_resp (1 cycle)
+    mmio_req ─► decode (offset, 4/8 bytes) ─► WARL / RW1C / RO rules ─► mmio_resp (2 cycles)
                   │ configuration out: ddtp, fctl, queue bases and indices, enables
                   │ status in: cqh/fqt, xqon, busy, error pulses from the queues
                   ├─ Hpm (rtl/hpm.py): iohpmcycles, iohpmctrN, iohpmevtN, fed by core events
@@ -74,7 +74,8 @@ class RegisterFile(wiring.Component):
 
     Ports (configuration outputs hold their register's value):
       mmio_req / mmio_resp: register accesses (layouts.MmioRequest / MmioResponse), one
-                    response per request, the cycle after it is accepted.
+                    response per request, 2 cycles after it is accepted; one access
+                    per cycle. The access takes effect 1 cycle after it is accepted.
       ddtp, fctl:   to the translation core.
       cqb_ppn, cqb_log2szm1, cqt, cqen, cq_stopped: to the command queue; it answers with
                     cqh, cqon, cq_busy and the pulses set_cmd_ill, set_cqmf, set_fence_w_ip.
@@ -160,14 +161,37 @@ class RegisterFile(wiring.Component):
             ]
 
         # ------------------------------------------------------ access decode
+        # Two registered steps (issue 7, timing), one access per cycle:
+        #   A  the accepted access and its decode: one flag per register (and per half
+        #      of a 64-bit register), made from the request port;
+        #   R  the response: the registers' values AND-ed with the flags and OR-ed
+        #      together. A write takes effect as its access leaves A, so an access
+        #      reads what every earlier one wrote.
+        # No address compare sits between a flip-flop and a register's enable or the
+        # read data; the response comes 2 cycles after the request is accepted.
         req = self.mmio_req.payload
         fire = Signal()
+        acc_valid = Signal()
+        acc = Signal.like(req, name="acc")
+        acc_move = Signal()  # the access in A is performed and its response loaded
         m.d.comb += [
-            self.mmio_req.ready.eq(~self.mmio_resp.valid | self.mmio_resp.ready),
+            acc_move.eq(acc_valid & (~self.mmio_resp.valid | self.mmio_resp.ready)),
+            self.mmio_req.ready.eq(~acc_valid | acc_move),
             fire.eq(self.mmio_req.valid & self.mmio_req.ready),
         ]
-        write = fire & req.write
+        with m.If(fire):
+            m.d.sync += [acc_valid.eq(1), acc.eq(req)]
+        with m.Elif(acc_move):
+            m.d.sync += acc_valid.eq(0)
+        write = acc_move & acc.write
         read_terms = []
+
+        def decoded(name, condition):
+            """A flag of step A: ``condition`` on the request, registered as it is accepted."""
+            flag = Signal(name=name)
+            with m.If(fire):
+                m.d.sync += flag.eq(condition)
+            return flag
 
         def register(offset: int, size: int, value, on_write=None, merge_base=None):
             """Decode one register; ``on_write(m, v)`` runs on a write with ``v`` the new
@@ -175,19 +199,20 @@ class RegisterFile(wiring.Component):
             register's read value)."""
             value = Cat(value, Const(0, 64))[:8 * size]
             if size == 8:
-                full = req.wide & (req.addr == offset)
-                low = ~req.wide & (req.addr == offset)
-                high = ~req.wide & (req.addr == offset + 4)
+                full = decoded(f"acc_{offset:03x}_full", req.wide & (req.addr == offset))
+                low = decoded(f"acc_{offset:03x}_low", ~req.wide & (req.addr == offset))
+                high = decoded(f"acc_{offset:03x}_high", ~req.wide & (req.addr == offset + 4))
                 hit = full | low | high
-                read_terms.append(Mux(full, value, Mux(high, value[32:], value[:32]))
-                                  & hit.replicate(64))
+                read_terms.extend([value & full.replicate(64),
+                                   value[:32] & low.replicate(32),
+                                   value[32:] & high.replicate(32)])
                 base = value if merge_base is None else merge_base
-                merged = Mux(full, req.wdata, Mux(low, Cat(req.wdata[:32], base[32:]),
-                                                  Cat(base[:32], req.wdata[:32])))
+                merged = Mux(full, acc.wdata, Mux(low, Cat(acc.wdata[:32], base[32:]),
+                                                  Cat(base[:32], acc.wdata[:32])))
             else:
-                hit = ~req.wide & (req.addr == offset)
+                hit = decoded(f"acc_{offset:03x}", ~req.wide & (req.addr == offset))
                 read_terms.append(value & hit.replicate(32))
-                merged = req.wdata[:32]
+                merged = acc.wdata[:32]
             if on_write is not None:
                 new = Signal(8 * size, name=f"write_{offset:03x}")
                 m.d.comb += new.eq(merged)
@@ -355,9 +380,9 @@ class RegisterFile(wiring.Component):
         # ------------------------------------------------------------- response
         rdata = Signal(64)
         m.d.comb += rdata.eq(_or_all(read_terms))  # at most one term is nonzero
-        with m.If(fire):
+        with m.If(acc_move):
             m.d.sync += [self.mmio_resp.valid.eq(1),
-                         self.mmio_resp.payload.rdata.eq(Mux(req.write, 0, rdata))]
+                         self.mmio_resp.payload.rdata.eq(Mux(acc.write, 0, rdata))]
         with m.Elif(self.mmio_resp.ready):
             m.d.sync += self.mmio_resp.valid.eq(0)
         return m
@@ -423,7 +448,9 @@ class RegisterFile(wiring.Component):
 
 
 def _or_all(values):
-    result = Const(0, 64)
-    for value in values:
-        result = result | value
-    return result
+    """OR of ``values`` (64 bits wide), as a balanced tree."""
+    values = [Cat(v, Const(0, 64))[:64] for v in values] or [Const(0, 64)]
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]

@@ -672,6 +672,11 @@ def test_lookups_in_flight_lose_hits_an_invalidation_removes():
         assert ctx.get(tb.dut.result.valid) and ctx.get(tb.dut.result.payload.hit)
         await tb.invalidate(ctx, Inval(InvalKind.IOTINVAL_VMA))  # every host entry
         ctx.set(tb.dut.result.ready, 1)
+        # The invalidation is registered and applied at the next edge: nothing leaves
+        # meanwhile (the held hit would use an entry it removes).
+        assert ctx.get(tb.dut.inval_busy) and not ctx.get(tb.dut.result.valid)
+        await tb.tick(ctx)
+        assert not ctx.get(tb.dut.inval_busy)
         for tag in range(2):
             assert ctx.get(tb.dut.result.valid)
             res = ctx.get(tb.dut.result.payload)
