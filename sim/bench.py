@@ -67,6 +67,19 @@ def rtl_bench(walkers: int, sim: str) -> dict:
     return json.loads(path.read_text())
 
 
+def nested_bench(walk_cache_entries: int, sim: str) -> dict:
+    """A nested walk (Sv39 under Sv39x4) cold and repeated, with the G-stage walk cache
+    of ``walk_cache_entries`` per walker (0: off)."""
+    from tb.runner import run
+
+    path = OUT / f"nested_wc{walk_cache_entries}.json"
+    path.unlink(missing_ok=True)
+    run("tb.bench.bench_core", params=replace(DEFAULT, walk_cache_entries=walk_cache_entries),
+        sim=sim, testcase="bench_nested",
+        extra_env={"BENCH_NESTED_OUT": str(path.resolve()), "COCOTB_LOG_LEVEL": "WARNING"})
+    return json.loads(path.read_text())["nested_sv39_sv39x4_walk_cycles"]
+
+
 def control_bench(sim: str) -> dict:
     """Cycles per command and strict vs deferred unmap, on the whole IOMMU (rtl/iommu.py),
     the OS driver model programming it through the registers."""
@@ -89,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_rtl:
         results["rtl"] = {w: rtl_bench(w, args.sim) for w in (1, DEFAULT.walkers)}
         results["control"] = control_bench(args.sim)
+        results["nested"] = {n: nested_bench(n, args.sim) for n in (0, DEFAULT.walk_cache_entries)}
     (OUT / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
 
     m = results["model"]
@@ -112,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  responses checked against the model: "
               f"{one['checked'] + many['checked']}, mismatches "
               f"{one['mismatches'] + many['mismatches']}")
+    if "nested" in results:
+        print("RTL nested walk, Sv39 first stage under Sv39x4 (cold / repeated)")
+        for n, cycles in results["nested"].items():
+            print(f"  walk cache {'off' if n == 0 else f'{n} entries':<12}"
+                  f"{cycles['walk_cache_cold']} / {cycles['walk_cache_warm']} cycles")
     if "control" in results:
         c = results["control"]
         print("RTL command queue (whole IOMMU, memory latency 10 cycles; the driver polls cqh)")
