@@ -261,10 +261,19 @@ class Lockstep:
         of records: the RTL writes records in completion order, which for requests in
         flight together need not be request order (the spec does not order them)."""
         out = []
+        pages = sorted(set(self.rtl_memory._pages) | set(self.model_memory._pages))
+
         def records(memory, base, end):
-            raw = memory._raw_read(base, end - base)
-            return sorted(raw[i:i + arch.FAULT_RECORD_SIZE]
-                          for i in range(0, len(raw), arch.FAULT_RECORD_SIZE))
+            """The non-empty 32-byte slots of [base, end), reading only pages that exist
+            (a fuzzed fqb can describe a queue of gigabytes)."""
+            out = []
+            for page in pages:
+                lo, hi = max(page << 12, base), min((page + 1) << 12, end)
+                if lo < hi:
+                    raw = memory._raw_read(lo, hi - lo)
+                    out += [raw[i:i + arch.FAULT_RECORD_SIZE]
+                            for i in range(0, len(raw), arch.FAULT_RECORD_SIZE)]
+            return sorted(r for r in out if any(r))
 
         for base, end in sorted(self.fault_queues):
             got = records(self.rtl_memory, base, end)
