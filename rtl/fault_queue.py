@@ -37,24 +37,9 @@ _DWORD_LOG2 = 3
 _DWORDS = arch.FAULT_RECORD_SIZE >> _DWORD_LOG2
 
 
-def _header_layout() -> data.StructLayout:
-    """Dword 0 of a fault record (§6.2), every field where ``arch.FaultRec`` puts it."""
-    fields = sorted(((name.lower(), f) for name, f in vars(arch.FaultRec).items()
-                     if isinstance(f, arch.Field)), key=lambda item: item[1].lo)
-    members, pos = {}, 0
-    for name, f in fields:
-        if f.lo != pos:
-            raise AssertionError(f"arch.FaultRec leaves bits {pos}..{f.lo - 1} undescribed")
-        members[name] = unsigned(f.width)
-        pos = f.hi + 1
-    if pos != 64:
-        raise AssertionError(f"arch.FaultRec describes {pos} bits, not 64")
-    return data.StructLayout(members)
-
-
 #: The 32-byte record as four little-endian dwords (§6.2): header, reserved, iotval, iotval2.
 FAULT_RECORD_LAYOUT = data.StructLayout({
-    "header": _header_layout(),
+    "header": layouts.dword_layout(arch.FaultRec),
     "reserved": unsigned(64),
     "iotval": unsigned(64),
     "iotval2": unsigned(64),

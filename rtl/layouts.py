@@ -45,6 +45,26 @@ class AddrType(enum.Enum, shape=2):
     ATS_TRANSLATION_REQUEST = int(arch.AddrType.ATS_TRANSLATION_REQUEST)
 
 
+def dword_layout(fields_of) -> data.StructLayout:
+    """A 64-bit word whose fields ``models/arch.py`` describes (``arch.Pte``,
+    ``arch.FaultRec``...) as a struct, every field where the spec puts it.
+
+    Fails at import if the class leaves a bit undescribed, so the hardware layout and
+    the model's encoding cannot drift apart."""
+    fields = sorted(((name.lower(), f) for name, f in vars(fields_of).items()
+                     if isinstance(f, arch.Field)), key=lambda item: item[1].lo)
+    members, pos = {}, 0
+    for name, f in fields:
+        if f.lo != pos:
+            raise AssertionError(f"arch.{fields_of.__name__} leaves bits {pos}..{f.lo - 1} "
+                                 f"undescribed")
+        members[name] = unsigned(f.width)
+        pos = f.hi + 1
+    if pos != 64:
+        raise AssertionError(f"arch.{fields_of.__name__} describes {pos} bits, not 64")
+    return data.StructLayout(members)
+
+
 # --------------------------------------------------------------------------- #
 # Device side
 # --------------------------------------------------------------------------- #

@@ -31,7 +31,7 @@ first-stage level, a G-stage walk and two cycles of hand-over, and the final G-s
 walk plus three cycles.
 """
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -44,23 +44,8 @@ from .walk_cache import WalkCache
 __all__ = ["PTE_LAYOUT", "PageTableWalker", "StageWalker"]
 
 
-def _pte_layout() -> data.StructLayout:
-    """The 64-bit PTE (§5.2) as a struct, every field where ``arch.Pte`` puts it."""
-    fields = sorted(((name.lower(), f) for name, f in vars(arch.Pte).items()
-                     if isinstance(f, arch.Field)), key=lambda item: item[1].lo)
-    members, pos = {}, 0
-    for name, f in fields:
-        if f.lo != pos:
-            raise AssertionError(f"arch.Pte leaves bits {pos}..{f.lo - 1} undescribed")
-        members[name] = unsigned(f.width)
-        pos = f.hi + 1
-    if pos != 64:
-        raise AssertionError(f"arch.Pte describes {pos} bits, not 64")
-    return data.StructLayout(members)
-
-
 #: PTE fields: v r w x u g a d rsw ppn reserved pbmt n (positions from ``arch.Pte``).
-PTE_LAYOUT = _pte_layout()
+PTE_LAYOUT = layouts.dword_layout(arch.Pte)
 
 # PTE bits [60:59] sit at the top of the ``reserved`` [60:54] field; with Svrsw60t59b
 # software owns them and the walker ignores them (§5.2).
@@ -104,7 +89,6 @@ def _pack(layout: data.StructLayout, **fields):
         parts.append(value.as_unsigned() if len(value) == f.width
                      else Cat(value, C(0, f.width - len(value))))
     return Cat(*parts)
-
 
 
 #: The walk FSM's states in declaration order: Amaranth numbers them this way in the

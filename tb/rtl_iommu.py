@@ -120,7 +120,7 @@ class MirrorMemory(Memory):
     The RTL's memory responder writes here with ``who == own`` (its A/D updates, fault
     records...): those stay here, as the model IOMMU's own writes stay in the twin.
     Everything else (the OS building tables, writing commands, frames being zeroed
-    by the allocator) goes to both.
+    by the allocator, ``poke64``: all reach ``_raw_write``) goes to both.
     """
 
     def __init__(self, twin: Memory, own: str = WHO_RTL):
@@ -146,9 +146,6 @@ class MirrorMemory(Memory):
             return super().cas64(addr, expected, new, who)
         finally:
             self._solo = False
-
-    def poke64(self, addr: int, value: int) -> None:
-        super().poke64(addr, value)  # through _raw_write: mirrored
 
     def inject_fault(self, start, size, kind="access"):
         super().inject_fault(start, size, kind)
