@@ -20,17 +20,17 @@ import copy
 import os
 import random
 import warnings
-from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
+from walk_env import MEM_ID, WHO, Walk, responder
 
 from models import arch
 from models.arch import Access, Cause, DdtpMode, DeviceContext, Fsc, Iohgatp, MsiPte, Pte, Tc
-from models.memory import AccessFault, DataCorruption, FaultKind, FrameAllocator, Memory
+from models.memory import FaultKind, FrameAllocator, Memory
 from models.pagetable import DeviceDirectory, MsiPageTable, PageTable
 from models.transaction import Request
 from models.translate import WHO_FS, WHO_GS, WHO_MSI_PT, EngineConfig, TranslationEngine
@@ -38,8 +38,6 @@ from rtl import layouts, params
 from rtl.msi import MsiTranslator
 from rtl.walker import PageTableWalker
 
-WHO = "rtl"
-MEM_ID = 1
 ID_BITS = 2
 MSI_CAPS = (params.rtl_capabilities() | arch.Cap.SV39X4.mask | arch.Cap.SV48X4.mask
             | arch.Cap.SV57X4.mask | arch.Cap.MSI_FLAT.mask)
@@ -115,22 +113,6 @@ class Job:
                 f"faults={[(hex(a), k.value) for a, k in self.faults]}")
 
 
-@dataclass(frozen=True)
-class Walk:
-    fault: int
-    cause: int = 0
-    iotval2: int = 0
-    ppn: int = 0
-    size_log2: int = 0
-    r: int = 0
-    w: int = 0
-    x: int = 0
-    u: int = 0
-    g: int = 0
-    d: int = 0
-    pbmt: int = 0
-
-
 def judge(memory: Memory, job: Job, caps: int):
     """The engine's answer for ``job`` on ``memory`` (its own copy): (Walk, accesses,
     why, msi). Accesses are 8-byte reads/CAS as the hardware makes them: the engine's
@@ -176,48 +158,6 @@ def judge(memory: Memory, job: Job, caps: int):
                 w=int(response.w), x=int(response.x), u=int(response.u), g=int(response.g),
                 d=d_fs & d_gs, pbmt=response.pbmt)
     return walk, accesses, outcome.reason, msi
-
-
-def perform(memory: Memory, op, addr, wdata, compare):
-    assert addr % 8 == 0, f"unaligned access at {addr:#x}"
-    try:
-        if op == layouts.MemOp.READ:
-            return layouts.MemErr.OK, memory.read64(addr, who=WHO)
-        if op == layouts.MemOp.CAS:
-            return layouts.MemErr.OK, memory.cas64(addr, compare, wdata, who=WHO)
-        raise AssertionError(f"unexpected memory op {op!r}")
-    except AccessFault:
-        return layouts.MemErr.ACCESS_FAULT, 0
-    except DataCorruption:
-        return layouts.MemErr.POISON, 0
-
-
-def responder(dut, memory, rng, latency=(1, 3), mem_ready=1.0):
-    async def run(ctx):
-        pending = deque()
-        driving, cycle, outstanding = False, 0, 0
-        while True:
-            ctx.set(dut.mem_req.ready, rng.random() < mem_ready)
-            if not driving and pending and pending[0][0] <= cycle:
-                _, err, rdata = pending.popleft()
-                ctx.set(dut.mem_resp.valid, 1)
-                ctx.set(dut.mem_resp.payload, {"id": MEM_ID, "err": err, "rdata": rdata})
-                driving = True
-            _, _, q_valid, q_ready, q, p_valid, p_ready = await ctx.tick().sample(
-                dut.mem_req.valid, dut.mem_req.ready, dut.mem_req.payload,
-                dut.mem_resp.valid, dut.mem_resp.ready)
-            cycle += 1
-            if p_valid and p_ready:
-                ctx.set(dut.mem_resp.valid, 0)
-                driving = False
-                outstanding -= 1
-            if q_valid and q_ready:
-                assert outstanding == 0, "a second outstanding memory request"
-                assert q.id == MEM_ID, f"memory request id {q.id}, expected {MEM_ID}"
-                outstanding += 1
-                err, rdata = perform(memory, layouts.MemOp(q.op), q.addr, q.wdata, q.compare)
-                pending.append((cycle + rng.randint(*latency) - 1, err, rdata))
-    return run
 
 
 def run_walks(memory: Memory, jobs, *, caps=MSI_CAPS, seed=0, latency=(1, 3),
