@@ -709,7 +709,11 @@ class IOMMU:
             priv=Priv.SUPERVISOR if pv and TrReqCtl.PRIV.get(ctl) else Priv.USER,
             addr_type=AddrType.UNTRANSLATED)
         response = self.translate(request)
-        self.tr_response = tr_response_value(response)
+        # An MRIF-mode MSI page has no PPN to report: the debug interface answers it
+        # with a fault (cause 260, "transaction type disallowed"); the translation
+        # itself did not fault, so no record is written.
+        self.tr_response = (TrResponse.FAULT.put(1) if response.mrif is not None
+                            else tr_response_value(response))
 
 
 def tr_response_value(response: Response) -> int:

@@ -735,7 +735,11 @@ class TranslationEngine:
         self.stats["iotlb_misses"] += 1
         run.event(HpmEvent.TLB_MISS)
         translation = self._walk(run, ctx)
-        if self.config.iotlb_entries and (ctx.fs_scheme or ctx.gs_scheme):
+        # An MRIF-mode MSI translation carries the notice MSI, which an IOTLB entry
+        # does not hold (the RTL's neither): it is walked each time (caching is
+        # optional, §10).
+        if (self.config.iotlb_entries and (ctx.fs_scheme or ctx.gs_scheme)
+                and translation.mrif is None):
             self._iotlb_fill(ctx, translation)
         return translation
 
@@ -1168,7 +1172,7 @@ class TranslationEngine:
         if t.mrif is not None and not (run.ats and run.t2gpa):
             spa = t.mrif.mrif_address  # the MRIF itself; the write goes through Outcome.mrif
         return Response(Status.SUCCESS, tag=req.tag, spa=spa, page_size=t.size,
-                        r=r, w=w, x=x, u=u, g=g, pbmt=t.pbmt, msi=t.msi)
+                        r=r, w=w, x=x, u=u, g=g, pbmt=t.pbmt, msi=t.msi, mrif=t.mrif)
 
     def _fault_outcome(self, run: _Run, stop: _Stop) -> Outcome:
         req = run.request

@@ -16,10 +16,10 @@ bit 0 set) or 265/269 (§4.5 step 2).
 
 Capabilities honoured: Sv39/Sv48/Sv57 (first-stage modes), Sv39x4/Sv48x4/Sv57x4
 (iohgatp modes), MSI_FLAT (the extended, 64-byte DC with msiptp and the MSI address
-mask/pattern, §2.3, §3.6), PD8/PD17/PD20, AMO_HWAD (SADE/GADE). The constructor
+mask/pattern, §2.3, §3.6), PD8/PD17/PD20, AMO_HWAD (SADE/GADE); MSI_MRIF changes no
+DC check (the walker's MSI translator takes MRIF-mode PTEs). The constructor
 refuses capabilities this block does not implement (ATS, T2GPA, END, Sv32, Sv32x4,
-QOSID, MSI_MRIF): with them a DC would have to be accepted that this block cannot
-honour.
+QOSID): with them a DC would have to be accepted that this block cannot honour.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -90,7 +90,7 @@ class State(enum.Enum, shape=4):
 # Capabilities this block cannot honour: a DC asking for them must still be refused
 # with 259, which is only right if they are not advertised.
 _UNSUPPORTED_CAPS = {
-    "Sv32": arch.Cap.SV32, "Sv32x4": arch.Cap.SV32X4, "MSI_MRIF": arch.Cap.MSI_MRIF,
+    "Sv32": arch.Cap.SV32, "Sv32x4": arch.Cap.SV32X4,
     "ATS": arch.Cap.ATS, "T2GPA": arch.Cap.T2GPA, "END": arch.Cap.END,
     "QOSID": arch.Cap.QOSID,
 }

@@ -15,7 +15,7 @@
   invalidation outlives it in a cache.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -481,9 +481,13 @@ class TranslationCore(wiring.Component):
                         slot_resp[i].fault.eq(res.fault),
                         slot_resp[i].cause.eq(Mux_(res.fault, res.cause)),
                         # Both stages Bare: SPA = IOVA, all 64 bits (the walker's ppn
-                        # holds only PAS bits).
+                        # holds only PAS bits). An MRIF-mode MSI: the MRIF's address.
                         slot_resp[i].spa.eq(Mux_(~res.fault, Mux(
-                            both_bare, q.iova, Cat(q.iova[0:12], res.ppn)))),
+                            both_bare, q.iova, Mux(
+                                res.mrif, Cat(C(0, 9), res.mrif_offset, res.ppn),
+                                Cat(q.iova[0:12], res.ppn))))),
+                        slot_resp[i].mrif.eq(~res.fault & res.mrif),
+                        slot_resp[i].notice.eq(Mux_(~res.fault & res.mrif, res.notice)),
                         slot_resp[i].size_log2.eq(Mux_(~res.fault, res.size_log2)),
                         slot_resp[i].r.eq(~res.fault & res.r),
                         slot_resp[i].w.eq(~res.fault & res.w),
@@ -495,8 +499,10 @@ class TranslationCore(wiring.Component):
                         # Walk faults are translation faults: DTF suppresses them all.
                         slot_report[i].eq(res.fault & ~slot_ctx[i].dtf),
                         slot_iotval2[i].eq(res.iotval2),
-                        # An identity beyond PAS does not fit an IOTLB entry: not cached.
+                        # An identity beyond PAS does not fit an IOTLB entry, nor do an
+                        # MRIF's notice fields: neither is cached (caching is optional).
                         slot_fill[i].eq(~res.fault & ~slot_stale[i] & ~self.inval.valid
+                                        & ~res.mrif
                                         & ~(both_bare & q.iova[layouts.PA_BITS:].any())),
                     ]
                 with m.Case(SlotState.DONE), m.If(take_slot & (winner == i)):

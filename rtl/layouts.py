@@ -82,8 +82,21 @@ def translation_request(tag_bits: int) -> data.StructLayout:
     })
 
 
+class MrifNotice(data.Struct):
+    """§9.3 step 5: the notice MSI of an MRIF-mode MSI PTE (dword 1): the message goes
+    to ``ppn << 12`` (NPPN) with data ``nid`` (NID, zero-extended)."""
+
+    ppn: unsigned(PPN_BITS)
+    nid: unsigned(11)
+
+
 def translation_response(tag_bits: int) -> data.StructLayout:
-    """The completion for one request; ``fault`` selects which fields are meaningful."""
+    """The completion for one request; ``fault`` selects which fields are meaningful.
+
+    ``mrif`` marks an MSI translated through an MRIF-mode MSI PTE: ``spa`` is then the
+    512-byte MRIF itself and ``notice`` the notice MSI, the completion fields §1.1
+    names for MRIF-mode MSIs; the bridge performing the write records the interrupt
+    (sets pending bit D of the MRIF) and sends the notice (§9.4)."""
     return data.StructLayout({
         "tag": unsigned(tag_bits),
         "fault": unsigned(1),
@@ -95,6 +108,8 @@ def translation_response(tag_bits: int) -> data.StructLayout:
         "r": unsigned(1), "w": unsigned(1), "x": unsigned(1),
         "u": unsigned(1), "g": unsigned(1),
         "pbmt": unsigned(2),
+        "mrif": unsigned(1),
+        "notice": MrifNotice,
     })
 
 
@@ -291,3 +306,8 @@ class WalkResult(data.Struct):
     g: unsigned(1)
     d: unsigned(1)  # PTE.D after any hardware update (write hits need D=1)
     pbmt: unsigned(2)
+    # An MRIF-mode MSI PTE's leaf: ``ppn`` and ``mrif_offset`` are the MRIF address's
+    # bits [55:12] and [11:9]; ``notice`` is its notice MSI.
+    mrif: unsigned(1)
+    mrif_offset: unsigned(3)
+    notice: MrifNotice

@@ -19,12 +19,16 @@ page-number bits (the usual layout of a guest's interrupt files) costs k + 1. Th
 keeps the extraction to a few shift registers instead of a 52 x 52 crossbar per
 walker; the IOTLB caches the result. The PTE is then two 8-byte reads.
 
-MRIF-mode PTEs (M = 1) need capabilities.MSI_MRIF, which this translator does not
-implement: like a reserved mode they are MSI PTE misconfigured (263), exactly what
-the spec requires without MSI_MRIF.
+MRIF-mode PTEs (M = 1, §9.3 step 5) are translated when the translator is built with
+``mrif`` (capabilities.MSI_MRIF): the result names the 512-byte MRIF (``ppn`` and
+``mrif_offset``) and the notice MSI from dword 1 (``notice``). Recording the interrupt
+in the MRIF and sending the notice is the write's, not the translation's (§9.4): the
+core returns both on its completion and the bridge performs them. Without ``mrif`` an
+MRIF-mode PTE is, like a reserved mode, MSI PTE misconfigured (263), as the spec
+requires without MSI_MRIF.
 """
 
-from amaranth.hdl import C, Cat, Module, Signal, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -81,9 +85,11 @@ class MsiTranslator(wiring.Component):
       req:      ``MsiRequest``; taken only when idle.
       res:      one ``layouts.WalkResult`` per request, as a G-stage leaf would give it:
                 success: ``ppn`` = the PTE's PPN, 4 KiB, R = W = U = D = 1, X = 0, G = 0,
-                PBMT 0. Fault ``cause``: 261 the PTE read was refused, 270 it was
-                poisoned, 262 V = 0, 263 C = 1 (no custom formats), a reserved or MRIF
-                mode, or reserved bits set; 1 an execute of the MSI page (§9.3 step 6:
+                PBMT 0; for an MRIF-mode PTE ``mrif`` = 1, ``ppn``/``mrif_offset`` the
+                MRIF address and ``notice`` the notice MSI. Fault ``cause``: 261 the PTE
+                read was refused, 270 it was poisoned, 262 V = 0, 263 C = 1 (no custom
+                formats), a reserved mode, MRIF mode without ``mrif``, or reserved bits
+                set in either dword; 1 an execute of the MSI page (§9.3 step 6:
                 the page is a leaf with X = 0; ATS requests never reach the walker).
                 ``iotval2`` is 0.
       mem_req:  8-byte READs of the PTE's two dwords (low first), id ``mem_id``;
@@ -92,13 +98,13 @@ class MsiTranslator(wiring.Component):
       mem_resp: the answer to the outstanding read.
     """
 
-    def __init__(self, id_bits: int = 1, mem_id: int = 0):
+    def __init__(self, id_bits: int = 1, mem_id: int = 0, mrif: bool = False):
         if not isinstance(id_bits, int) or id_bits < 1:
             raise ValueError(f"id_bits must be a positive integer, not {id_bits!r}")
         if not isinstance(mem_id, int) or not 0 <= mem_id < 1 << id_bits:
             raise ValueError(f"mem_id must be 0..{(1 << id_bits) - 1} for {id_bits} id "
                              f"bits, not {mem_id!r}")
-        self.id_bits, self.mem_id = id_bits, mem_id
+        self.id_bits, self.mem_id, self.mrif = id_bits, mem_id, bool(mrif)
         super().__init__({
             "req": In(stream.Signature(MsiRequest)),
             "res": Out(stream.Signature(layouts.WalkResult)),
@@ -137,11 +143,20 @@ class MsiTranslator(wiring.Component):
             m.d.sync += [result.eq(0), result.fault.eq(1), result.cause.eq(cause)]
             m.next = "DONE"
 
-        # The PTE checks of §9.3 steps 1-6 on dword 0 (dword 1 matters only to MRIF).
+        # The PTE checks of §9.3 steps 1-6, made as dword 1 arrives (``resp.rdata``);
+        # dword 1 matters only to an MRIF-mode PTE.
+        dw1 = resp.rdata
         mode = _field(dw0, arch.MsiPte.M)
+        basic = mode == arch.MsiPteMode.BASIC
+        basic_ok = basic & ((dw0 & arch.MsiPte.BASIC_RESERVED) == 0)
+        is_mrif = C(0, 1)
+        if self.mrif:
+            is_mrif = mode == arch.MsiPteMode.MRIF
+        mrif_ok = is_mrif & ((dw0 & arch.MsiPte.MRIF_RESERVED) == 0) & (
+            (dw1 & arch.MsiPte.MRIF_DW1_RESERVED) == 0)
         misconfigured = (_field(dw0, arch.MsiPte.C)  # custom format: we define none
-                         | (mode != arch.MsiPteMode.BASIC)  # reserved, or MRIF without it
-                         | ((dw0 & arch.MsiPte.BASIC_RESERVED) != 0))
+                         | ~(basic_ok | mrif_ok))  # a reserved mode, or reserved bits
+        mrif_addr = _field(dw0, arch.MsiPte.MRIF_ADDR)  # MRIF address[55:9]
 
         with m.FSM(name="msi"):
             with m.State("IDLE"):
@@ -195,9 +210,16 @@ class MsiTranslator(wiring.Component):
                     with m.Else():
                         m.d.sync += [
                             result.eq(0),
-                            result.ppn.eq(_field(dw0, arch.MsiPte.PPN)),
+                            result.ppn.eq(Mux(is_mrif, mrif_addr[3:],
+                                              _field(dw0, arch.MsiPte.PPN))),
                             result.size_log2.eq(arch.PAGE_SHIFT),
                             result.r.eq(1), result.w.eq(1), result.u.eq(1), result.d.eq(1),
+                            result.mrif.eq(is_mrif),
+                            result.mrif_offset.eq(Mux(is_mrif, mrif_addr[:3], 0)),
+                            result.notice.ppn.eq(Mux(is_mrif, _field(dw1, arch.MsiPte.NPPN), 0)),
+                            result.notice.nid.eq(Mux(is_mrif, Cat(_field(dw1, arch.MsiPte.NID),
+                                                                  _field(dw1, arch.MsiPte.NID10)),
+                                                     0)),
                         ]
                         m.next = "DONE"
 

@@ -442,9 +442,12 @@ class RegisterFile(wiring.Component):
         m.d.comb += encoded.eq(Cat(
             Const(0, TrResponse.PBMT.lo), res.pbmt, pages_m1.any(),
             (ppn & ~pages_m1) | (pages_m1 >> 1)))
+        # An MRIF-mode MSI page has no PPN to report: the debug interface answers it
+        # with a fault (cause 260, "transaction type disallowed", §9.3 / §8.11).
         with m.If(self.tr_result.valid & busy):
             m.d.sync += [busy.eq(0), issued.eq(0),
-                         tr_response.eq(Mux(res.fault, 1 << TrResponse.FAULT.lo, encoded))]
+                         tr_response.eq(Mux(res.fault | res.mrif, 1 << TrResponse.FAULT.lo,
+                                            encoded))]
 
 
 def _or_all(values):

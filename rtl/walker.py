@@ -533,7 +533,8 @@ class PageTableWalker(wiring.Component):
     With MSI_FLAT in ``capabilities`` (and a G-stage), a final GPA that matches the
     context's MSI address pattern (``context.msi_flat``) goes to an ``MsiTranslator``
     (rtl/msi.py) instead of the G-stage: its MSI PTE stands in for the G-stage leaf
-    (R=W=U=1, X=0, 4 KiB, G=0 in the result). A larger page that covers an MSI page of
+    (R=W=U=1, X=0, 4 KiB, G=0 in the result; with MSI_MRIF an MRIF-mode PTE's MRIF and
+    notice MSI too). A larger page that covers an MSI page of
     the context is reported at 4 KiB, so the IOTLB never answers for an MSI page.
     """
 
@@ -589,7 +590,9 @@ class PageTableWalker(wiring.Component):
         msi = None
         if self.msi_flat:
             # Step 18 runs while both stage walkers are idle: it joins the port alone.
-            m.submodules.msi = msi = MsiTranslator(self.id_bits, self.mem_id)
+            m.submodules.msi = msi = MsiTranslator(
+                self.id_bits, self.mem_id,
+                mrif=bool(arch.Cap.MSI_MRIF.get(self.capabilities)))
             m.d.comb += [
                 msi.mem_req.ready.eq(self.mem_req.ready),
                 msi.mem_resp.payload.eq(self.mem_resp.payload),
@@ -704,6 +707,9 @@ class PageTableWalker(wiring.Component):
                         result.d.eq(first.d & g.d),
                         # §5.6: a nonzero first-stage PBMT overrides the G-stage's.
                         result.pbmt.eq(Mux(first.pbmt != 0, first.pbmt, g.pbmt)),
+                        # An MRIF-mode MSI PTE: the MRIF and its notice (rtl/msi.py).
+                        result.mrif.eq(g.mrif), result.mrif_offset.eq(g.mrif_offset),
+                        result.notice.eq(g.notice),
                     ]
                 m.d.sync += phase.eq(_WalkPhase.DONE)
             with m.Case(_WalkPhase.DONE):

@@ -334,9 +334,10 @@ class TB:
     def report(self, check: bool = True) -> dict:
         """Log the figures; with ``check``, fail on any mismatch or unanswered request."""
         figures = self.figures()
-        self.log.info("scoreboard: %d checked, %d matched, %d mismatches, %d fault reports "
-                      "matched; latency min/median/max %s/%s/%s cycles; memory %s; events %s "
-                      "(seed %s)", figures["checked"], figures["matches"],
+        self.log.info("scoreboard: %d checked, %d matched (%d MSI, %d of them MRIF), %d "
+                      "mismatches, %d fault reports matched; latency min/median/max %s/%s/%s "
+                      "cycles; memory %s; events %s (seed %s)", figures["checked"],
+                      figures["matches"], figures["msi_matches"], figures["mrif_matches"],
                       figures["mismatches"], figures["fault_reports_matched"],
                       figures["latency_min"], figures["latency_median"],
                       figures["latency_max"], figures["memory"], figures["events"], self.seed_text)

@@ -27,6 +27,7 @@ from amaranth.lib import data
 
 from models import arch
 from models.transaction import Request, Response, Status
+from models.translate import MrifTarget
 from rtl import layouts
 
 
@@ -155,9 +156,15 @@ def response_from_payload(word: int, tag_bits: int) -> Response:
     f = response_fields(word, tag_bits)
     if f["fault"]:
         return Response(Status.FAULT, tag=f["tag"], cause=f["cause"])
+    mrif = None
+    if f["mrif"]:
+        notice = f["notice"]
+        mrif = MrifTarget(mrif_address=f["spa"],
+                          notice_address=notice["ppn"] << arch.PAGE_SHIFT,
+                          notice_data=notice["nid"])
     return Response(Status.SUCCESS, tag=f["tag"], spa=f["spa"], page_size=1 << f["size_log2"],
                     r=bool(f["r"]), w=bool(f["w"]), x=bool(f["x"]), u=bool(f["u"]),
-                    g=bool(f["g"]), pbmt=f["pbmt"])
+                    g=bool(f["g"]), pbmt=f["pbmt"], msi=mrif is not None, mrif=mrif)
 
 
 def response_payload(response: Response, tag_bits: int) -> int:
@@ -170,6 +177,9 @@ def response_payload(response: Response, tag_bits: int) -> int:
         "size_log2": response.page_size.bit_length() - 1,
         "r": int(response.r), "w": int(response.w), "x": int(response.x),
         "u": int(response.u), "g": int(response.g), "pbmt": response.pbmt,
+        "mrif": int(response.mrif is not None),
+        "notice": {"ppn": response.mrif.notice_address >> arch.PAGE_SHIFT,
+                   "nid": response.mrif.notice_data} if response.mrif else {"ppn": 0, "nid": 0},
     })
 
 

@@ -133,7 +133,16 @@ def differences(expected: Response, got: Response) -> list[str]:
     for name in ("spa", "page_size", "r", "w", "x", "u", "g", "pbmt"):
         if getattr(expected, name) != getattr(got, name):
             out.append(name)
+    # An MRIF-mode MSI: the MRIF and the notice MSI the bridge must send (§9.3 step 5).
+    if _mrif_fields(expected.mrif) != _mrif_fields(got.mrif):
+        out.append("mrif")
     return out
+
+
+def _mrif_fields(target) -> tuple | None:
+    if target is None:
+        return None
+    return (target.mrif_address, target.notice_address, target.notice_data)
 
 
 def _record_text(record: arch.FaultRecord) -> str:
@@ -172,6 +181,8 @@ class Scoreboard:
         self.pending: dict[int, Expectation] = {}
         self.mismatches: list[str] = []
         self.matches = 0
+        self.msi_matches = 0  # of them MSI translations (§9), flat or MRIF-mode
+        self.mrif_matches = 0
         self.checked = 0
         self.expected_records: Counter = Counter()
         self.got_records: Counter = Counter()
@@ -212,6 +223,8 @@ class Scoreboard:
                            + (f"; model: {expectation.reason}" if expectation.reason else ""))
         else:
             self.matches += 1
+            self.msi_matches += expectation.response.msi
+            self.mrif_matches += expectation.response.mrif is not None
         return expectation
 
     # ------------------------------------------------------- fault reports
@@ -261,6 +274,7 @@ class Scoreboard:
         lat = sorted(self.latencies)
         return {
             "checked": self.checked, "matches": self.matches,
+            "msi_matches": self.msi_matches, "mrif_matches": self.mrif_matches,
             "mismatches": len(self.mismatches),
             "fault_reports_matched": self.fault_reports_checked,
             "outstanding": len(self.pending),

@@ -133,10 +133,17 @@ class VirtualMachine:
                    | arch.MsiPte.PPN.put(rng.getrandbits(38)))
             if roll < 0.1:
                 dw0 &= ~arch.MsiPte.V.mask
-            elif roll < 0.2:  # MRIF (not advertised), reserved modes, C or reserved bits
-                dw0 = rng.choice([arch.MsiPte.M.set(dw0, rng.choice([0, 1, 2])),
+            elif roll < 0.2:  # reserved modes, C or reserved bits
+                dw0 = rng.choice([arch.MsiPte.M.set(dw0, rng.choice([0, 2])),
                                   dw0 | arch.MsiPte.C.mask, dw0 | 1 << rng.randrange(3, 10)])
-            self.msi.set_raw(index, dw0, rng.getrandbits(64))
+            elif roll < 0.45:  # MRIF mode (§9.3 step 5; 263 without MSI_MRIF)
+                self.msi.set_mrif(index, rng.getrandbits(38) << 9, rng.getrandbits(38),
+                                  rng.getrandbits(11))
+                if rng.random() < 0.1:  # a reserved bit in dword 1
+                    dw0, dw1 = self.msi.read(index)
+                    self.msi.set_raw(index, dw0, dw1 | 1 << rng.choice([54, 59, 61, 63]))
+            if roll >= 0.45 or roll < 0.2:
+                self.msi.set_raw(index, dw0, rng.getrandbits(64))
             gpn, bit = self.msi_pattern, 0
             for i in range(6):
                 if self.msi_mask >> i & 1:

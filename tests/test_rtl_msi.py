@@ -20,7 +20,7 @@ import copy
 import os
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from amaranth.back import verilog
@@ -39,8 +39,10 @@ from rtl.msi import MsiTranslator
 from rtl.walker import PageTableWalker
 
 ID_BITS = 2
-MSI_CAPS = (params.rtl_capabilities() | arch.Cap.SV39X4.mask | arch.Cap.SV48X4.mask
-            | arch.Cap.SV57X4.mask | arch.Cap.MSI_FLAT.mask)
+# Flat MSI translation without MRIF mode, and with it (capabilities.MSI_MRIF).
+MSI_CAPS = ((params.rtl_capabilities() | arch.Cap.SV39X4.mask | arch.Cap.SV48X4.mask
+             | arch.Cap.SV57X4.mask | arch.Cap.MSI_FLAT.mask) & ~arch.Cap.MSI_MRIF.mask)
+MRIF_CAPS = MSI_CAPS | arch.Cap.MSI_MRIF.mask
 GS_SCHEMES = [arch.SV39X4_SCHEME, arch.SV48X4_SCHEME, arch.SV57X4_SCHEME]
 KIB4, MIB2, GIB1 = 1 << 12, 1 << 21, 1 << 30
 
@@ -153,10 +155,14 @@ def judge(memory: Memory, job: Job, caps: int):
     last = {rec.who: rec.addr for rec in records}
     d_fs = Pte.D.get(memory.peek64(last[WHO_FS])) if WHO_FS in last else 1
     d_gs = 1 if response.msi else Pte.D.get(memory.peek64(last[WHO_GS]))
+    mrif = outcome.mrif  # the engine returns it beside the response
     walk = Walk(0, ppn=(response.spa >> 12) & ((1 << layouts.PPN_BITS) - 1),
                 size_log2=response.page_size.bit_length() - 1, r=int(response.r),
                 w=int(response.w), x=int(response.x), u=int(response.u), g=int(response.g),
-                d=d_fs & d_gs, pbmt=response.pbmt)
+                d=d_fs & d_gs, pbmt=response.pbmt,
+                mrif_address=mrif.mrif_address if mrif else 0,
+                notice_address=mrif.notice_address if mrif else 0,
+                notice_data=mrif.notice_data if mrif else 0)
     return walk, accesses, outcome.reason, msi
 
 
@@ -194,6 +200,9 @@ def run_walks(memory: Memory, jobs, *, caps=MSI_CAPS, seed=0, latency=(1, 3),
             ctx.set(dut.res.ready, 0)
             got = Walk(p.fault, p.cause, p.iotval2, p.ppn, p.size_log2, p.r, p.w, p.x, p.u,
                        p.g, p.d, p.pbmt)
+            if p.mrif:
+                got = replace(got, mrif_address=p.ppn << 12 | p.mrif_offset << 9,
+                              notice_address=p.notice.ppn << 12, notice_data=p.notice.nid)
             if got.fault:  # a fault's other fields are don't-care
                 got = Walk(1, got.cause, got.iotval2)
             accesses = [(rec.op, rec.addr) for rec in memory.log if rec.who == WHO]
@@ -265,6 +274,43 @@ def test_msi_pte_not_valid_or_misconfigured(problem, access):
     guest.msi.set_raw(2, dw0, 0xFFFF_FFFF_FFFF_FFFF)
     out = run_walks(memory, [Job(guest.file_gpa(2) | 0x40, access, guest.context())])
     assert out[0][1].cause in (Cause.MSI_PTE_NOT_VALID, Cause.MSI_PTE_MISCONFIGURED)
+
+
+@pytest.mark.parametrize("fs", [False, True], ids=["fs_bare", "nested"])
+def test_mrif_translation(fs):
+    """With MSI_MRIF, an MRIF-mode PTE translates the interrupt file's page to its MRIF
+    (any 512-byte aligned address, also inside a page) and names the notice MSI
+    (NPPN, the 11-bit NID with N10); execute is still cause 1. Without MSI_MRIF the
+    same PTE is misconfigured (263)."""
+    memory, guest = guest_with_files(0b11, fs_scheme=arch.SV39 if fs else None)
+    for i in range(guest.msi.entries):
+        guest.msi.set_mrif(i, 0x5_4321_0000 + 0x200 * (3 * i + 1), 0x7_0000 + i,
+                           0x400 * (i & 1) + 0x15 + i)  # NID with and without N10
+    jobs = []
+    for i in range(guest.msi.entries):
+        iova = (0x1000_0000 + KIB4 * i if fs else guest.file_gpa(i)) | 0x4
+        jobs += [Job(iova, a, guest.context()) for a in Access]
+    out = run_walks(memory, jobs, caps=MRIF_CAPS)
+    assert [w.cause for _, w, _ in out if w.fault] == [Cause.INSTRUCTION_ACCESS_FAULT] * 4
+    mrifs = {w.mrif_address for _, w, _ in out if not w.fault}
+    assert len(mrifs) == guest.msi.entries and all(a % 0x1000 for a in mrifs)
+    assert {w.notice_data >> 10 for _, w, _ in out if not w.fault} == {0, 1}
+    without = run_walks(memory, jobs[:1], caps=MSI_CAPS)
+    assert without[0][1].cause == Cause.MSI_PTE_MISCONFIGURED
+
+
+@pytest.mark.parametrize("dword,bit", [(0, 3), (0, 6), (0, 54), (0, 62), (1, 54), (1, 59),
+                                       (1, 61), (1, 63)])
+def test_mrif_reserved_bits(dword, bit):
+    """An MRIF-mode PTE with a reserved bit set in either dword is misconfigured (263)."""
+    memory, guest = guest_with_files(0b1, fs_scheme=None)
+    guest.msi.set_mrif(1, 0x8_0000_0200, 0x1234, 0x7FF)
+    dws = [memory.peek64(guest.msi.entry_address(1) + 8 * k) for k in range(2)]
+    dws[dword] |= 1 << bit
+    guest.msi.set_raw(1, *dws)
+    out = run_walks(memory, [Job(guest.file_gpa(1), Access.WRITE, guest.context())],
+                    caps=MRIF_CAPS)
+    assert out[0][1].cause == Cause.MSI_PTE_MISCONFIGURED
 
 
 @pytest.mark.parametrize("kind", list(FaultKind), ids=lambda k: k.value)
@@ -353,6 +399,14 @@ def random_msi_guest(rng: random.Random):
             dw0 = MsiPte.M.set(dw0, rng.choice([0, 1, 2]))
         elif roll < 0.16:
             dw0 |= rng.choice([1 << 63, 1 << rng.randrange(3, 10), 1 << rng.randrange(54, 63)])
+        elif roll < 0.45:  # MRIF mode (misconfigured without MSI_MRIF)
+            guest.msi.set_mrif(i, rng.getrandbits(47) << 9, rng.getrandbits(44),
+                               rng.getrandbits(11))
+            if rng.random() < 0.1:  # a reserved bit of dword 1
+                dw1 = memory.peek64(guest.msi.entry_address(i) + 8)
+                guest.msi.set_raw(i, memory.peek64(guest.msi.entry_address(i)),
+                                  dw1 | 1 << rng.choice([54, 57, 59, 61, 63]))
+            continue
         guest.msi.set_raw(i, dw0, rng.getrandbits(64))
     targets = []  # GPAs the requests aim at
     for i in range(guest.msi.entries):
@@ -405,7 +459,8 @@ def test_random_msi_tables():
                 addr = guest.msi.entry_address(rng.randrange(guest.msi.entries))
                 faults = [(addr + 8 * rng.randrange(2), rng.choice(list(FaultKind)))]
             jobs.append(Job(iova, rng.choice(list(Access)), context, faults=faults))
-        seen += run_walks(memory, jobs, seed=seed + round_, latency=(1, 4),
+        seen += run_walks(memory, jobs, caps=MRIF_CAPS if round_ % 2 else MSI_CAPS,
+                          seed=seed + round_, latency=(1, 4),
                           mem_ready=rng.choice([1.0, 0.6]), res_ready=rng.choice([1.0, 0.6]),
                           rerun=f"(rerun: MSI_SEED={seed}, round {round_})")
     kinds = {"msi ok": sum(msi and not w.fault for _, w, msi in seen),

@@ -28,6 +28,11 @@ class Walk:
     g: int = 0
     d: int = 0
     pbmt: int = 0
+    # An MRIF-mode MSI PTE's leaf (§9.3 step 5): the MRIF's address, and where the
+    # notice MSI goes with which data. All 0 for any other leaf.
+    mrif_address: int = 0
+    notice_address: int = 0
+    notice_data: int = 0
 
 
 def perform(memory: Memory, op, addr, wdata, compare):

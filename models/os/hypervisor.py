@@ -159,10 +159,10 @@ class Platform:
         """The bridge: translate the device's 4-byte MSI write, then perform it.
 
         A flat (basic) MSI translation gives the interrupt file's page: the write lands
-        there. An MRIF translation gives the MRIF: the bridge sets the pending bit and,
-        if that identity is enabled, sends the notice MSI (§9.2). The notice address
-        and identity come from this platform's MRIF registry because ``Response`` does
-        not carry the MRIF completion fields of §1.1 (see the report to the lead).
+        there. An MRIF translation gives the MRIF and its notice MSI on the completion
+        (``Response.mrif``, the fields §1.1 names): the bridge sets the pending bit and
+        sends the notice MSI where the completion says (§9.4), as hardware would; the
+        platform's MRIF registry only names the VM it belongs to.
         """
         request = Request(device_id=device.device_id, iova=iova, access=Access.WRITE,
                           process_id=device.process_id or 0,
@@ -175,8 +175,8 @@ class Platform:
             return MsiOutcome("blocked", response)
         spa = response.spa
         socket = getattr(device, "socket", 0)
-        if response.msi and spa in self.mrifs:
-            return self._mrif_write(device, response, self.mrifs[spa], iova, data, socket)
+        if response.mrif is not None:
+            return self._mrif_write(device, response, iova, data, socket)
         self.memory.write(spa, (data & 0xFFFF_FFFF).to_bytes(4, "little"), who=device.name)
         device.stats.bytes_ok += 4
         where = self.imsic.decode(spa)
@@ -188,27 +188,31 @@ class Platform:
         ns = self.costs.record(device.name, socket, hart).ns
         return MsiOutcome("delivered", response, spa, hart, file, data, ns)
 
-    def _mrif_write(self, device, response: Response, mrif: Mrif, iova: int, identity: int,
+    def _mrif_write(self, device, response: Response, iova: int, identity: int,
                     socket: int) -> MsiOutcome:
         """§9.4 (AIA): an aligned 32-bit little-endian write of identity D < 2048 at
         offset 0..7 of the MSI page sets pending bit D in the MRIF, then the notice MSI
         (NID to NPPN << 12) is sent whatever the enable bits say: the hypervisor checks
         them. Anything else is discarded silently."""
+        target = response.mrif  # models.translate.MrifTarget
         offset = iova % PAGE
         if offset >> 3 or offset & 4 or identity >> 11:
-            return MsiOutcome("ignored", response, mrif.address, identity=identity)
-        pending_at = mrif.address + (identity // 64) * 16
+            return MsiOutcome("ignored", response, target.mrif_address, identity=identity)
+        pending_at = target.mrif_address + (identity // 64) * 16
         # Read-modify-write of the pending dword (AMOOR with AMO_MRIF; the split of MRIF
         # work between IOMMU and bridge is the implementation's, §1.1), logged under the
         # device's name: the MRIF is part of what the hypervisor granted its VM.
         word = self.memory.read64(pending_at, device.name)
         self.memory.write64(pending_at, word | 1 << (identity % 64), device.name)
         device.stats.bytes_ok += 8
-        notice = self.imsic.file_address(mrif.notice_hart, 0)
-        self.memory.write32(notice, mrif.notice_identity, WHO_NOTICE)
-        self.imsic.set_pending(mrif.notice_hart, 0, mrif.notice_identity)
-        ns = self.costs.record(device.name, socket, mrif.notice_hart).ns
-        return MsiOutcome("mrif", response, mrif.address, mrif.notice_hart, 0, identity, ns)
+        self.memory.write32(target.notice_address, target.notice_data, WHO_NOTICE)
+        where = self.imsic.decode(target.notice_address)
+        if where is None:  # the notice went to plain memory: nobody is told
+            return MsiOutcome("mrif", response, target.mrif_address, identity=identity)
+        hart, file = where
+        self.imsic.set_pending(hart, file, target.notice_data)
+        ns = self.costs.record(device.name, socket, hart).ns
+        return MsiOutcome("mrif", response, target.mrif_address, hart, file, identity, ns)
 
     def mrif_deliverable(self, mrif: Mrif) -> set[int]:
         """What the hypervisor finds on a notice: identities pending *and* enabled."""
