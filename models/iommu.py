@@ -503,10 +503,9 @@ class IOMMU:
         outcome = self.engine.translate(request, self.ddtp, self.fctl)
         self._count_events(outcome.events)
         reported = outcome.record is not None and self._write_fault_record(outcome.record)
-        response = outcome.response
-        mrif = getattr(outcome, "mrif", None)
-        if response.reported != reported or response.tag != request.tag or response.mrif is not mrif:
-            response = replace(response, reported=reported, tag=request.tag, mrif=mrif)
+        response = outcome.response  # an MRIF-mode MSI's target is in response.mrif
+        if response.reported != reported or response.tag != request.tag:
+            response = replace(response, reported=reported, tag=request.tag)
         return response
 
     # ====================================================== command queue (§7)

@@ -35,11 +35,16 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from models import arch
+
 from . import layouts
 from .axi import BOUNDARY, PROT_INSTRUCTION, AxiSignature, Burst, Resp, dma_user_layout
+from .axi_mrif import MrifWriter, mrif_job_layout
 
 #: The translation tag of each channel's (single) request in flight.
 TAG_READ, TAG_WRITE = 0, 1
+#: m_axi's AxID of the MRIF writer's own accesses (device bursts use 0).
+MRIF_ID = 1
 
 
 def burst_layout(addr_width: int, id_width: int, user_width: int) -> data.StructLayout:
@@ -59,11 +64,14 @@ def burst_layout(addr_width: int, id_width: int, user_width: int) -> data.Struct
 
 
 def outcome_layout(id_width: int) -> data.StructLayout:
-    """What became of one burst: forwarded (error = 0) or refused with ``resp``."""
+    """What became of one burst: forwarded to memory; answered by the bridge itself
+    (``local``: ``resp`` on every beat, zero read data, write data dropped); or, for a
+    write, handed to the MRIF writer (``mrif``: it takes the beat and gives the response)."""
     return data.StructLayout({
         "id": unsigned(id_width),
         "len": unsigned(8),
-        "error": unsigned(1),
+        "local": unsigned(1),
+        "mrif": unsigned(1),
         "resp": Resp,
     })
 
@@ -93,7 +101,9 @@ class BurstTranslator(wiring.Component):
     ax_in: bursts from the device (IOVA); ax_out: translated bursts (SPA) for memory;
     outcome: one per burst, in order, for the data/response side (pushed before the
     burst is forwarded, so the data path may start the moment memory can take it);
-    tr_req/tr_resp: the IOMMU's translation port (one request in flight).
+    tr_req/tr_resp: the IOMMU's translation port (one request in flight);
+    mrif (write only): an MRIF-mode MSI write for the MRIF writer, held until it has
+    updated the MRIF and sent the notice (no later burst is forwarded meanwhile).
     """
 
     def __init__(self, *, write: bool, iova_width: int, pa_width: int, data_width: int,
@@ -104,23 +114,40 @@ class BurstTranslator(wiring.Component):
         self.data_bytes_log2 = (data_width // 8).bit_length() - 1
         self.tag_bits = tag_bits
         self.user = dma_user_layout(device_id_bits, process_id_bits)
-        super().__init__({
+        members = {
             "ax_in": In(stream.Signature(burst_layout(iova_width, id_width, user_width))),
             "ax_out": Out(stream.Signature(burst_layout(pa_width, id_width, user_width))),
             "outcome": Out(stream.Signature(outcome_layout(id_width))),
             "tr_req": Out(stream.Signature(layouts.translation_request(tag_bits))),
             "tr_resp": In(stream.Signature(layouts.translation_response(tag_bits))),
-        })
+        }
+        if write:
+            members["mrif"] = Out(stream.Signature(mrif_job_layout(pa_width)))
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         burst = Signal.like(self.ax_in.payload)  # the burst being handled
         spa = Signal(self.pa_width)
+        notice = Signal(layouts.MrifNotice)  # of an MRIF-mode MSI write
 
         incoming_legal = burst_is_legal(m, self.ax_in.payload, self.data_bytes_log2)
         user = self.user(burst.user[:self.user.size])
         response = self.tr_resp.payload
         spa_fits = (response.spa >> self.pa_width) == 0 if self.pa_width < 64 else Const(1)
+        notice_fits = (response.notice.ppn >> (self.pa_width - arch.PAGE_SHIFT)) == 0
+        # §9.4: an MRIF takes only single naturally aligned 32-bit accesses.
+        one_word = (burst.len == 0) & (burst.size == 2) & (burst.addr[:2] == 0)
+        if self.write:
+            # A well-formed MSI write goes to the MRIF writer, anything else is aborted.
+            to_writer = response.mrif & one_word
+            mrif_resp = Resp.SLVERR
+        else:
+            # A read of an MRIF page: an aligned 32-bit read returns 0, as §9.4 prefers;
+            # any other read is aborted. Nothing is read.
+            to_writer = Const(0)
+            mrif_resp = Mux(one_word, Resp.OKAY, Resp.SLVERR)
+        fits = spa_fits & (~to_writer | notice_fits)
 
         m.d.comb += [
             self.tr_req.payload.tag.eq(TAG_WRITE if self.write else TAG_READ),
@@ -158,27 +185,46 @@ class BurstTranslator(wiring.Component):
             with m.State("WAIT"):
                 # The outcome is pushed with the response, so a refused burst is queued
                 # behind the ones forwarded before it.
+                forward = ~response.fault & ~response.mrif & fits
+                handed = ~response.fault & to_writer & fits
                 m.d.comb += [
                     self.outcome.valid.eq(self.tr_resp.valid),
                     self.tr_resp.ready.eq(self.outcome.ready),
-                    self.outcome.payload.error.eq(response.fault | ~spa_fits),
-                    self.outcome.payload.resp.eq(Mux(response.fault, Resp.SLVERR, Resp.DECERR)),
+                    self.outcome.payload.local.eq(~forward & ~handed),
+                    self.outcome.payload.mrif.eq(handed),
+                    self.outcome.payload.resp.eq(
+                        Mux(response.fault, Resp.SLVERR,
+                            Mux(response.mrif & ~to_writer, mrif_resp, Resp.DECERR))),
                 ]
                 with m.If(self.tr_resp.valid & self.outcome.ready):
-                    m.d.sync += spa.eq(response.spa)
-                    with m.If(response.fault | ~spa_fits):
-                        m.next = "IDLE"
-                    with m.Else():
+                    m.d.sync += [spa.eq(response.spa), notice.eq(response.notice)]
+                    with m.If(forward):
                         m.next = "FORWARD"
+                    if self.write:  # (a read never goes to the MRIF writer)
+                        with m.Elif(handed):
+                            m.next = "MRIF"
+                    with m.Else():
+                        m.next = "IDLE"
             with m.State("FORWARD"):
                 m.d.comb += self.ax_out.valid.eq(1)
                 with m.If(self.ax_out.ready):
                     m.next = "IDLE"
             with m.State("REFUSE"):
-                m.d.comb += [self.outcome.valid.eq(1), self.outcome.payload.error.eq(1),
+                m.d.comb += [self.outcome.valid.eq(1), self.outcome.payload.local.eq(1),
                              self.outcome.payload.resp.eq(Resp.DECERR)]
                 with m.If(self.outcome.ready):
                     m.next = "IDLE"
+            if self.write:
+                with m.State("MRIF"):
+                    m.d.comb += [
+                        self.mrif.valid.eq(1),
+                        self.mrif.payload.mrif.eq(spa),
+                        self.mrif.payload.notice.eq(notice.ppn << arch.PAGE_SHIFT),
+                        self.mrif.payload.nid.eq(notice.nid),
+                        self.mrif.payload.offset.eq(burst.addr[:arch.PAGE_SHIFT]),
+                    ]
+                    with m.If(self.mrif.ready):
+                        m.next = "IDLE"
         return m
 
 
@@ -202,6 +248,7 @@ class AxiDmaBridge(wiring.Component):
             raise ValueError("iova_width and pa_width must be at most 64")
         self.user_width = dma_user_layout(device_id_bits, process_id_bits).size
         self.outstanding = outstanding
+        self.pa_width, self.data_width = pa_width, data_width
         self.translator_args = {
             "iova_width": iova_width, "pa_width": pa_width, "data_width": data_width,
             "id_width": id_width, "user_width": self.user_width, "tag_bits": tag_bits,
@@ -218,24 +265,41 @@ class AxiDmaBridge(wiring.Component):
         s, mm = self.s_axi, self.m_axi
         m.submodules.read = rd = BurstTranslator(write=False, **self.translator_args)
         m.submodules.write = wr = BurstTranslator(write=True, **self.translator_args)
+        m.submodules.mrif = mrif = MrifWriter(pa_width=self.pa_width,
+                                              data_width=self.data_width)
+        mw = mrif.m_axi
+        wiring.connect(m, wr.mrif, mrif.job)
 
         # --------------------------------------------------- address channels
-        for ax, tr in (("ar", rd), ("aw", wr)):
+        # AR: the read translator's bursts and the MRIF writer's reads share m_axi's AR;
+        # an offer is held until taken (grant locked), then the writer's go first.
+        ar_locked, ar_held_mrif = Signal(), Signal()
+        ar_pick_mrif = Mux(ar_locked, ar_held_mrif, mw.arvalid)
+        with m.If(mm.arvalid):
+            m.d.sync += [ar_locked.eq(~mm.arready), ar_held_mrif.eq(ar_pick_mrif)]
+        # AW: the write translator is held while the writer works (see BurstTranslator),
+        # so at most one of them offers an AW at any time.
+        aw_mrif = mw.awvalid
+        for ax, tr, from_mrif in (("ar", rd, ar_pick_mrif), ("aw", wr, aw_mrif)):
             def sig(name, port, ax=ax):
                 return getattr(port, f"{ax}{name}")
 
             m.d.comb += [
                 tr.ax_in.valid.eq(sig("valid", s)),
                 sig("ready", s).eq(tr.ax_in.ready),
-                sig("valid", mm).eq(tr.ax_out.valid),
-                tr.ax_out.ready.eq(sig("ready", mm)),
-                sig("id", mm).eq(0),  # one ID: memory answers in order (see module doc)
+                sig("valid", mm).eq(Mux(from_mrif, sig("valid", mw), tr.ax_out.valid)),
+                tr.ax_out.ready.eq(sig("ready", mm) & ~from_mrif),
+                sig("ready", mw).eq(sig("ready", mm) & from_mrif),
+                # ID 0: device bursts, answered in order (see module doc); ID 1: the
+                # MRIF writer's own accesses, whose responses may overtake them.
+                sig("id", mm).eq(Mux(from_mrif, MRIF_ID, 0)),
             ]
             for field in ("id", "addr", "len", "size", "burst", "lock", "cache", "prot", "qos",
                           "user"):
                 m.d.comb += getattr(tr.ax_in.payload, field).eq(sig(field, s))
             for field in ("addr", "len", "size", "burst", "lock", "cache", "prot", "qos"):
-                m.d.comb += sig(field, mm).eq(getattr(tr.ax_out.payload, field))
+                m.d.comb += sig(field, mm).eq(
+                    Mux(from_mrif, sig(field, mw), getattr(tr.ax_out.payload, field)))
 
         # ------------------------------------------ translation port: two clients
         # Read has priority; a request offered is held until taken (grant locked).
@@ -261,6 +325,9 @@ class AxiDmaBridge(wiring.Component):
         ]
 
         # ------------------------------------------------------------ read data
+        r_mrif = mm.rid == MRIF_ID  # the MRIF writer's read: route it there
+        m.d.comb += [mw.rvalid.eq(mm.rvalid & r_mrif), mw.rdata.eq(mm.rdata),
+                     mw.rresp.eq(mm.rresp), mw.rlast.eq(mm.rlast), mw.rid.eq(0)]
         o_layout = outcome_layout(len(s.arid))
         m.submodules.read_outcomes = r_fifo = SyncFIFOBuffered(
             width=o_layout.size, depth=self.outstanding)
@@ -268,18 +335,19 @@ class AxiDmaBridge(wiring.Component):
                      rd.outcome.ready.eq(r_fifo.w_rdy)]
         r_head = o_layout(r_fifo.r_data)
         r_beat = Signal(8)
-        m.d.comb += s.rid.eq(r_head.id)
-        with m.If(r_fifo.r_rdy & r_head.error):
-            # Refused: len+1 beats of the error response with zero data.
+        r_ready = Signal()  # the device path takes a beat of memory's ID 0
+        m.d.comb += [s.rid.eq(r_head.id), mm.rready.eq(Mux(r_mrif, mw.rready, r_ready))]
+        with m.If(r_fifo.r_rdy & r_head.local):
+            # Answered here: len+1 beats of the response with zero data.
             m.d.comb += [s.rvalid.eq(1), s.rresp.eq(r_head.resp),
                          s.rlast.eq(r_beat == r_head.len)]
             with m.If(s.rready):
                 m.d.sync += r_beat.eq(Mux(s.rlast, 0, r_beat + 1))
                 m.d.comb += r_fifo.r_en.eq(s.rlast)
         with m.Elif(r_fifo.r_rdy):
-            m.d.comb += [s.rvalid.eq(mm.rvalid), mm.rready.eq(s.rready), s.rdata.eq(mm.rdata),
-                         s.rresp.eq(mm.rresp), s.rlast.eq(mm.rlast),
-                         r_fifo.r_en.eq(mm.rvalid & s.rready & mm.rlast)]
+            m.d.comb += [s.rvalid.eq(mm.rvalid & ~r_mrif), r_ready.eq(s.rready),
+                         s.rdata.eq(mm.rdata), s.rresp.eq(mm.rresp), s.rlast.eq(mm.rlast),
+                         r_fifo.r_en.eq(mm.rvalid & ~r_mrif & s.rready & mm.rlast)]
 
         # ----------------------------------------------------------- write data
         m.submodules.write_outcomes = w_fifo = SyncFIFOBuffered(
@@ -293,12 +361,23 @@ class AxiDmaBridge(wiring.Component):
         w_last = w_beat == w_head.len  # the burst's length counts, whatever WLAST says
         w_done = Signal()  # the head burst's last beat is handed over this cycle
         beat = Signal()  # a beat of the head burst is taken from the device this cycle
+        # The writer's W beats leave while no device burst's can (the write translator
+        # is held): its valid selects.
         m.d.comb += [b_fifo.w_data.eq(w_fifo.r_data), b_fifo.w_en.eq(w_done),
-                     w_fifo.r_en.eq(w_done), mm.wdata.eq(s.wdata), mm.wstrb.eq(s.wstrb),
-                     mm.wlast.eq(w_last)]
-        with m.If(w_fifo.r_rdy & b_fifo.w_rdy):
-            with m.If(w_head.error):
+                     w_fifo.r_en.eq(w_done),
+                     mm.wdata.eq(Mux(mw.wvalid, mw.wdata, s.wdata)),
+                     mm.wstrb.eq(Mux(mw.wvalid, mw.wstrb, s.wstrb)),
+                     mm.wlast.eq(Mux(mw.wvalid, mw.wlast, w_last)),
+                     mw.wready.eq(mm.wready & mw.wvalid),
+                     mrif.beat.payload.data.eq(s.wdata), mrif.beat.payload.strb.eq(s.wstrb)]
+        with m.If(mw.wvalid):
+            m.d.comb += mm.wvalid.eq(1)
+        with m.Elif(w_fifo.r_rdy & b_fifo.w_rdy):
+            with m.If(w_head.local):
                 m.d.comb += [s.wready.eq(1), beat.eq(s.wvalid)]  # consumed and dropped
+            with m.Elif(w_head.mrif):
+                m.d.comb += [mrif.beat.valid.eq(s.wvalid), s.wready.eq(mrif.beat.ready),
+                             beat.eq(s.wvalid & mrif.beat.ready)]
             with m.Else():
                 m.d.comb += [mm.wvalid.eq(s.wvalid), s.wready.eq(mm.wready),
                              beat.eq(s.wvalid & mm.wready)]
@@ -307,11 +386,23 @@ class AxiDmaBridge(wiring.Component):
                 m.d.comb += w_done.eq(w_last)
 
         # ------------------------------------------------------- write response
+        b_mrif = mm.bid == MRIF_ID
         b_head = o_layout(b_fifo.r_data)
-        m.d.comb += s.bid.eq(b_head.id)
-        with m.If(b_fifo.r_rdy & b_head.error):
+        b_ready = Signal()  # the device path takes memory's response to a device burst
+        m.d.comb += [s.bid.eq(b_head.id), mw.bvalid.eq(mm.bvalid & b_mrif),
+                     mw.bresp.eq(mm.bresp), mw.bid.eq(0),
+                     mm.bready.eq(Mux(b_mrif, mw.bready, b_ready)),
+                     # Every earlier write has had its memory response once the MSI's
+                     # burst is at the head: only then may the writer touch the MRIF.
+                     mrif.ordered.eq(b_fifo.r_rdy & b_head.mrif)]
+        with m.If(b_fifo.r_rdy & b_head.local):
             m.d.comb += [s.bvalid.eq(1), s.bresp.eq(b_head.resp), b_fifo.r_en.eq(s.bready)]
+        with m.Elif(b_fifo.r_rdy & b_head.mrif):
+            m.d.comb += [s.bvalid.eq(mrif.result.valid), s.bresp.eq(mrif.result.payload),
+                         mrif.result.ready.eq(s.bready),
+                         b_fifo.r_en.eq(mrif.result.valid & s.bready)]
         with m.Elif(b_fifo.r_rdy):
-            m.d.comb += [s.bvalid.eq(mm.bvalid), mm.bready.eq(s.bready), s.bresp.eq(mm.bresp),
-                         b_fifo.r_en.eq(mm.bvalid & s.bready)]
+            m.d.comb += [s.bvalid.eq(mm.bvalid & ~b_mrif), b_ready.eq(s.bready),
+                         s.bresp.eq(mm.bresp),
+                         b_fifo.r_en.eq(mm.bvalid & ~b_mrif & s.bready)]
         return m

@@ -195,11 +195,14 @@ class TopTB:
     # ------------------------------------------------------------ quiescence
     async def quiesce(self, idle_cycles: int = 24, limit: int = 100000) -> None:
         """Wait until the IOMMU has made no memory request for ``idle_cycles`` and has
-        none outstanding (fault records and MSIs trail the responses that caused them)."""
+        none outstanding (fault records and MSIs trail the responses that caused them).
+        The idle time counts from the call at the earliest: a fault answered from the
+        caches makes no memory request before its record, so the port may have been
+        idle for long when its response came."""
         start = self.cycle
         while True:
-            if (not self.responder.outstanding
-                    and self.cycle - self.responder.last_request_cycle >= idle_cycles):
+            idle_since = max(start, self.responder.last_request_cycle)
+            if not self.responder.outstanding and self.cycle - idle_since >= idle_cycles:
                 break
             if self.cycle - start > limit:
                 raise AssertionError(f"the IOMMU's memory port never went idle in {limit} "

@@ -610,3 +610,17 @@ def test_debug_translation_is_counted_as_untranslated():
     engine.outcomes.append(FakeOutcome(Response(Status.SUCCESS), None, [_event()]))
     _go(iommu, 0x1000, nw=1)
     assert iommu.read_register(arch.iohpmctr(1), 8) == 1
+
+
+def test_tr_response_of_an_mrif_page_is_a_fault():
+    """An MSI page whose PTE is in MRIF mode has no PPN to report: tr_response.fault = 1
+    (cause 260 in the spec's terms); the translation itself wrote no record."""
+    from models.translate import MrifTarget
+
+    iommu, _, engine = make_iommu()
+    enable_fq(iommu)
+    target = MrifTarget(mrif_address=0x8000_0200, notice_address=0x9000, notice_data=5)
+    engine.outcomes.append(FakeOutcome(Response(Status.SUCCESS, spa=0x8000_0200, r=True,
+                                                w=True, msi=True, mrif=target)))
+    assert _go(iommu, 0x2000_0000, nw=0) == arch.TrResponse.FAULT.put(1)
+    assert iommu.read_register(Reg.FQT, 4) == 0

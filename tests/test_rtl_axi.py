@@ -2,27 +2,37 @@
 
 ``tb/tests/test_axi.py`` drives the wrapper with cocotbext-axi models only (AXI-Lite
 CPU, AXI4 device, AXI4 memories), programmed by the OS driver model and judged by the
-reference model; once with the IOMMU's own memory port separate (``m_axi_mem``) and
-64-bit data, once merged onto ``m_axi`` with 128-bit data and 48-bit IOVAs. Replay a failure with
+reference model, and MSIs of a hypervisor's VF to memory-resident interrupt files
+judged by the hypervisor model's bridge; once with the IOMMU's own memory port separate
+(``m_axi_mem``) and 64-bit data, once merged onto ``m_axi`` with 128-bit data and 48-bit
+IOVAs. Replay a failure with
 ``python -m tb.runner tb.tests.test_axi --design rtl.axi_top:AxiIommu --seed N``.
 """
 
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
+from models.arch import Cap
+from rtl.params import DEFAULT
 from tb import runner
 
 #: Separate memory ports with the default widths; merged ports with 128-bit data.
 DESIGNS = {"separate": "rtl.axi_top:AxiIommu", "merged-128": "rtl.axi_top:merged_wide"}
+#: The default IOMMU with what the MRIF test needs named explicitly (G-stage, flat MSI
+#: page tables, MRIF-mode MSI PTEs), whatever ``rtl.params`` advertises by default.
+PARAMS = replace(DEFAULT, capabilities=DEFAULT.capabilities | Cap.SV39X4.put(1)
+                 | Cap.MSI_FLAT.put(1) | Cap.MSI_MRIF.put(1))
 
 
 @pytest.mark.parametrize("ports", list(DESIGNS))
 def test_axi_iommu_on_verilator(ports):
-    runner.run("tb.tests.test_axi", sim="verilator", design=DESIGNS[ports],
-               testcase=["dma_through_axi", "dma_through_axi_stressed"],
+    runner.run("tb.tests.test_axi", params=PARAMS, sim="verilator", design=DESIGNS[ports],
+               testcase=["dma_through_axi", "dma_through_axi_stressed", "mrif_msi_through_axi",
+                         "mrif_msi_through_axi_stressed"],
                extra_env={"AXI_TB_BURSTS": "160"})
 
 

@@ -37,7 +37,7 @@ from . import Plot, Report, make_iommu, scenario
                   "mrif_vms": (int, 1, "VMs whose vCPUs use MRIFs instead of guest files"),
                   "local_ns": (int, 100, "cost of an MSI to a hart on the device's socket"),
                   "hop_ns": (int, 150, "added cost per socket-to-socket hop")},
-          quick={"msis": 100})
+          backends=("model", "rtl"), quick={"msis": 100})
 def run(backend: str, seed: int, vms: int = 4, vcpus: int = 2, msis: int = 400,
         sockets: int = 2, harts: int = 4, nic_socket: int = 0, mrif_vms: int = 1,
         local_ns: int = 100, hop_ns: int = 150) -> Report:

@@ -46,7 +46,7 @@ SLOT = 1024  # bytes per receive buffer slot
                   "packets": (int, 64, "packets each VF receives"),
                   "malicious": (int, 0, "index of the VM whose driver is malicious (-1: none)"),
                   "iotlb": (int, 64, "IOTLB entries")},
-          quick={"packets": 16})
+          backends=("model", "rtl"), quick={"packets": 16})
 def run(backend: str, seed: int, vms: int = 4, vfs: int = 8, packets: int = 64,
         malicious: int = 0, iotlb: int = 64) -> Report:
     if vms < 1 or vfs < vms or packets < 0 or iotlb < 0:

@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import warnings
+from types import SimpleNamespace
 
 import cocotb
 import cocotbext.axi.axi_master as axi_master_module
@@ -45,9 +46,11 @@ from cocotbext.axi import (
 )
 
 from models import arch
-from models.arch import Access, Fqcsr, Priv, Reg
+from models.arch import Access, Cap, Fqcsr, Priv, Reg
+from models.devices import Nic
 from models.memory import Memory
 from models.os.driver import IommuDriver
+from models.os.hypervisor import MRIF_SIZE, Hypervisor, Platform
 from models.transaction import Request
 from rtl.axi import dma_user_layout
 from tb import packing
@@ -475,3 +478,171 @@ async def dma_through_axi(dut):
 async def dma_through_axi_stressed(dut):
     """The same with random pauses on every AXI channel."""
     await run_system(dut, stress=True, bursts=BURSTS)
+
+
+# --------------------------------------------------------------------------- #
+# MSIs to memory-resident interrupt files (§9.4): the bridge records them
+# --------------------------------------------------------------------------- #
+#: (page offset, bytes, AWSIZE, identity) of the directed MSI writes to a vCPU's MSI
+#: page, beside the random valid identities: the ends of the identity range, identities
+#: past it, offsets 4 / 8 / the page's last word (discarded), and accesses that are not
+#: one aligned 32-bit write (aborted): two beats, an 8-byte beat, two bytes, unaligned.
+MRIF_DIRECTED = [
+    (0, 4, 2, 0), (0, 4, 2, 2047), (0, 4, 2, 63), (0, 4, 2, 64), (0, 4, 2, 2048),
+    (0, 4, 2, 0x0001_0005), (0, 4, 2, 0xFFFF_FFFF), (4, 4, 2, 5), (8, 4, 2, 6),
+    (PAGE - 4, 4, 2, 7), (0, 8, 2, 9), (0, 8, 3, 10), (0, 2, 2, 11), (2, 4, 2, 12),
+    (0, 4, 2, 1),
+]
+MRIF_RANDOM = 12  # random valid identities per run, on top of MRIF_DIRECTED
+VF_DEVICE_ID = 0x101
+
+
+def mrif_capabilities(capabilities: int) -> bool:
+    """The RTL's parameters carry what the MRIF test needs (the runner sets them)."""
+    return all(cap.get(capabilities) for cap in (Cap.MSI_FLAT, Cap.MSI_MRIF, Cap.SV39X4))
+
+
+class MrifSystem:
+    """A hypervisor (``models/os/hypervisor.py``) with one VM whose two vCPUs have MRIFs
+    and one SR-IOV VF assigned to it, programmed on RTL and model in lockstep. The
+    reference bridge is the hypervisor model's ``Platform`` on the model's memory."""
+
+    def __init__(self, tb: AxiTB, lock: Lockstep, model_memory: Memory):
+        self.tb, self.lock = tb, lock
+        self.platform = Platform(model_memory)  # its writes land in the model's memory
+
+    def build(self) -> None:
+        """Blocking (runs in a cocotb bridge thread)."""
+        hv = Hypervisor(self.lock, self.tb.memory, self.platform, queue_log2=8)
+        self.vm = hv.create_vm("vm0", ram_size=16 * PAGE, harts=[0, 1], mrif=True)
+        self.vf = hv.create_nic("nic0", VF_DEVICE_ID - 1, vfs=1).vfs[0]
+        hv.assign(self.vm, self.vf)
+        self.hv = hv
+        # The reference bridge's device: the VF as the model IOMMU sees it.
+        self.reference_device = Nic("vf0.reference", self.vf.device_id, self.lock.model,
+                                    self.platform.memory)
+
+
+async def mrif_write(tb: AxiTB, system: MrifSystem, vcpu, offset: int, length: int,
+                     size: int, identity: int) -> int:
+    """One device write to ``vcpu``'s MSI page, judged against the reference: BRESP, the
+    MRIF's 512 bytes and the notice word (cleared on both memories beforehand).
+    Returns the cycles from the write's start to its response."""
+    model, rtl_memory = system.lock.model, tb.memory
+    model_memory = system.lock.model_memory
+    mrif = vcpu.mrif.address
+    iova = vcpu.msi_gpa + offset  # first stage Bare: the device uses GPAs
+    request = Request(VF_DEVICE_ID, iova, Access.WRITE, length=length)
+    expected = model.translate(request)
+    assert expected.ok and expected.mrif is not None, (
+        f"the model does not translate {request} through an MRIF: {expected}")
+    notice = expected.mrif.notice_address
+    rtl_memory.write32(notice, 0, "test")  # mirrored: both notice words start at 0
+    data = (identity.to_bytes(4, "little") * 2)[:length]
+    # §9.4 as the reference: one naturally aligned 32-bit write reaches the bridge's
+    # MRIF handling (the hypervisor model's ``Platform.msi_write``); any other access
+    # is aborted (SLVERR) and changes nothing.
+    one_word = length == 4 and size == 2 and iova % 4 == 0
+    if one_word:
+        outcome = system.platform.msi_write(system.reference_device, iova, identity)
+        want = AxiResp.OKAY
+    else:
+        outcome, want = None, AxiResp.SLVERR
+    log_before = len(tb.dma_target.accesses)
+    start = tb.cycle
+    response = await tb.device.write(iova, data, awid=identity % 16, size=size,
+                                     user=user_bits(VF_DEVICE_ID))
+    cycles = tb.cycle - start
+    what = (f"MSI write of {identity:#x} ({length} bytes, AWSIZE {size}) at offset "
+            f"{offset:#x} of vCPU {vcpu.index}'s page (reference: "
+            f"{outcome.status if outcome else 'aborted'}; seed {tb.seed_text})")
+    assert response.resp == want, (
+        f"{what}: expected {want.name}, got {AxiResp(response.resp).name}")
+    for name, addr, size_ in (("MRIF", mrif, MRIF_SIZE), ("notice word", notice, 4)):
+        got, exp = rtl_memory._raw_read(addr, size_), model_memory._raw_read(addr, size_)
+        assert got == exp, (f"{what}: {name} at {addr:#x} differs:\n  RTL   {got.hex()}\n"
+                            f"  model {exp.hex()}")
+    notices = [a for a in tb.dma_target.accesses[log_before:] if a == ("W", notice, 4)]
+    sent = outcome is not None and outcome.status == "mrif"
+    assert len(notices) == int(sent), f"{what}: {len(notices)} notice MSIs, expected {int(sent)}"
+    return cycles
+
+
+async def run_mrif(dut, stress: bool) -> None:
+    model_memory = Memory()
+    rtl_memory = MirrorMemory(model_memory)
+    tb = AxiTB(dut, rtl_memory)
+    assert mrif_capabilities(tb.params.capabilities), (
+        f"build the IOMMU with MSI_FLAT, MSI_MRIF and Sv39x4 for this test (capabilities "
+        f"{tb.params.capabilities:#x}; see tests/test_rtl_axi.py)")
+    if stress:
+        tb.stress(0.3)
+    await tb.reset()
+    lock = AxiLockstep(RtlIommu(tb), model_iommu(tb.params, model_memory), rtl_memory,
+                       model_memory)
+    system = MrifSystem(tb, lock, model_memory)
+    await bridge(system.build)()
+    rng = random.Random(tb.rng.random())
+    vcpus = system.vm.vcpus
+
+    # Ordinary DMA of the same VF to its guest RAM runs beside the MSIs: the MRIF
+    # writer's reads share m_axi's AR with it and its responses come back on their own ID.
+    results: list = []
+    ram = [(VF_DEVICE_ID, system.vm.ram[0][0], len(system.vm.ram), "rx")]
+    dma = cocotb.start_soon(random_dma(tb, SimpleNamespace(lock=lock), random.Random(
+        rng.random()), 24, ram, results))
+
+    msis = [(vcpus[0], *w) for w in MRIF_DIRECTED]
+    msis += [(rng.choice(vcpus), 0, 4, 2, rng.randrange(2048)) for _ in range(MRIF_RANDOM)]
+    msis.append((vcpus[1], 0, 4, 2, 7))  # the other MRIF, its notice to the other hart
+    recorded = []
+    for vcpu, offset, length, size, identity in msis:
+        cycles = await with_timeout(mrif_write(tb, system, vcpu, offset, length, size,
+                                               identity), DMA_TIMEOUT_CYCLES * CLOCK_PERIOD_NS,
+                                    "ns")
+        if length == 4 and offset == 0 and identity < 2048:
+            recorded.append(cycles)
+
+    # Reads of an MSI page: an aligned 32-bit read returns 0, anything else is aborted;
+    # neither reaches memory.
+    log_before = len(tb.dma_target.accesses)
+    for length, size in ((4, 2), (8, 3)):
+        iova = vcpus[0].msi_gpa
+        expected = lock.model.translate(Request(VF_DEVICE_ID, iova, Access.READ, length=length))
+        assert expected.ok and expected.mrif is not None, f"model: {expected}"
+        want = AxiResp.OKAY if length == 4 else AxiResp.SLVERR
+        response = await tb.device.read(iova, length, size=size, user=user_bits(VF_DEVICE_ID))
+        assert response.resp == want and response.data == bytes(length), (
+            f"a {length}-byte read of an MSI page answered {AxiResp(response.resp).name} "
+            f"{response.data.hex()}, expected {want.name} with zeros (seed {tb.seed_text})")
+    await with_timeout(dma, DMA_TIMEOUT_CYCLES * CLOCK_PERIOD_NS, "ns")
+    assert not [a for a in tb.dma_target.accesses[log_before:] if a[0] == "R"
+                and a[1] // PAGE == system.vm.vcpus[0].mrif.address // PAGE], (
+        "a read of an MSI page reached the MRIF")
+
+    # Everything else agrees too: guest RAM written by the DMA task, both MRIFs, the
+    # notice words, and no fault record anywhere.
+    await tb.cycles(100)
+    fqt = await tb.read_register(Reg.FQT, 4)
+    assert fqt == 0, f"{fqt} fault records after MSIs and DMA that the model allows"
+    diffs = lock.compare_memories()
+    assert not diffs, (f"memory differs from the model's (seed {tb.seed_text}):\n  "
+                       + "\n  ".join(diffs))
+    pending = sorted(system.platform.mrif_pending(vcpus[0].mrif))
+    tb.log.info("%d MSIs to MRIFs (%d recorded), %d DMA bursts beside them; vCPU 0's "
+                "pending identities %s; cycles per recorded MSI (write to B%s): min %d, "
+                "mean %.1f, max %d; seed %s", len(msis), len(recorded), len(results),
+                pending[:8], ", back-pressure" if stress else "", min(recorded),
+                sum(recorded) / len(recorded), max(recorded), tb.seed_text)
+
+
+@cocotb.test()
+async def mrif_msi_through_axi(dut):
+    """MSIs through MRIF-mode MSI PTEs: the bridge sets the pending bit, sends the notice."""
+    await run_mrif(dut, stress=False)
+
+
+@cocotb.test()
+async def mrif_msi_through_axi_stressed(dut):
+    """The same with random pauses on every AXI channel."""
+    await run_mrif(dut, stress=True)
