@@ -29,7 +29,7 @@ def rtl_capabilities() -> int:
     """
     return arch.capabilities_value(
         sv39=True, sv48=True, sv57=True, sv39x4=True, sv48x4=True, sv57x4=True,
-        svpbmt=True, amo_hwad=True, msi_flat=False, msi_mrif=False, ats=False,
+        svpbmt=True, amo_hwad=True, msi_flat=True, msi_mrif=False, ats=False,
         t2gpa=False, end=False, igs=arch.Igs.BOTH, hpm=True, dbg=True, pas=56,
         pd8=True, pd17=True, pd20=True,
     )
