@@ -341,11 +341,16 @@ def ddi(device_id: int, extended: bool) -> tuple[int, int, int]:
     return bits(device_id, 6, 0), bits(device_id, 15, 7), bits(device_id, 23, 16)
 
 
+def device_id_width(mode: DdtpMode, extended: bool) -> int:
+    """How many device_id bits a ``mode`` DDT indexes (§2.3: the DDI split, which the
+    extended 64-byte DC shifts by one bit)."""
+    return {DdtpMode.LVL1: 6 if extended else 7, DdtpMode.LVL2: 15 if extended else 16,
+            DdtpMode.LVL3: 24}[mode]
+
+
 def device_id_fits(device_id: int, mode: DdtpMode, extended: bool) -> bool:
     """Step 5 of §1.4: the device_id must not be wider than the DDT can index."""
-    width = {DdtpMode.LVL1: 6 if extended else 7, DdtpMode.LVL2: 15 if extended else 16,
-             DdtpMode.LVL3: 24}[mode]
-    return device_id >> width == 0
+    return device_id >> device_id_width(mode, extended) == 0
 
 
 class Tc:

@@ -19,19 +19,19 @@ def rtl_capabilities() -> int:
     56-bit physical addresses; HPM counters (rtl/hpm.py), the debug translation
     interface (DBG) and both wired and message-signalled interrupts (IGS = BOTH,
     fctl.WSI chooses; rtl/interrupts.py); G-stage Sv39x4/Sv48x4/Sv57x4 and nested
-    translation (rtl/walker.py; PDTs at GPAs in rtl/context_fetch.py). MSI
-    address translation through flat MSI page tables is built (rtl/msi.py, when
-    MSI_FLAT is in the capabilities) but not advertised yet: MSI_FLAT also selects the
-    extended, 64-byte device context, and some block tests still build base-format
-    device directories. MRIF-mode MSI PTEs (MSI_MRIF) are translated (the completion
-    names the MRIF and its notice MSI; the bridge records the interrupt, §9.4); not
-    AMO_MRIF (the bridge's update is a read-modify-write). ATS is not implemented. A
-    device context that asks for what is not advertised is misconfigured (cause 259),
-    exactly as the spec says for a missing capability.
+    translation (rtl/walker.py; PDTs at GPAs in rtl/context_fetch.py); MSI address
+    translation through flat MSI page tables (MSI_FLAT, rtl/msi.py), basic and MRIF-mode
+    MSI PTEs (MSI_MRIF: the completion names the MRIF and its notice MSI; the bridge
+    records the interrupt, §9.4). MSI_FLAT also selects the extended, 64-byte device
+    context and its DDI split (§2.3): the context fetch reads 8 dwords per DC, and
+    software must build its device directory in that format. Not AMO_MRIF (the bridge's
+    MRIF update is a read-modify-write) and not ATS. A device context that asks for what
+    is not advertised is misconfigured (cause 259), exactly as the spec says for a
+    missing capability.
     """
     return arch.capabilities_value(
         sv39=True, sv48=True, sv57=True, sv39x4=True, sv48x4=True, sv57x4=True,
-        svpbmt=True, amo_hwad=True, msi_flat=False, msi_mrif=True, ats=False,
+        svpbmt=True, amo_hwad=True, msi_flat=True, msi_mrif=True, ats=False,
         t2gpa=False, end=False, igs=arch.Igs.BOTH, hpm=True, dbg=True, pas=56,
         pd8=True, pd17=True, pd20=True,
     )

@@ -222,9 +222,7 @@ class RandomSystem:
         self.processes_per_device = processes
         self.alloc = FrameAllocator(memory, base=0x8000_0000, size=1 << 30)
         self.ddt = DeviceDirectory(memory, self.alloc, DDT_MODES[ddt_mode], self.extended)
-        self.id_bits = {DdtpMode.LVL1: 6 if self.extended else 7,
-                        DdtpMode.LVL2: 15 if self.extended else 16, DdtpMode.LVL3: 24}[
-            self.ddt.mode]
+        self.id_bits = arch.device_id_width(self.ddt.mode, self.extended)
         all_weights = KIND_WEIGHTS | (GUEST_KIND_WEIGHTS if self.gstage_schemes else {})
         weights = {k: all_weights[k] for k in kinds} if kinds else all_weights
         # Global (G=1) mappings exist in every address space (Privileged spec): the same

@@ -28,13 +28,15 @@ DEVICE, QUIET_DEVICE, PSCID = 5, 6, 9  # QUIET_DEVICE has DTF=1
 
 
 class System:
-    """A 1LVL DDT, two devices on one Sv39 table: 0x1000 RW, 0x2000 read-only,
-    a 2 MiB page at 0x20_0000, nothing at 0x5000."""
+    """A 1LVL DDT (DCs in the format CAPS select: extended with MSI_FLAT), two devices
+    on one Sv39 table: 0x1000 RW, 0x2000 read-only, a 2 MiB page at 0x20_0000,
+    nothing at 0x5000."""
 
     def __init__(self):
         self.memory = Memory()
         alloc = FrameAllocator(self.memory)
-        self.ddt = DeviceDirectory(self.memory, alloc, DdtpMode.LVL1, extended=False)
+        self.ddt = DeviceDirectory(self.memory, alloc, DdtpMode.LVL1,
+                                   extended=bool(arch.Cap.MSI_FLAT.get(CAPS)))
         self.table = PageTable(self.memory, alloc, arch.SV39)
         self.rw_pte = self.table.map(0x1000, 0x9_0000_3000)
         self.table.map(0x2000, 0x9_0000_7000, w=False)
@@ -228,7 +230,8 @@ def test_no_lost_fault_catches_a_record_that_dtf_suppresses():
 def test_dtf_does_not_suppress_causes_reported_despite_it():
     """Cause 258 for a device with no DC: DTF cannot apply, the record is owed."""
     system = System()
-    request = system.send(0, device_id=0x40, iova=0x1000)
+    # 0x20 has no DC and fits the 1LVL DDT in either format (6 bits extended, 7 base)
+    request = system.send(0, device_id=0x20, iova=0x1000)
     answer = system.answer(request, 30, records=False)
     assert answer.cause == arch.Cause.DDT_ENTRY_NOT_VALID
     system.inv.settle()

@@ -9,6 +9,11 @@ the cause (a context-stage cause 256-260/265-269, or "the context stage passed" 
 success or later fault); the context fields are decoded from the tables by the small
 checker below, which follows the digest (§1.4 steps 1-16, §2.5, §3.7, §4.4, §4.5) and is
 the whole judge while the engine is absent.
+
+The DC format follows the capabilities (§2.3): MSI_FLAT selects the extended 64-byte DC
+and shifts the DDI split by one bit. RTL_CAPS advertises MSI_FLAT and SMALL_CAPS does not,
+so ``test_every_context_cause`` covers both formats; device ids, read counts and cycle
+counts below are derived from the format, not written for one of them.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ except ImportError:  # pragma: no cover - depends on the other work in progress
     TranslationEngine = None
 
 RTL_CAPS = params.rtl_capabilities()
+RTL_EXTENDED = bool(Cap.MSI_FLAT.get(RTL_CAPS))
 # A smaller implementation: exercises the capability-dependent checks (Sv57, PD20, AMO_HWAD).
 SMALL_CAPS = arch.capabilities_value(
     sv39=True, sv48=True, sv57=False, sv39x4=False, sv48x4=False, sv57x4=False,
@@ -61,6 +67,9 @@ SMALL_CAPS = arch.capabilities_value(
 MEM_ID = 1
 ID_BITS = 2
 CONTEXT_CAUSES = {256, 257, 258, 259, 260, 265, 266, 267, 268, 269}
+#: Reads of a DC: 4 dwords (base) or 8 (extended), and of a PC.
+DC_DWORDS = {False: arch.BASE_DC_SIZE // 8, True: arch.EXTENDED_DC_SIZE // 8}
+PC_DWORDS = arch.PC_SIZE // 8
 CONTEXT_FIELDS = ("dtf", "sade", "gade", "ens", "sum", "fs_mode", "fs_ppn", "pscid",
                   "gs_mode", "gs_ppn", "gscid")
 
@@ -102,8 +111,17 @@ def _fs_mode_ok(mode, sxl, caps):
                                                (arch.AtpMode.SV57, Cap.SV57)))
 
 
+def _msi_address_reserved(gmode: int, gxl: int, caps: int) -> int:
+    """msi_addr_mask/pattern bits that must be 0 (§3.6): [63:52], and [51:MGPAW-12]
+    where MGPAW is the G-stage's GPA width (PAS when Bare)."""
+    widths = {arch.SV39X4: 41, arch.SV48X4: 50, arch.SV57X4: 59}
+    mgpaw = widths[gmode] if gmode in widths and not gxl else Cap.PAS.get(caps)
+    return ((1 << 64) - 1) & ~((1 << min(52, mgpaw - 12)) - 1)
+
+
 def dc_misconfigured(dc: DeviceContext, fctl: int, caps: int) -> str | None:
-    """The first §3.7 rule a V=1 base-format DC breaks, or None."""
+    """The first §3.7 rule a V=1 DC breaks, or None (extended-format rules with
+    MSI_FLAT)."""
     tc = dc.tc
     en_ats, en_pri, t2gpa, prpr = (f.get(tc) for f in (Tc.EN_ATS, Tc.EN_PRI, Tc.T2GPA, Tc.PRPR))
     pdtv, dpe, sade, gade, sbe, sxl = (f.get(tc) for f in (Tc.PDTV, Tc.DPE, Tc.SADE, Tc.GADE,
@@ -116,10 +134,17 @@ def dc_misconfigured(dc: DeviceContext, fctl: int, caps: int) -> str | None:
     pd_caps = {PdtpMode.PD8: Cap.PD8, PdtpMode.PD17: Cap.PD17, PdtpMode.PD20: Cap.PD20}
     x4_caps = {arch.SV39X4: Cap.SV39X4, arch.SV48X4: Cap.SV48X4, arch.SV57X4: Cap.SV57X4}
     gxl_writable = bool(Cap.SV32X4.get(caps))
+    extended = bool(Cap.MSI_FLAT.get(caps))
+    msi_mode = arch.Msiptp.MODE.get(dc.msiptp)
+    msi_reserved = _msi_address_reserved(gmode, gxl, caps)
     rules = [
         ("tc reserved", tc & Tc.RESERVED_MASK),
         ("ta reserved", dc.ta & ta_reserved),
         ("fsc reserved", dc.fsc & Fsc.RESERVED_MASK),
+        ("msiptp reserved", extended and dc.msiptp & arch.Msiptp.RESERVED_MASK),
+        ("msi_addr_mask reserved", extended and dc.msi_addr_mask & msi_reserved),
+        ("msi_addr_pattern reserved", extended and dc.msi_addr_pattern & msi_reserved),
+        ("dword 7 reserved", extended and dc.reserved),
         ("ATS bits without ATS", not Cap.ATS.get(caps) and (en_ats or en_pri or prpr)),
         ("T2GPA without EN_ATS", not en_ats and t2gpa),
         ("EN_PRI without EN_ATS", not en_ats and en_pri),
@@ -134,6 +159,8 @@ def dc_misconfigured(dc: DeviceContext, fctl: int, caps: int) -> str | None:
             (gxl and gmode == arch.SV39X4 and Cap.SV32X4.get(caps))
             or (not gxl and gmode in x4_caps and x4_caps[gmode].get(caps)))),
         ("iohgatp root not 16 KiB aligned", gmode != 0 and Iohgatp.PPN.get(dc.iohgatp) & 3),
+        ("msiptp.MODE unsupported", extended and msi_mode not in (0, arch.MsiptpMode.FLAT)),
+        ("msiptp not Off with Bare iohgatp", extended and gmode == 0 and msi_mode != 0),
         ("A/D update without AMO_HWAD", not Cap.AMO_HWAD.get(caps) and (sade or gade)),
         ("SBE differs from fctl.BE", not Cap.END.get(caps) and sbe != be),
         ("SXL illegal", (gxl and not sxl) or (not gxl_writable and sxl)),
@@ -173,10 +200,11 @@ def _check_context(memory, ddtp, fctl, caps, req):
         raise _Stop(Cause.ALL_INBOUND_DISALLOWED)
     mode = DdtpMode(mode)
     did = req["device_id"]
-    if not arch.device_id_fits(did, mode, False):
+    extended = bool(Cap.MSI_FLAT.get(caps))  # §2.3: the DC format
+    if not arch.device_id_fits(did, mode, extended):
         raise _Stop(Cause.TRANSACTION_TYPE_DISALLOWED)
     # §2.5 DDT walk
-    index = arch.ddi(did, False)
+    index = arch.ddi(did, extended)
     a = arch.Ddtp.PPN.get(ddtp) << 12
     for i in range(mode.levels - 1, 0, -1):
         ddte = _dword(_load(memory, a + index[i] * 8, 8, Cause.DDT_LOAD_ACCESS_FAULT,
@@ -186,7 +214,8 @@ def _check_context(memory, ddtp, fctl, caps, req):
         if ddte & Ddte.RESERVED_MASK:
             raise _Stop(Cause.DDT_ENTRY_MISCONFIGURED)
         a = Ddte.PPN.get(ddte) << 12
-    dc = DeviceContext.unpack(_load(memory, a + index[0] * arch.BASE_DC_SIZE, arch.BASE_DC_SIZE,
+    dc_size = 8 * DC_DWORDS[extended]
+    dc = DeviceContext.unpack(_load(memory, a + index[0] * dc_size, dc_size,
                                     Cause.DDT_LOAD_ACCESS_FAULT, Cause.DDT_DATA_CORRUPTION))
     if not Tc.V.get(dc.tc):
         raise _Stop(Cause.DDT_ENTRY_NOT_VALID)
@@ -445,15 +474,15 @@ def pc_ta(pscid=0x321, ens=1, sum_=1, v=1):
     return PcTa.V.put(v) | PcTa.ENS.put(ens) | PcTa.SUM.put(sum_) | PcTa.PSCID.put(pscid)
 
 
-def dc_path(memory, ddtp, device_id):
+def dc_path(memory, ddtp, device_id, extended):
     """Addresses of the DDTEs on device_id's path (top level first) and of its DC."""
     mode = DdtpMode(arch.Ddtp.IOMMU_MODE.get(ddtp))
-    index = arch.ddi(device_id, False)
+    index = arch.ddi(device_id, extended)
     a, path = arch.Ddtp.PPN.get(ddtp) << 12, []
     for i in range(mode.levels - 1, 0, -1):
         path.append(a + index[i] * 8)
         a = Ddte.PPN.get(memory.peek64(path[-1])) << 12
-    return path, a + index[0] * arch.BASE_DC_SIZE
+    return path, a + index[0] * 8 * DC_DWORDS[extended]
 
 
 def pc_path(memory, pdtp, process_id):
@@ -477,14 +506,16 @@ class Case:
 
 
 class Tables:
-    """Builds each case's own DDT (and PDT) in one shared memory."""
+    """Builds each case's own DDT (and PDT) in one shared memory, with DCs in the format
+    ``caps`` select."""
 
-    def __init__(self, memory):
+    def __init__(self, memory, caps):
         self.memory = memory
         self.alloc = FrameAllocator(memory, base=0x8000_0000)
+        self.extended = bool(Cap.MSI_FLAT.get(caps))
 
     def device(self, mode, device_id, dc: DeviceContext):
-        ddt = DeviceDirectory(self.memory, self.alloc, mode, extended=False)
+        ddt = DeviceDirectory(self.memory, self.alloc, mode, extended=self.extended)
         ddt.install(device_id, dc)
         return ddt
 
@@ -497,10 +528,14 @@ class Tables:
 
 
 def build_cases(memory, caps) -> list[Case]:
-    t = Tables(memory)
+    t = Tables(memory, caps)
     cases: list[Case] = []
     L1, L2, L3 = DdtpMode.LVL1, DdtpMode.LVL2, DdtpMode.LVL3
     AF, PZ = FaultKind.ACCESS, FaultKind.POISON
+    # The widest device_id each depth indexes in this format (§2.3). The fixed 1LVL ids
+    # below are all < 0x40, so they fit either format (6 bits extended, 7 base); a case
+    # whose id did not fit would be judged 260 and reported as a construction error.
+    widest = {mode: (1 << arch.device_id_width(mode, t.extended)) - 1 for mode in (L1, L2, L3)}
 
     def add(name, mode, device_id, dc, want, req=None, fctl=0):
         ddt = t.device(mode, device_id, dc)
@@ -510,8 +545,8 @@ def build_cases(memory, caps) -> list[Case]:
     good = DeviceContext(tc=tc(), ta=Ta.PSCID.put(0xABCDE), fsc=iosatp())
 
     # ---- successes: DDT depths, iosatp modes, DC flags
-    add("1LVL iosatp Sv39", L1, 0x7F, good, None)
-    add("2LVL iosatp Sv39", L2, 0xFFFF, good, None)
+    add("1LVL iosatp Sv39", L1, widest[L1], good, None)
+    add("2LVL iosatp Sv39", L2, widest[L2], good, None)
     add("3LVL iosatp Sv39", L3, 0xABCDEF, good, None)
     add("3LVL device 0", L3, 0, good, None)
     for mode in (arch.AtpMode.BARE, arch.AtpMode.SV48, arch.AtpMode.SV57):
@@ -530,11 +565,14 @@ def build_cases(memory, caps) -> list[Case]:
     # ---- Off / Bare / reserved mode and step 5
     cases.append(Case("ddtp Off", arch.Ddtp.IOMMU_MODE.put(DdtpMode.OFF), request(1), 0, 256))
     cases.append(Case("ddtp Bare", arch.Ddtp.IOMMU_MODE.put(DdtpMode.BARE), request(1), 0, 260))
-    ddt = add("1LVL id width ok", L1, 0x7F, good, None)
-    cases.append(Case("1LVL id too wide (bit 7)", ddt.ddtp(), request(0x80), 0, 260))
-    cases.append(Case("1LVL id too wide (bit 23)", ddt.ddtp(), request(0x80007F), 0, 260))
-    ddt = add("2LVL id width ok", L2, 0xFFFF, good, None)
-    cases.append(Case("2LVL id too wide (bit 16)", ddt.ddtp(), request(0x1FFFF), 0, 260))
+    ddt = add("1LVL id width ok", L1, widest[L1], good, None)
+    cases.append(Case("1LVL id too wide (one bit)", ddt.ddtp(), request(widest[L1] + 1), 0,
+                      260))
+    cases.append(Case("1LVL id too wide (bit 23)", ddt.ddtp(),
+                      request(1 << 23 | widest[L1]), 0, 260))
+    ddt = add("2LVL id width ok", L2, widest[L2], good, None)
+    cases.append(Case("2LVL id too wide (one bit)", ddt.ddtp(), request(2 * widest[L2] + 1),
+                      0, 260))
 
     # ---- DDTE faults at every non-leaf level
     for mode, levels in ((L3, (2, 1)), (L2, (1,))):
@@ -542,7 +580,7 @@ def build_cases(memory, caps) -> list[Case]:
             did = 0x5A5A5 if mode == L3 else 0x5A5A
             for kind, want in ((AF, 257), (PZ, 268)):
                 ddt = add(f"{mode.name} DDTE level {level} {kind.value}", mode, did, good, want)
-                path, _ = dc_path(memory, ddt.ddtp(), did)
+                path, _ = dc_path(memory, ddt.ddtp(), did, t.extended)
                 memory.inject_fault(path[len(path) - level], 8, kind)
             for name, bad, want in (("V=0", lambda v: v & ~1, 258),
                                     ("reserved bit 1", lambda v: v | 1 << 1, 259),
@@ -550,23 +588,27 @@ def build_cases(memory, caps) -> list[Case]:
                                     ("reserved bit 54", lambda v: v | 1 << 54, 259),
                                     ("reserved bit 63", lambda v: v | 1 << 63, 259)):
                 ddt = t.device(mode, did, good)
-                path, _ = dc_path(memory, ddt.ddtp(), did)
+                path, _ = dc_path(memory, ddt.ddtp(), did, t.extended)
                 entry = path[len(path) - level]
                 ddt.set_raw_ddte(did, level, bad(memory.peek64(entry)))
                 cases.append(Case(f"{mode.name} DDTE level {level} {name}", ddt.ddtp(),
                                   request(did), 0, want))
 
     # ---- DC load faults (every dword matters) and V=0
-    for dword, kind, want in ((0, AF, 257), (3, AF, 257), (1, PZ, 268), (2, PZ, 268)):
-        ddt = add(f"DC dword {dword} {kind.value}", L2, 0x300 + dword, good, want)
-        _, dc_addr = dc_path(memory, ddt.ddtp(), 0x300 + dword)
-        memory.inject_fault(dc_addr + 8 * dword, 8, kind)
+    for dword in range(DC_DWORDS[t.extended]):  # 4 base, 8 extended
+        for kind, want in ((AF, 257), (PZ, 268)):
+            ddt = add(f"DC dword {dword} {kind.value}", L2, 0x300 + dword, good, want)
+            _, dc_addr = dc_path(memory, ddt.ddtp(), 0x300 + dword, t.extended)
+            memory.inject_fault(dc_addr + 8 * dword, 8, kind)
     add("DC V=0", L3, 0x77, DeviceContext(tc=tc() & ~1, fsc=iosatp()), 258)
-    add("DC V=0 with garbage", L1, 0x78, DeviceContext(tc=0xFFFF_FFFF_FFFF_FFFE), 258)
+    add("DC V=0 with garbage", L1, 0x38, DeviceContext(tc=0xFFFF_FFFF_FFFF_FFFE), 258)
 
     # ---- §3.7 misconfigurations, one rule at a time
+    def l1_id():  # a different 1LVL id for each case (each has its own DDT anyway)
+        return 0x10 + len(cases) % (widest[L1] + 1 - 0x10)
+
     def dc_bad(name, dc, fctl=0, req=None):
-        add(f"259 {name}", L1, 0x10 + len(cases) % 0x60, dc, 259, req=req, fctl=fctl)
+        add(f"259 {name}", L1, l1_id(), dc, 259, req=req, fctl=fctl)
 
     for bit in (12, 23, 32, 63):
         dc_bad(f"tc reserved bit {bit}", DeviceContext(tc=tc() | 1 << bit, fsc=iosatp()))
@@ -589,7 +631,7 @@ def build_cases(memory, caps) -> list[Case]:
     x4 = {8: Cap.SV39X4, 9: Cap.SV48X4, 10: Cap.SV57X4}
     for mode in (1, 8, 9, 10, 11, 15):
         if mode in x4 and x4[mode].get(caps):
-            add(f"iohgatp.MODE {mode} (GSCID, root)", L1, 0x10 + len(cases) % 0x60,
+            add(f"iohgatp.MODE {mode} (GSCID, root)", L1, l1_id(),
                 DeviceContext(tc=tc(gade=int(bool(Cap.AMO_HWAD.get(caps)))), fsc=iosatp(),
                               iohgatp=Iohgatp.MODE.put(mode) | Iohgatp.PPN.put(0xABC_DEF4)
                               | Iohgatp.GSCID.put(0xBEEF)), None)
@@ -611,6 +653,30 @@ def build_cases(memory, caps) -> list[Case]:
     if not Cap.PD20.get(caps):
         dc_bad("pdtp PD20 without capability", DeviceContext(
             tc=tc(pdtv=1), fsc=Fsc.MODE.put(PdtpMode.PD20) | Fsc.PPN.put(0x999)))
+
+    # ---- §3.7 rules of the extended DC's MSI fields (judged at random against the engine
+    # in tests/test_rtl_gstage.py::test_extended_device_context; one of each here)
+    if t.extended and Cap.SV39X4.get(caps):
+        sv39x4 = Iohgatp.MODE.put(arch.SV39X4) | Iohgatp.PPN.put(0xABC_DEF4)
+        flat = arch.Msiptp.MODE.put(arch.MsiptpMode.FLAT) | arch.Msiptp.PPN.put(0x5_4321)
+        mgpaw_bit = 41 - 12  # Sv39x4: GPAs of 41 bits, so mask/pattern bits [51:29] reserved
+
+        def msi_dc(**fields):
+            return DeviceContext(tc=tc(), fsc=iosatp(), iohgatp=fields.pop("iohgatp", sv39x4),
+                                 **{"msiptp": flat, **fields})
+
+        add("msiptp Flat, mask and pattern below MGPAW", L1, l1_id(), msi_dc(
+            msi_addr_mask=(1 << mgpaw_bit) - 1, msi_addr_pattern=1 << (mgpaw_bit - 1)), None)
+        add("msiptp Off with Bare iohgatp", L1, l1_id(), msi_dc(msiptp=0, iohgatp=0), None)
+        dc_bad("msiptp Flat with Bare iohgatp", msi_dc(iohgatp=0))
+        for mode in (2, 15):
+            dc_bad(f"msiptp.MODE {mode}", msi_dc(msiptp=arch.Msiptp.MODE.put(mode)))
+        for bit in (44, 59):
+            dc_bad(f"msiptp reserved bit {bit}", msi_dc(msiptp=flat | 1 << bit))
+        for bit in (mgpaw_bit, 52, 63):
+            dc_bad(f"msi_addr_mask bit {bit}", msi_dc(msi_addr_mask=1 << bit))
+            dc_bad(f"msi_addr_pattern bit {bit}", msi_dc(msi_addr_pattern=1 << bit))
+        dc_bad("reserved dword 7", msi_dc(reserved=1))
 
     # ---- step 7
     add("Translated request", L1, 0x20, good, 260,
@@ -649,8 +715,8 @@ def build_cases(memory, caps) -> list[Case]:
             add(f"{pd.name} dpe={dpe} no PID (supervisor bit ignored)", L2, did, dc, None,
                 req=request(did, process_id=0x5A, pv=0, priv=1))
     dc = DeviceContext(tc=tc(pdtv=1), ta=Ta.PSCID.put(9), fsc=Fsc.MODE.put(PdtpMode.BARE))
-    add("pdtp Bare with PID", L1, 0x50, dc, None, req=request(0x50, process_id=0xFFFFF, pv=1))
-    add("pdtp Bare without PID", L1, 0x51, dc, None, req=request(0x51))
+    add("pdtp Bare with PID", L1, 0x30, dc, None, req=request(0x30, process_id=0xFFFFF, pv=1))
+    add("pdtp Bare without PID", L1, 0x31, dc, None, req=request(0x31))
 
     # ---- PDT faults at every level
     for pd in pd_modes:
@@ -659,8 +725,8 @@ def build_cases(memory, caps) -> list[Case]:
             for kind, want in ((AF, 265), (PZ, 269)):
                 dc, pdt = t.process_dc(pd, {pid: ProcessContext(pc_ta(), iosatp())}, dtf=1)
                 path, _ = pc_path(memory, pdt.pdtp(), pid)
-                add(f"{pd.name} PDTE level {level} {kind.value}", L1, 0x60, dc, want,
-                    req=request(0x60, process_id=pid, pv=1))
+                add(f"{pd.name} PDTE level {level} {kind.value}", L1, 0x39, dc, want,
+                    req=request(0x39, process_id=pid, pv=1))
                 memory.inject_fault(path[len(path) - level], 8, kind)
             for name, bad, want in (("V=0", lambda v: v & ~1, 266),
                                     ("reserved bit 1", lambda v: v | 1 << 1, 267),
@@ -668,13 +734,13 @@ def build_cases(memory, caps) -> list[Case]:
                 dc, pdt = t.process_dc(pd, {pid: ProcessContext(pc_ta(), iosatp())})
                 path, _ = pc_path(memory, pdt.pdtp(), pid)
                 pdt.set_raw_pdte(pid, level, bad(memory.peek64(path[len(path) - level])))
-                add(f"{pd.name} PDTE level {level} {name}", L1, 0x61, dc, want,
-                    req=request(0x61, process_id=pid, pv=1))
+                add(f"{pd.name} PDTE level {level} {name}", L1, 0x3A, dc, want,
+                    req=request(0x3A, process_id=pid, pv=1))
         for dword, kind, want in ((0, AF, 265), (1, AF, 265), (0, PZ, 269), (1, PZ, 269)):
             dc, pdt = t.process_dc(pd, {pid: ProcessContext(pc_ta(), iosatp())}, dtf=1)
             _, pc_addr = pc_path(memory, pdt.pdtp(), pid)
-            add(f"{pd.name} PC dword {dword} {kind.value}", L1, 0x62, dc, want,
-                req=request(0x62, process_id=pid, pv=1))
+            add(f"{pd.name} PC dword {dword} {kind.value}", L1, 0x3B, dc, want,
+                req=request(0x3B, process_id=pid, pv=1))
             memory.inject_fault(pc_addr + 8 * dword, 8, kind)
         bad_pcs = [("PC V=0", ProcessContext(pc_ta(v=0), iosatp()), 266),
                    ("PC ta reserved bit 3", ProcessContext(pc_ta() | 1 << 3, iosatp()), 267),
@@ -688,10 +754,10 @@ def build_cases(memory, caps) -> list[Case]:
                             ProcessContext(pc_ta(), iosatp(arch.AtpMode.SV57)), 267))
         for name, pc, want in bad_pcs:
             dc, _ = t.process_dc(pd, {pid: pc}, dtf=1)
-            add(f"{pd.name} {name}", L1, 0x63, dc, want, req=request(0x63, process_id=pid, pv=1))
+            add(f"{pd.name} {name}", L1, 0x3C, dc, want, req=request(0x3C, process_id=pid, pv=1))
         dc, _ = t.process_dc(pd, {pid: ProcessContext(pc_ta(ens=0), iosatp())}, dtf=1)
-        add(f"{pd.name} supervisor with ENS=0", L1, 0x64, dc, 260,
-            req=request(0x64, process_id=pid, pv=1, priv=1))
+        add(f"{pd.name} supervisor with ENS=0", L1, 0x3D, dc, 260,
+            req=request(0x3D, process_id=pid, pv=1, priv=1))
     return cases
 
 
@@ -725,8 +791,14 @@ def test_every_context_cause(caps):
     assert seen_causes >= {None, 256, 257, 258, 259, 260, 265, 266, 267, 268, 269}
 
 
+# The fetch of _simple_device's 3LVL DC and PD20 PC: 2 DDTEs and the DC's dwords (in
+# RTL_CAPS's format), then 2 PDTEs and the PC's dwords.
+DDT_READS = 2 + DC_DWORDS[RTL_EXTENDED]
+PDT_READS = 2 + PC_DWORDS
+
+
 def _simple_device(memory, mode=DdtpMode.LVL3, device_id=0x12345):
-    t = Tables(memory)
+    t = Tables(memory, RTL_CAPS)
     pids = {7: ProcessContext(pc_ta(0x70), iosatp(arch.AtpMode.SV39, 0x700)),
             8: ProcessContext(pc_ta(0x80), iosatp(arch.AtpMode.SV48, 0x800))}
     dc, pdt = t.process_dc(PdtpMode.PD20, pids, dtf=1)
@@ -743,7 +815,7 @@ def test_cache_hits_make_no_reads_and_answer_in_two_cycles():
         req7 = request(0x12345, process_id=7, pv=1)
         req8 = request(0x12345, process_id=8, pv=1)
         first, _, reads = await bench.request(ctx, req7)
-        assert len(reads) == 2 + 4 + 2 + 2, [hex(a) for a in reads]  # 3LVL + PD20
+        assert len(reads) == DDT_READS + PDT_READS, [hex(a) for a in reads]  # 3LVL + PD20
         assert (bench.ddt_pulses, bench.pdt_pulses) == (1, 1)
         assert mismatch(expected(memory, ddt.ddtp(), 0, RTL_CAPS, req7), first) is None
         for _ in range(3):
@@ -772,11 +844,12 @@ def test_walk_issues_each_read_the_cycle_after_the_previous_response():
         _, ddt, _ = _simple_device(memory)
         await bench.configure(ctx, ddt.ddtp())
         _, _, reads = await bench.request(ctx, request(0x12345, process_id=7, pv=1))
-        assert len(reads) == 10
-        gaps = [bench.read_cycles[i + 1] - bench.resp_cycles[i] for i in range(9)]
-        # 6 DDT-walk reads (2 DDTEs, 4 DC dwords), then 4 PDT-walk reads (2 PDTEs, 2 PC
-        # dwords); within each walk no idle cycle.
-        assert gaps[:5] == [1] * 5 and gaps[6:] == [1] * 3, gaps
+        assert len(reads) == DDT_READS + PDT_READS
+        gaps = [bench.read_cycles[i + 1] - bench.resp_cycles[i] for i in range(len(reads) - 1)]
+        # The DDT-walk reads (2 DDTEs, the DC's dwords), then the PDT-walk reads (2 PDTEs,
+        # 2 PC dwords); within each walk no idle cycle (gap DDT_READS - 1 is the DC check).
+        assert (gaps[:DDT_READS - 1] == [1] * (DDT_READS - 1)
+                and gaps[DDT_READS:] == [1] * (PDT_READS - 1)), gaps
 
     run_bench(RTL_CAPS, body, latency=1)
 
@@ -813,7 +886,8 @@ def test_invalidations_drop_the_right_contexts():
         got, reads, why = await ask(req7)
         _, pc_addr = pc_path(memory, pdt.pdtp(), 7)
         assert why is None and got["pscid"] == 0x77 and pc_addr in reads
-        assert not set(reads) & set(dc_path(memory, ddt.ddtp(), did)[0]), "DC must stay cached"
+        ddtes, _ = dc_path(memory, ddt.ddtp(), did, RTL_EXTENDED)
+        assert not set(reads) & set(ddtes), "DC must stay cached"
         got, reads, why = await ask(req8)  # dropped by the INVAL_PDT for (did, 8) above
         assert why is None and reads == pc_path(memory, pdt.pdtp(), 8)[0] + [
             pc_path(memory, pdt.pdtp(), 8)[1] + i for i in (0, 8)]
@@ -826,12 +900,13 @@ def test_invalidations_drop_the_right_contexts():
         got, reads, _ = await ask(request(did))  # old DC still cached: dtf=1
         assert reads == [] and got["dtf"] == 1
         got, reads, why = await ask(request(other))
-        assert why is None and len(reads) == 2 + 4  # 3LVL: 2 DDTEs and 4 DC dwords
+        assert why is None and len(reads) == DDT_READS  # 3LVL: 2 DDTEs and the DC
         await bench.invalidate(ctx, K.IODIR_INVAL_DDT, dv=1, device_id=did)
         got, reads, why = await ask(request(did))
-        assert why is None and len(reads) == 6 and got["dtf"] == 0
+        assert why is None and len(reads) == DDT_READS and got["dtf"] == 0
         got, reads, why = await ask(req7)  # the PC was dropped with the DC
-        assert why is None and len(reads) == 4 and got["dtf"] == 0 and got["pscid"] == 0x77
+        assert (why is None and len(reads) == PDT_READS and got["dtf"] == 0
+                and got["pscid"] == 0x77)
         got, reads, _ = await ask(request(other))
         assert reads == []
         # INVAL_DDT DV=0 drops everything.
@@ -845,7 +920,7 @@ def test_invalidations_drop_the_right_contexts():
 
 def test_invalid_and_misconfigured_contexts_are_not_cached():
     async def body(ctx, bench, memory):
-        t = Tables(memory)
+        t = Tables(memory, RTL_CAPS)
         did, pid = 0x33, 5
         dc, pdt = t.process_dc(PdtpMode.PD8, {pid: ProcessContext(pc_ta(v=0), iosatp())})
         ddt = t.device(DdtpMode.LVL1, did, DeviceContext(tc=tc() & ~1))
@@ -861,16 +936,32 @@ def test_invalid_and_misconfigured_contexts_are_not_cached():
         assert got["cause"] == 266
         pdt.install(pid, ProcessContext(pc_ta(0x42), iosatp()))
         got, _, reads = await bench.request(ctx, r)
-        assert not got["fault"] and got["pscid"] == 0x42 and len(reads) == 2
+        assert not got["fault"] and got["pscid"] == 0x42 and len(reads) == PC_DWORDS
 
     run_bench(RTL_CAPS, body)
 
 
-# Timeline of a 3LVL + PD20 fetch with 1-cycle memory, relative to the request handshake:
-# DDT-walk reads at cycles 2..12, DC checked and filled at 14, PDT-walk reads 16..22,
-# PC checked and filled at 24, result at 25.
-@pytest.mark.parametrize("when, reads_after", [(2, 10), (6, 10), (14, 10), (15, 4), (24, 4),
-                                               (25, 0)])
+# Timeline of _simple_device's fetch with 1-cycle memory, relative to the request
+# handshake: the first read at cycle 2, each next one 2 cycles later (1 cycle of memory
+# latency, issued the cycle after the response); the DC is checked and filled 2 cycles
+# after the last DDT-walk read, the PDT walk starts 2 cycles after that, the PC is checked
+# and filled 2 cycles after its last read and the result leaves the cycle after.
+# Base DC: DDT reads 2..12, DC 14, PDT reads 16..22, PC 24, result 25; extended DC: 4 more
+# reads, everything from the DC check on 8 cycles later.
+LAST_DDT_READ = 2 + 2 * (DDT_READS - 1)
+DC_FILL = LAST_DDT_READ + 2
+PC_FILL = DC_FILL + 2 + 2 * (PDT_READS - 1) + 2
+RESULT = PC_FILL + 1
+
+
+@pytest.mark.parametrize("when, reads_after", [
+    (2, DDT_READS + PDT_READS),  # at the first DDT-walk read: nothing filled
+    (6, DDT_READS + PDT_READS),  # mid DDT walk
+    (DC_FILL, DDT_READS + PDT_READS),  # the DC's fill cycle: suppressed
+    (DC_FILL + 1, PDT_READS),  # after the DC fill: only the PC is re-read
+    (PC_FILL, PDT_READS),  # the PC's fill cycle: suppressed
+    (RESULT, 0),  # both filled
+])
 def test_invalidation_during_a_fetch_suppresses_the_fill(when, reads_after):
     """An IODIR (for an unrelated PC) at cycle ``when`` of the fetch: the result is still
     returned, and no fill happens after the invalidation was seen, so the next request
@@ -883,9 +974,9 @@ def test_invalidation_during_a_fetch_suppresses_the_fill(when, reads_after):
         bench.invals[bench.cycle + when] = dict(kind=layouts.InvalKind.IODIR_INVAL_PDT, dv=1,
                                                 device_id=0x999, process_id=1)
         got, latency, reads = await bench.request(ctx, r)
-        assert latency == 25 and not bench.invals, "timeline changed: update the cycles above"
-        assert len(reads) == 10 and mismatch(expected(memory, ddt.ddtp(), 0, RTL_CAPS, r),
-                                             got) is None
+        assert latency == RESULT and not bench.invals, "timeline changed: update the cycles above"
+        assert len(reads) == DDT_READS + PDT_READS
+        assert mismatch(expected(memory, ddt.ddtp(), 0, RTL_CAPS, r), got) is None
         got2, _, reads = await bench.request(ctx, r)
         assert got2 == got and len(reads) == reads_after, [hex(a) for a in reads]
 
@@ -900,11 +991,11 @@ def test_random_traffic_with_replacement_and_invalidations():
     problems = []
 
     async def body(ctx, bench, memory):
-        t = Tables(memory)
-        ddt = DeviceDirectory(memory, t.alloc, DdtpMode.LVL2, extended=False)
+        t = Tables(memory, RTL_CAPS)
+        ddt = DeviceDirectory(memory, t.alloc, DdtpMode.LVL2, extended=t.extended)
         devices = {}
         for _ in range(6):
-            did = rng.randrange(1 << 16)
+            did = rng.randrange(1 << arch.device_id_width(DdtpMode.LVL2, t.extended))
             pdt = ProcessDirectory(memory, t.alloc, rng.choice([PdtpMode.PD8, PdtpMode.PD17]))
             devices[did] = pdt
         pids = [0, 1, 0x42, 0xFF]

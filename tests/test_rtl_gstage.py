@@ -461,7 +461,7 @@ def test_walk_cycles_reported():
 # --------------------------------------------------------------------------- #
 # Context fetch: extended device contexts, PDT walks through the G-stage
 # --------------------------------------------------------------------------- #
-MSI_CAPS = GS_CAPS | arch.Cap.MSI_FLAT.mask
+MSI_CAPS = GS_CAPS | arch.Cap.MSI_FLAT.mask  # whatever rtl_capabilities() advertises
 WHO_DDT, WHO_PDT = "iommu.ddt", "iommu.pdt"
 
 
@@ -558,11 +558,15 @@ def run_contexts(memory: Memory, ddtp: int, cases, *, caps, iova, check_context=
     return results
 
 
+@pytest.mark.parametrize("caps", [MSI_CAPS, MSI_CAPS & ~arch.Cap.MSI_FLAT.mask],
+                         ids=["extended_dc", "base_dc"])
 @pytest.mark.parametrize("pd_mode", [PdtpMode.PD8, PdtpMode.PD17, PdtpMode.PD20],
                          ids=lambda p: p.name)
-def test_pdt_walk_through_the_g_stage(pd_mode):
+def test_pdt_walk_through_the_g_stage(pd_mode, caps):
     """PDT entries at GPAs: each one's G-stage page mapped, unmapped, not readable, not
-    User, A=0 (GADE 0/1), or with a memory error; every cause and iotval2 is the engine's."""
+    User, A=0 (GADE 0/1), or with a memory error; every cause and iotval2 is the engine's.
+    Both DC formats (MSI_FLAT selects the 64-byte one, §2.3): the DDT reads differ, the
+    PDT walk must not."""
     seed = int(os.environ.get("GSTAGE_SEED", random.randrange(1 << 32)))
     print(f"test_pdt_walk_through_the_g_stage seed={seed}")
     rng = random.Random(seed)
@@ -576,7 +580,8 @@ def test_pdt_walk_through_the_g_stage(pd_mode):
     for table in guest_fs.tables:
         guest.gs.map(table, gpa_to_spa(table), KIB4, r=True, w=True, u=True)
         guest.gs_mapped.add(table)
-    ddt = DeviceDirectory(memory, guest.host, DdtpMode.LVL2, extended=False)
+    ddt = DeviceDirectory(memory, guest.host, DdtpMode.LVL2,
+                          extended=bool(arch.Cap.MSI_FLAT.get(caps)))
     guest.gs.map(DATA_GPA, 0x7_0000_0000, KIB4, r=True, w=True, x=True, u=True)
     cases = []
     for index in range(8):
@@ -616,7 +621,7 @@ def test_pdt_walk_through_the_g_stage(pd_mode):
         path = guest.gs.walk_path(ddt.read(case.device_id).fsc << 12 & ((1 << 56) - 1))
         if path:
             case.faults = [(rng.choice(path)[0], rng.choice(list(FaultKind)))]
-    results = run_contexts(memory, ddt.ddtp(), cases, caps=GS_CAPS, iova=DATA_GPA,
+    results = run_contexts(memory, ddt.ddtp(), cases, caps=caps, iova=DATA_GPA,
                            seed=seed, rerun=f"(rerun: GSTAGE_SEED={seed})")
     assert any(cause is None for cause, _ in results), results
     assert any(cause in GUEST_CAUSES and iotval2 & 1 for cause, iotval2 in results), results

@@ -119,7 +119,7 @@ def job_for(pt: PageTable, iova: int, access=Access.READ, **kw) -> Job:
 #: are built only in the engine's copy of memory, far from the frames ``new_table``
 #: allocates (0x8000_0000 upwards), so no page table the walker reads overlaps them.
 JUDGE_TABLES = 0x00C0_0000_0000
-JUDGE_DEVICE_ID = 0x2A  # fits a 1LVL DDT (7 bits, base-format DC)
+JUDGE_DEVICE_ID = 0x2A  # fits a 1LVL DDT in either DC format (6 bits extended, 7 base)
 JUDGE_PROCESS_ID = 0x5B  # fits PD8
 #: What a walk can answer; any other cause from the engine means the job's context is
 #: one the context fetch would never hand to the walker (a bug in the test itself).
@@ -139,14 +139,17 @@ class Judgement:
 def judge_context(memory: Memory, job: Job, caps: int) -> tuple[Request, int]:
     """Install, in ``memory``, a device context that hands ``job``'s context to the walk.
 
-    A 1LVL DDT with one base-format DC: iosatp = the job's table (Bare: fsc = 0) and SADE
-    as asked (only with AMO_HWAD: the walker treats SADE as 0 without it, and the context
-    fetch refuses such a DC). A Supervisor job, or one with SUM, goes through a PD8
-    process directory whose one PC (ENS=1, SUM as asked) holds the table instead.
+    A 1LVL DDT with one DC in the format ``caps`` select (§2.3: the extended 64-byte DC
+    with MSI_FLAT; msiptp stays Off, so no MSI translation): iosatp = the job's table
+    (Bare: fsc = 0) and SADE as asked (only with AMO_HWAD: the walker treats SADE as 0
+    without it, and the context fetch refuses such a DC). A Supervisor job, or one with
+    SUM, goes through a PD8 process directory whose one PC (ENS=1, SUM as asked) holds
+    the table instead.
     Returns the request to send and ``ddtp``.
     """
     alloc = FrameAllocator(memory, base=JUDGE_TABLES, size=1 << 24)
-    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=False)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1,
+                          extended=bool(arch.Cap.MSI_FLAT.get(caps)))
     fsc = (0 if job.fs_mode == AtpMode.BARE
            else Fsc.MODE.put(job.fs_mode) | Fsc.PPN.put(job.fs_ppn))
     tc = Tc.V.put(1) | Tc.SADE.put(int(bool(job.sade and arch.Cap.AMO_HWAD.get(caps))))

@@ -20,7 +20,7 @@ from models.arch import DdtpMode, DeviceContext, Ta, Tc
 from models.memory import FrameAllocator, Memory
 from models.pagetable import DeviceDirectory, PageTable
 from models.transaction import Request
-from tb.env import TB
+from tb.env import TB, params_from_env
 
 MEM_LATENCY = int(os.environ.get("BENCH_MEM_LATENCY", "10"))
 HITS = int(os.environ.get("BENCH_HITS", "2000"))
@@ -29,9 +29,14 @@ DEVICES = {0x11: arch.SV39, 0x12: arch.SV48, 0x13: arch.SV57}
 PAGES = 1024  # 4 KiB pages mapped per device
 
 
+def extended_dc() -> bool:
+    """The DC format of the DUT's capabilities (§2.3: 64-byte DCs with MSI_FLAT)."""
+    return bool(arch.Cap.MSI_FLAT.get(params_from_env().capabilities))
+
+
 def build_system(memory: Memory) -> DeviceDirectory:
     alloc = FrameAllocator(memory, base=0x8000_0000, size=1 << 30)
-    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=False)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=extended_dc())
     for device_id, scheme in DEVICES.items():
         table = PageTable(memory, alloc, scheme)
         table.map_range(0x4000_0000, 0x2_0000_0000 + device_id * (PAGES << 12), PAGES << 12,
@@ -138,7 +143,7 @@ async def bench_nested(dut):
     table pages) warm. Writes ``$BENCH_NESTED_OUT`` (JSON) when set."""
     memory = Memory(log=False)
     alloc = FrameAllocator(memory, base=0x8000_0000, size=1 << 30)
-    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=False)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=extended_dc())
     gs = PageTable(memory, alloc, arch.SV39X4_SCHEME)
     guest_spa = alloc.alloc(1 << 21, 1 << 21)
     gs.map(0x4000_0000, guest_spa, 1 << 21, r=True, w=True, u=True)  # guest table memory

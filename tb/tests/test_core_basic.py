@@ -35,12 +35,18 @@ from models.memory import FrameAllocator, Memory
 from models.pagetable import DeviceDirectory, PageTable, ProcessDirectory
 from models.transaction import Request
 from tb import packing
-from tb.env import CLOCK_PERIOD_NS, TB, cause_name
+from tb.env import CLOCK_PERIOD_NS, TB, cause_name, params_from_env
 from tb.traffic import RandomSystem
 
 TRANSACTIONS = int(os.environ.get("IOMMU_TB_TRANSACTIONS", "3000"))
 #: ``lo,hi``: memory latency range for the random tests (``make regress``'s slow-memory runs).
 MEM_LATENCY = os.environ.get("IOMMU_TB_MEM_LATENCY")
+
+
+def extended_dc() -> bool:
+    """The DC format of the DUT's capabilities (§2.3: MSI_FLAT selects the extended,
+    64-byte DC and the DDI split that goes with it)."""
+    return bool(arch.Cap.MSI_FLAT.get(params_from_env().capabilities))
 
 
 def apply_stress(tb: TB, on: bool) -> None:
@@ -105,7 +111,7 @@ async def one_level_ddt_sv39(dut, stress):
     unmapped addresses and a write to a read-only page."""
     memory = Memory()
     alloc = FrameAllocator(memory)
-    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=False)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=extended_dc())
     table = PageTable(memory, alloc, arch.SV39)
     table.map(0x1000, 0x9_0000_3000)
     table.map(0x2000, 0x9_0000_7000, w=False)
@@ -182,7 +188,7 @@ async def invalidation_makes_table_changes_visible(dut):
     """Remap a page, IOTINVAL.VMA it: the next request sees the new mapping (both sides)."""
     memory = Memory()
     alloc = FrameAllocator(memory)
-    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=False)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=extended_dc())
     table = PageTable(memory, alloc, arch.SV39)
     pte = table.map(0x7000, 0x5_0000_1000)
     ddt.install(3, DeviceContext(tc=Tc.V.put(1), ta=Ta.PSCID.put(4), fsc=table.atp()))
@@ -343,7 +349,7 @@ async def waveform_hit_and_miss(dut):
     --waves --testcase waveform_hit_and_miss`` then ``make waves``."""
     memory = Memory()
     alloc = FrameAllocator(memory)
-    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL2, extended=False)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL2, extended=extended_dc())
     table = PageTable(memory, alloc, arch.SV39)
     table.map(0x4000_0000, 0x9_0000_0000)
     table.map(0x4000_1000, 0x9_0007_0000)
@@ -364,8 +370,10 @@ async def waveform_hit_and_miss(dut):
 # --------------------------------------------------------------------------- #
 # Every fault cause the RTL can produce, one directed trigger each
 # --------------------------------------------------------------------------- #
-#: The causes the translation core can report (everything else needs a G-stage, MSI
-#: translation or ATS, which the RTL does not implement; 272 is never reached).
+#: The causes the directed triggers below cover with a first stage only. The G-stage's
+#: and MSI translation's causes (guest-page faults, 261-263/270) are triggered against
+#: the model in tests/test_rtl_gstage.py and tests/test_rtl_msi.py; ATS is not
+#: implemented; 272 is never reached.
 FAULT_CAUSES_RTL_CAN_REPORT = frozenset({
     arch.Cause.ALL_INBOUND_DISALLOWED, arch.Cause.DDT_LOAD_ACCESS_FAULT,
     arch.Cause.DDT_ENTRY_NOT_VALID, arch.Cause.DDT_ENTRY_MISCONFIGURED,
@@ -392,9 +400,10 @@ def cause_text(cause: int | None) -> str:
     return "success" if cause is None else f"{int(cause)} {cause_name(cause)}"
 
 
-def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], list[Trigger],
-                                                 list[tuple[int, str, str]]]:
-    """A 2LVL DDT with one device (or process, or page) per fault trigger.
+def build_fault_system(memory: Memory, extended: bool) -> tuple[
+        DeviceDirectory, list[Trigger], list[Trigger], list[tuple[int, str, str]]]:
+    """A 2LVL DDT (of ``extended`` DCs or base ones) with one device (or process, or
+    page) per fault trigger.
 
     Returns the DDT, the triggers for ddtp Off (sent first), the triggers for the DDT, and
     the memory errors to inject ``(address, kind, what)``: inject them only once every
@@ -403,7 +412,7 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
     C, R, W, X = arch.Cause, arch.Access.READ, arch.Access.WRITE, arch.Access.EXECUTE
     S = Priv.SUPERVISOR
     alloc = FrameAllocator(memory)
-    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL2, extended=False)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL2, extended=extended)
     off: list[Trigger] = []
     triggers: list[Trigger] = []
     errors: list[tuple[int, str, str]] = []
@@ -422,19 +431,35 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
                              ta=Ta.PSCID.put(next(pscid)) | ta_bits,
                              fsc=plain.atp() if fsc is None else fsc)
 
+    # Device ids by their place in the 2LVL DDT (§2.3): DDI[0] is 7 bits with base DCs, 6
+    # with extended ones. The directed DCs share the leaf table of DDI[1] = 1; the DDTE
+    # triggers below each have a DDI[1] of their own.
+    ddi0_bits = arch.device_id_width(DdtpMode.LVL1, extended)
+
+    def device_id(ddi1, ddi0=0):
+        assert ddi0 >> ddi0_bits == 0, f"DDI[0] {ddi0:#x} is wider than {ddi0_bits} bits"
+        return ddi1 << ddi0_bits | ddi0
+
     # ---- 256: ddtp Off (a phase of its own) -------------------------------------
-    good = 0x80  # DDI[1] = 1: the directed DCs share one leaf table
+    good = device_id(1)
     ddt.install(good, dc())
     off.append(Trigger("ddtp Off", Request(device_id=good, iova=0x1000), C.ALL_INBOUND_DISALLOWED))
     trigger("sound DC, mapped page", None, good)
 
     # ---- 257 / 258 / 268: the DC itself --------------------------------------------
-    ddt.install(0x81, DeviceContext(tc=0, fsc=plain.atp()))
-    trigger("DC V=0", C.DDT_ENTRY_NOT_VALID, 0x81)
-    errors.append((ddt.install(0x82, dc()) + 8, "access", "DC of device 0x82 (dword 1)"))
-    trigger("DC load access fault", C.DDT_LOAD_ACCESS_FAULT, 0x82)
-    errors.append((ddt.install(0x83, dc()) + 16, "poison", "DC of device 0x83 (dword 2)"))
-    trigger("DC poisoned", C.DDT_DATA_CORRUPTION, 0x83)
+    ddt.install(device_id(1, 1), DeviceContext(tc=0, fsc=plain.atp()))
+    trigger("DC V=0", C.DDT_ENTRY_NOT_VALID, device_id(1, 1))
+    # Errors in dwords 1, 2 and the last one: 3 (base) or 7 (extended, the reserved dword
+    # after msi_addr_pattern), which a fetch that read too few dwords would miss.
+    last = ddt.dc_size - 8
+    for ddi0, offset, kind, cause in ((2, 8, "access", C.DDT_LOAD_ACCESS_FAULT),
+                                      (3, 16, "poison", C.DDT_DATA_CORRUPTION),
+                                      (4, last, "access", C.DDT_LOAD_ACCESS_FAULT)):
+        did = device_id(1, ddi0)
+        errors.append((ddt.install(did, dc()) + offset, kind,
+                       f"DC of device {did:#x} (dword {offset // 8})"))
+        trigger(f"DC {'load access fault' if kind == 'access' else 'poisoned'}, dword "
+                f"{offset // 8}", cause, did)
 
     # ---- 259: one DC per §3.7 rule the RTL checks ------------------------------------
     misconfigured = {
@@ -456,28 +481,29 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
         "DC SBE=1 with fctl.BE=0": dc(tc=Tc.SBE.put(1)),
         "DC SXL=1": dc(tc=Tc.SXL.put(1)),
     }
+    assert len(misconfigured) <= 0x20, "DDI[0] 0x30 and up belong to the devices below"
     for index, (name, context) in enumerate(misconfigured.items()):
-        device_id = 0x90 + index
-        ddt.install(device_id, context)
-        trigger(name, C.DDT_ENTRY_MISCONFIGURED, device_id)
+        did = device_id(1, 0x10 + index)
+        ddt.install(did, context)
+        trigger(name, C.DDT_ENTRY_MISCONFIGURED, did)
 
     # ---- the non-leaf DDT entry: each trigger has a DDI[1] of its own -----------------
-    ddt.set_raw_ddte(0x200, 1, 0)
-    trigger("DDTE V=0", C.DDT_ENTRY_NOT_VALID, 0x200)
-    leaf_table = ddt.install(0x280, dc()) & ~0xFFF
+    ddt.set_raw_ddte(device_id(4), 1, 0)
+    trigger("DDTE V=0", C.DDT_ENTRY_NOT_VALID, device_id(4))
+    leaf_table = ddt.install(device_id(5), dc()) & ~0xFFF
     pointer = Ddte.V.put(1) | Ddte.PPN.put(leaf_table >> 12)
-    ddt.set_raw_ddte(0x280, 1, pointer | 1 << 60)
-    trigger("DDTE reserved bit 60", C.DDT_ENTRY_MISCONFIGURED, 0x280)
-    for device_id, kind, cause in ((0x300, "access", C.DDT_LOAD_ACCESS_FAULT),
-                                   (0x380, "poison", C.DDT_DATA_CORRUPTION)):
-        ddt.install(device_id, dc())
-        errors.append((ddt.root + arch.ddi(device_id, False)[1] * 8, kind,
-                       f"DDTE on device {device_id:#x}'s path"))
-        trigger(f"DDTE {'load access fault' if kind == 'access' else 'poisoned'}", cause,
-                device_id)
+    ddt.set_raw_ddte(device_id(5), 1, pointer | 1 << 60)
+    trigger("DDTE reserved bit 60", C.DDT_ENTRY_MISCONFIGURED, device_id(5))
+    for ddi1, kind, cause in ((6, "access", C.DDT_LOAD_ACCESS_FAULT),
+                              (7, "poison", C.DDT_DATA_CORRUPTION)):
+        did = device_id(ddi1)
+        ddt.install(did, dc())
+        errors.append((ddt.root + ddi1 * 8, kind, f"DDTE on device {did:#x}'s path"))
+        trigger(f"DDTE {'load access fault' if kind == 'access' else 'poisoned'}", cause, did)
 
     # ---- 260: transaction types a (sound) context does not allow ----------------------
-    trigger("device_id wider than a 2LVL DDT", C.TRANSACTION_TYPE_DISALLOWED, 0x1_0080)
+    trigger("device_id wider than a 2LVL DDT", C.TRANSACTION_TYPE_DISALLOWED,
+            1 << arch.device_id_width(DdtpMode.LVL2, extended) | good)
     trigger("Translated request, EN_ATS=0", C.TRANSACTION_TYPE_DISALLOWED, good,
             addr_type=AddrType.TRANSLATED)
     trigger("ATS Translation Request, EN_ATS=0", C.TRANSACTION_TYPE_DISALLOWED, good,
@@ -487,7 +513,7 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
 
     # ---- process contexts: a PD8 PDT, one process per trigger -------------------------
     pd8 = ProcessDirectory(memory, alloc, PdtpMode.PD8)
-    pd8_device = 0xB0
+    pd8_device = device_id(1, 0x30)
     ddt.install(pd8_device, dc(tc=Tc.PDTV.put(1), fsc=pd8.pdtp()))
 
     def pc(ta=0, fsc=None, v=1, ens=1):
@@ -519,7 +545,7 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
 
     # ---- the non-leaf PDT entry: a PD17 PDT, one PDI[1] per trigger ---------------------
     pd17 = ProcessDirectory(memory, alloc, PdtpMode.PD17)
-    pd17_device = 0xB1
+    pd17_device = device_id(1, 0x31)
     ddt.install(pd17_device, dc(tc=Tc.PDTV.put(1), fsc=pd17.pdtp()))
     pd17.set_raw_pdte(0x100, 1, 0)
     trigger("PDTE V=0", C.PDT_ENTRY_NOT_VALID, pd17_device, pv=True, process_id=0x100)
@@ -537,7 +563,7 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
 
     # ---- first-stage PTEs: one Sv39 table (SADE=0), one page per trigger ----------------
     pt = PageTable(memory, alloc, arch.SV39)
-    pte_device = 0xC0
+    pte_device = device_id(1, 0x38)
     ddt.install(pte_device, dc(fsc=pt.atp()))
 
     def pte_trigger(name, cause, iova, access):
@@ -589,7 +615,7 @@ def build_fault_system(memory: Memory) -> tuple[DeviceDirectory, list[Trigger], 
     user_pages = PageTable(memory, alloc, arch.SV39)
     user_pages.map(0x1000, 0x7_4000_1000, x=True, u=True)
     supervisor_pdt = ProcessDirectory(memory, alloc, PdtpMode.PD8)
-    supervisor_device = 0xC1
+    supervisor_device = device_id(1, 0x39)
     ddt.install(supervisor_device, dc(tc=Tc.PDTV.put(1), fsc=supervisor_pdt.pdtp()))
     supervisor_pdt.install(1, pc(fsc=user_pages.atp()))
     supervisor_pdt.install(2, pc(ta=PcTa.SUM.put(1), fsc=user_pages.atp()))
@@ -613,7 +639,7 @@ async def directed_fault_causes(dut):
     still produce the cause it was built for (or a success, for the few sound ones).
     """
     memory = Memory()
-    ddt, off, triggers, errors = build_fault_system(memory)
+    ddt, off, triggers, errors = build_fault_system(memory, extended_dc())
     for addr, kind, what in errors:
         memory.inject_fault(addr, 8, kind)
     tb = TB(dut, memory)
