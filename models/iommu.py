@@ -25,14 +25,38 @@ Section numbers refer to ``../shared/spec/riscv-iommu-digest.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from . import arch
 from .arch import (
-    Access, AddrType, Cap, Cmd, Cqcsr, DdtpMode, Fctl, Field, Fqcsr, Hpmevt, HpmEvent, Icvec,
-    Igs, Iocount, Iohpmcycles, IommuQosid, Ipsr, MsiAddr, MsiVecCtl, Opcode, Pqcsr, Priv,
-    QueueBase, Reg, TrReqCtl, TrReqIova, TrResponse,
+    Access,
+    AddrType,
+    Cap,
+    Cmd,
+    Cqcsr,
+    DdtpMode,
+    Fctl,
+    Field,
+    Fqcsr,
+    HpmEvent,
+    Hpmevt,
+    Icvec,
+    Igs,
+    Iocount,
+    Iohpmcycles,
+    IommuQosid,
+    Ipsr,
+    MsiAddr,
+    MsiVecCtl,
+    Opcode,
+    Pqcsr,
+    Priv,
+    QueueBase,
+    Reg,
+    TrReqCtl,
+    TrReqIova,
+    TrResponse,
 )
 from .memory import PA_BITS, AccessFault, DataCorruption, Memory
 from .transaction import Request, Response
@@ -507,6 +531,14 @@ class IOMMU:
         if response.reported != reported or response.tag != request.tag:
             response = replace(response, reported=reported, tag=request.tag)
         return response
+
+    def report_fault(self, record: arch.FaultRecord) -> bool:
+        """A fault the bridge found while performing a translated access: an MRIF
+        access fault (264) or poisoned MRIF (271) during an MRIF-mode MSI's update
+        (§9.4; the split of the MRIF work between IOMMU and bridge is the
+        implementation's, §1.1). The record goes to the fault queue like any other;
+        True if it was written."""
+        return self._write_fault_record(record)
 
     # ====================================================== command queue (§7)
     def process_commands(self, limit: int | None = None) -> int:

@@ -233,6 +233,11 @@ class BurstTranslator(wiring.Component):
                         self.mrif.payload.notice.eq(notice.ppn << arch.PAGE_SHIFT),
                         self.mrif.payload.nid.eq(notice.nid),
                         self.mrif.payload.offset.eq(burst.addr[:arch.PAGE_SHIFT]),
+                        self.mrif.payload.device_id.eq(user.device_id),
+                        self.mrif.payload.process_id.eq(user.process_id),
+                        self.mrif.payload.pv.eq(user.pv),
+                        self.mrif.payload.priv.eq(user.priv),
+                        self.mrif.payload.iova.eq(burst.addr),
                     ]
                     with m.If(self.mrif.ready):
                         m.next = "IDLE"
@@ -270,6 +275,7 @@ class AxiDmaBridge(wiring.Component):
             "m_axi": Out(AxiSignature(pa_width, data_width, m_id_width)),
             "tr_req": Out(stream.Signature(layouts.translation_request(tag_bits))),
             "tr_resp": In(stream.Signature(layouts.translation_response(tag_bits))),
+            "fault": Out(stream.Signature(layouts.FaultReport)),
         })
 
     def elaborate(self, platform):
@@ -281,6 +287,8 @@ class AxiDmaBridge(wiring.Component):
                                               data_width=self.data_width)
         mw = mrif.m_axi
         wiring.connect(m, wr.mrif, mrif.job)
+        # MRIF access faults (264) for the IOMMU's fault queue (its bridge_fault port).
+        wiring.connect(m, mrif.fault, wiring.flipped(self.fault))
 
         # --------------------------------------------------- address channels
         # AR: the read translator's bursts and the MRIF writer's reads share m_axi's AR;

@@ -18,11 +18,14 @@ AWSIZE 2) this block, as the AIA's MRIF rules in §9.4 require:
   the MRIF's enable bits say (the hypervisor checks them). Then OKAY.
 
 An RRESP/BRESP other than OKAY on any of its accesses answers the device SLVERR and
-stops there (no notice after a failed MRIF update). Cause 264 (MRIF access fault)
-would need a fault record from the bridge; it is not reported.
+stops there (no notice after a failed MRIF update). A failed read or write of the MRIF
+itself is also an MRIF access fault (cause 264, §9.4): its record leaves on ``fault``
+(for the IOMMU's ``bridge_fault`` port) before the device is answered. AXI has no
+poison, so 271 is never raised; a failed notice MSI is only answered SLVERR.
 
     job ──► MrifWriter ──► m_axi (AR, R, AW, W, B: its own accesses, single beats)
     beat ─►            ──► result (the device's BRESP)
+                       ──► fault (cause 264 records)
 
 ``job`` is offered by the write translator and held until the memory work is done:
 ``job.ready`` is a one-cycle pulse when it is, so no later write burst reaches memory
@@ -49,12 +52,18 @@ MRIF_PAIR_BYTES = 16
 def mrif_job_layout(pa_width: int) -> data.StructLayout:
     """One MRIF-mode MSI write: ``mrif`` the MRIF's address (512-byte aligned),
     ``notice`` the notice MSI's address (NPPN << 12), ``nid`` its data, ``offset`` the
-    device's address within the MSI page (bits 11:0)."""
+    device's address within the MSI page (bits 11:0); the request's identity and IOVA
+    for a fault record (``device_id``, ``process_id``, ``pv``, ``priv``, ``iova``)."""
     return data.StructLayout({
         "mrif": unsigned(pa_width),
         "notice": unsigned(pa_width),
         "nid": unsigned(IDENTITY_BITS),
         "offset": unsigned(arch.PAGE_SHIFT),
+        "device_id": unsigned(layouts.DEVICE_ID_BITS),
+        "process_id": unsigned(layouts.PROCESS_ID_BITS),
+        "pv": unsigned(1),
+        "priv": unsigned(1),
+        "iova": unsigned(64),
     })
 
 
@@ -79,6 +88,7 @@ class MrifWriter(wiring.Component):
             "beat": In(stream.Signature(write_beat_layout(data_width))),
             "ordered": In(1),
             "result": Out(stream.Signature(Resp)),
+            "fault": Out(stream.Signature(layouts.FaultReport)),
             "m_axi": Out(AxiSignature(pa_width, data_width, 1)),
         })
 
@@ -119,6 +129,16 @@ class MrifWriter(wiring.Component):
             bus.wlast.eq(1),
             self.result.payload.eq(resp),
             notice_data.eq(job.nid),
+            # The record of an MRIF access fault: the device's MSI write (§9.4).
+            self.fault.payload.cause.eq(arch.Cause.MRIF_ACCESS_FAULT),
+            self.fault.payload.ttyp.eq(arch.ttyp_of(arch.AddrType.UNTRANSLATED,
+                                                    arch.Access.WRITE)),
+            self.fault.payload.device_id.eq(job.device_id),
+            self.fault.payload.process_id.eq(Mux(job.pv, job.process_id, 0)),
+            self.fault.payload.pv.eq(job.pv),
+            self.fault.payload.priv.eq(job.pv & job.priv),
+            self.fault.payload.iotval.eq(job.iova),
+            self.fault.payload.iotval2.eq(0),
         ]
 
         def write(addr, size, value, strb, then):
@@ -162,7 +182,7 @@ class MrifWriter(wiring.Component):
                 with m.If(bus.rvalid):
                     m.d.sync += word.eq(rdata_word | (1 << pending_bit))
                     with m.If(bus.rresp != Resp.OKAY):
-                        respond(0)
+                        m.next = "REPORT"
                     with m.Else():
                         m.next = "WRITE"
             with m.State("WRITE"):
@@ -171,7 +191,7 @@ class MrifWriter(wiring.Component):
                 m.d.comb += bus.bready.eq(1)
                 with m.If(bus.bvalid):
                     with m.If(bus.bresp != Resp.OKAY):
-                        respond(0)
+                        m.next = "REPORT"
                     with m.Else():
                         m.next = "NOTICE"
             with m.State("NOTICE"):
@@ -181,6 +201,11 @@ class MrifWriter(wiring.Component):
                 m.d.comb += bus.bready.eq(1)
                 with m.If(bus.bvalid):
                     respond(bus.bresp == Resp.OKAY)
+            with m.State("REPORT"):
+                # The MRIF itself refused the access: cause 264, then SLVERR.
+                m.d.comb += self.fault.valid.eq(1)
+                with m.If(self.fault.ready):
+                    respond(0)
             with m.State("RESPOND"):
                 m.d.comb += self.result.valid.eq(1)
                 with m.If(self.result.ready):

@@ -141,6 +141,7 @@ class AxiIommu(wiring.Component):
 
         wiring.connect(m, dma.tr_req, iommu.request)
         wiring.connect(m, iommu.response, dma.tr_resp)
+        wiring.connect(m, dma.fault, iommu.bridge_fault)  # MRIF access faults (264)
         wiring.connect(m, regs.mmio_req, iommu.mmio_req)
         wiring.connect(m, iommu.mmio_resp, regs.mmio_resp)
         wiring.connect(m, iommu.mem_req, mem.mem_req)

@@ -4,7 +4,7 @@
     tr_req ◄──┘ (debug: tag MSB = 1)    │   ▲ inval      └─► tr_response (tag MSB = 1)
                                          │   │
     mmio_req ─► RegisterFile ─ ddtp/fctl ┘   CommandQueue ◄── cqb/cqt/cqen
-    mmio_resp ◄ (+ Hpm, Interrupts)          FaultQueue   ◄── core faults + refused MSIs
+    mmio_resp ◄ (+ Hpm, Interrupts)          FaultQueue   ◄── core, refused MSIs, bridge_fault
     wsi ◄───────┘   └ MSI stores ┐              │                 │
                                  ▼              ▼                 ▼
                       MemoryMerge: core, CQ, FQ, MSI ─► mem_req / mem_resp
@@ -53,6 +53,10 @@ class Iommu(wiring.Component):
                     index: 0 core, 1 command queue, 2 fault queue, 3 MSI); responses may
                     return in any order.
       wsi:          wired interrupt lines, one per icvec vector (level, fctl.WSI = 1).
+      bridge_fault: faults the bridge found while performing a translated access, to be
+                    recorded in the fault queue (layouts.FaultReport): an MRIF-mode MSI's
+                    update refused (cause 264) or poisoned (271), §9.4. Leave ``valid``
+                    at 0 if the bridge has none.
     """
 
     def __init__(self, params: IOMMUParams = DEFAULT):
@@ -69,6 +73,7 @@ class Iommu(wiring.Component):
             "mem_req": Out(stream.Signature(layouts.mem_request(ids))),
             "mem_resp": In(stream.Signature(layouts.mem_response(ids))),
             "wsi": Out(VECTORS),
+            "bridge_fault": In(stream.Signature(layouts.FaultReport)),
         })
 
     def elaborate(self, platform):
@@ -123,10 +128,14 @@ class Iommu(wiring.Component):
             regs.set_fqmf.eq(fq.set_fqmf), regs.set_fqof.eq(fq.set_fqof),
             regs.fq_record_written.eq(fq.record_written),
         ]
-        # Refused MSIs (rare) go first; the core's reports wait in its FIFO meanwhile.
+        # Refused MSIs and the bridge's faults (both rare) go first; the core's reports
+        # wait in its FIFO meanwhile.
         with m.If(regs.msi_fault.valid):
             m.d.comb += [fq.fault.valid.eq(1), fq.fault.payload.eq(regs.msi_fault.payload),
                          regs.msi_fault.ready.eq(fq.fault.ready)]
+        with m.Elif(self.bridge_fault.valid):
+            m.d.comb += [fq.fault.valid.eq(1), fq.fault.payload.eq(self.bridge_fault.payload),
+                         self.bridge_fault.ready.eq(fq.fault.ready)]
         with m.Else():
             m.d.comb += [fq.fault.valid.eq(core.fault.valid),
                          fq.fault.payload.eq(core.fault.payload),

@@ -105,6 +105,11 @@ class RtlIommu:
         """The IOTLB size the RTL was built with (a scenario cannot choose it)."""
         return self.tb.params.iotlb_entries
 
+    def report_fault(self, record: arch.FaultRecord) -> None:
+        """A fault the bridge found (``bridge_fault`` port; see models.iommu.IOMMU).
+        Whether the record reached the queue shows in fqt/fqcsr, not here."""
+        resume(self.tb.report_fault)(record)
+
     # ----------------------------------------------------------------- time
     def tick(self, cycles: int = 1) -> None:
         resume(self.tb.cycles)(cycles)
@@ -241,6 +246,10 @@ class Lockstep:
         done = self.rtl.process_commands(limit)
         self.model.process_commands(limit)
         return done
+
+    def report_fault(self, record: arch.FaultRecord) -> bool:
+        self.rtl.report_fault(record)
+        return self.model.report_fault(record)
 
     def tick(self, cycles: int = 1) -> None:
         self.rtl.tick(cycles)

@@ -24,6 +24,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import Event, First, RisingEdge, Timer
 
+from models import arch
 from models.memory import Memory
 from models.transaction import Request, Response
 from rtl import layouts
@@ -74,6 +75,8 @@ class TopTB:
                                          rng=random.Random(self.rng.random()), latency=latency,
                                          who=WHO_RTL)
         self.mmio_out = StreamSource(self.loop, StreamBus(dut, "mmio_req"))
+        # The bridge's faults (MRIF updates refused or poisoned, §9.4).
+        self.bridge_faults = StreamSource(self.loop, StreamBus(dut, "bridge_fault"))
         self.mmio_in = StreamSink(self.loop, StreamBus(dut, "mmio_resp"), self._mmio_response)
         self._mmio_waiting: list[tuple[Event, list]] = []
         self._waiting: dict[int, tuple[Event, list]] = {}  # tag -> (done, [response])
@@ -90,7 +93,7 @@ class TopTB:
     async def reset(self, cycles: int = 5) -> None:
         self.loop.frozen = True
         await RisingEdge(self.dut.clk)
-        for source in (self.driver, self.mmio_out, self.responder):
+        for source in (self.driver, self.mmio_out, self.bridge_faults, self.responder):
             source.reset()
         self.dut.rst.value = 1
         for _ in range(cycles):
@@ -149,6 +152,12 @@ class TopTB:
     def wired_interrupts(self) -> set[int]:
         value = int(self.dut.wsi.value)
         return {i for i in range(16) if value >> i & 1}
+
+    async def report_fault(self, record: arch.FaultRecord) -> None:
+        """Offer ``record`` on ``bridge_fault`` and wait until the IOMMU has written it
+        (or dropped it: a full, off or stopped fault queue)."""
+        self.bridge_faults.send(packing.fault_record_payload(record))
+        await self.quiesce()
 
     # -------------------------------------------------------- translations
     def _sent(self, waiter, request: Request, cycle: int) -> None:

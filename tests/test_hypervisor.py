@@ -13,7 +13,7 @@ import pytest
 from models import arch
 from models.arch import Cause, Iohgatp, Msiptp, MsiptpMode
 from models.iommu import IOMMU
-from models.memory import Memory
+from models.memory import FaultKind, Memory
 from models.numa import InterruptCostLog, NumaTopology
 from models.os.hypervisor import (
     GUEST_IMSIC_GPA,
@@ -281,3 +281,29 @@ def test_imsic_address_map_round_trips():
     assert imsic.decode(imsic.file_address(7, 3) + PAGE) is None
     with pytest.raises(ValueError):
         imsic.file_address(8, 0)
+
+
+@pytest.mark.parametrize("kind, cause", [(FaultKind.ACCESS, Cause.MRIF_ACCESS_FAULT),
+                                         (FaultKind.POISON, Cause.MSI_MRIF_DATA_CORRUPTION)])
+def test_mrif_memory_errors_are_reported_by_the_iommu(kind, cause):
+    """§9.4: a refused MRIF access is cause 264, a poisoned one 271; the bridge reports
+    it through the IOMMU (a record with the MSI's device and address), sends no notice
+    and the MSI is not delivered."""
+    memory, _, hv = make()
+    vm = hv.create_vm("m", harts=[3], mrif=True)
+    nic = hv.create_nic("nic", 0x100, 1)
+    vf = nic.vfs[0]
+    hv.assign(vm, vf)
+    mrif = vm.vcpus[0].mrif
+    memory.inject_fault(mrif.address + 16, 8, kind)  # the pending word of identities 64..127
+    out = hv.platform.msi_write(vf, GUEST_IMSIC_GPA, 70)
+    assert out.status == "blocked" and out.response.cause == cause
+    assert hv.platform.imsic.pending == {}
+    (fault,) = hv.handle_faults()
+    record = fault.record
+    assert (record.cause, record.device_id, record.iotval) == (cause, vf.device_id,
+                                                               GUEST_IMSIC_GPA)
+    assert record.ttyp == arch.ttyp_of(arch.AddrType.UNTRANSLATED, arch.Access.WRITE)
+    assert fault.vm == "m"
+    memory.clear_faults()
+    assert hv.platform.msi_write(vf, GUEST_IMSIC_GPA, 70).status == "mrif"

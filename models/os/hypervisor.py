@@ -34,16 +34,27 @@ so the memory access log shows what reached memory).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from models import arch
-from models.arch import Access, Cap, DdtpMode, DeviceContext, Iohgatp, Scheme, Ta, Tc
+from models.arch import (
+    Access,
+    AddrType,
+    Cap,
+    Cause,
+    DdtpMode,
+    DeviceContext,
+    Iohgatp,
+    Scheme,
+    Ta,
+    Tc,
+)
 from models.devices import Nic
-from models.memory import FrameAllocator, Memory
+from models.memory import AccessFault, DataCorruption, FrameAllocator, Memory
 from models.numa import InterruptCostLog, NumaTopology
 from models.os.driver import IommuDriver
 from models.pagetable import MsiPageTable, PageTable
-from models.transaction import Request, Response
+from models.transaction import Request, Response, Status
 
 PAGE = arch.PAGE_SIZE
 
@@ -201,9 +212,23 @@ class Platform:
         pending_at = target.mrif_address + (identity // 64) * 16
         # Read-modify-write of the pending dword (AMOOR with AMO_MRIF; the split of MRIF
         # work between IOMMU and bridge is the implementation's, §1.1), logged under the
-        # device's name: the MRIF is part of what the hypervisor granted its VM.
-        word = self.memory.read64(pending_at, device.name)
-        self.memory.write64(pending_at, word | 1 << (identity % 64), device.name)
+        # device's name: the MRIF is part of what the hypervisor granted its VM. A
+        # refused or poisoned MRIF access is the IOMMU's to report (264 / 271, §9.4).
+        try:
+            word = self.memory.read64(pending_at, device.name)
+            self.memory.write64(pending_at, word | 1 << (identity % 64), device.name)
+        except (AccessFault, DataCorruption) as error:
+            cause = (Cause.MSI_MRIF_DATA_CORRUPTION if isinstance(error, DataCorruption)
+                     else Cause.MRIF_ACCESS_FAULT)
+            pv = device.process_id is not None
+            device.iommu.report_fault(arch.FaultRecord(
+                cause=cause, ttyp=arch.ttyp_of(AddrType.UNTRANSLATED, Access.WRITE),
+                device_id=device.device_id, process_id=device.process_id or 0, pv=pv,
+                priv=False, iotval=iova, iotval2=0))
+            device.stats.aborted += 1
+            return MsiOutcome("blocked", replace(response, status=Status.FAULT,
+                                                 cause=int(cause)), target.mrif_address,
+                              identity=identity)
         device.stats.bytes_ok += 8
         self.memory.write32(target.notice_address, target.notice_data, WHO_NOTICE)
         where = self.imsic.decode(target.notice_address)

@@ -20,8 +20,8 @@ import cocotb
 from cocotb.task import bridge
 
 from models import arch
-from models.arch import Reg, TrReqCtl
-from models.memory import Memory
+from models.arch import Cause, Reg, TrReqCtl
+from models.memory import FaultKind, Memory
 from tb.isolation import run_campaign
 from tb.rtl_iommu import Lockstep, MirrorMemory, RtlIommu, model_iommu
 from tb.top_env import TopTB
@@ -47,6 +47,10 @@ async def vms_and_vfs_stay_isolated(dut):
     responses = await bridge(_debug_msi_pages)(lock, hv)
     assert any(r & arch.TrResponse.FAULT.mask for r in responses), responses
     assert any(not r & arch.TrResponse.FAULT.mask for r in responses), responses
+    # An MRIF update the bridge finds refused or poisoned: recorded through the
+    # IOMMU's bridge_fault port (264 / 271), compared with the model's record.
+    reported = await bridge(_mrif_memory_errors)(hv, rtl_memory)
+    assert reported == [Cause.MRIF_ACCESS_FAULT, Cause.MSI_MRIF_DATA_CORRUPTION], reported
     tb.check_protocol()
     differences = lock.compare_memories()
     assert not differences, "\n".join(differences[:10])
@@ -74,3 +78,18 @@ def _debug_msi_pages(lock: Lockstep, hv) -> list[int]:
                 lock.read_register(Reg.TR_REQ_CTL, 8)
                 out.append(lock.read_register(Reg.TR_RESPONSE, 8))
     return out
+
+
+def _mrif_memory_errors(hv, memory) -> list[int]:
+    """One MSI to an MRIF whose pending word is refused, one whose word is poisoned;
+    the causes of the records the hypervisor then finds in the fault queue."""
+    hv.handle_faults()  # start from an empty queue
+    vm = next(vm for vm in hv.vms.values() if vm.vcpus[0].mrif is not None)
+    vf = next(vf for vf in vm.devices if getattr(vf, "msi_iova", None) is not None)
+    mrif = vm.vcpus[0].mrif
+    for kind in (FaultKind.ACCESS, FaultKind.POISON):
+        memory.inject_fault(mrif.address, 8, kind)  # identities 0..63
+        out = hv.platform.msi_write(vf, vf.msi_iova, 7)
+        memory.clear_faults()
+        assert out.status == "blocked", out
+    return [fault.record.cause for fault in hv.handle_faults()]
