@@ -182,6 +182,9 @@ class LockstepMismatch(AssertionError):
 TIMING_REGISTERS = {Reg.IOHPMCYCLES}
 #: Registers that show the command queue's progress: compared once both have drained it.
 QUEUE_PROGRESS_REGISTERS = {Reg.CQH, Reg.CQCSR, Reg.IPSR}
+#: Registers whose write can make the command queue run (a new cqt, the queue enabled
+#: or its errors cleared, a new base).
+QUEUE_START_REGISTERS = {Reg.CQT, Reg.CQCSR, Reg.CQB, Reg.CQB + 4}
 
 
 class Lockstep:
@@ -200,10 +203,17 @@ class Lockstep:
         self.log: list[str] = []
         self.fault_queues: set[tuple[int, int]] = set()  # (base, end) of every FQ programmed
 
+    def _trace(self, text: str) -> None:
+        """The last accesses, quoted when a mismatch is reported."""
+        self.log.append(f"cycle {self.rtl.tb.cycle}: {text}")
+        del self.log[:-12]
+
     def _fail(self, text: str) -> None:
+        history = "\n  ".join(self.log)
         raise LockstepMismatch(f"{text} (seed {self.rtl.tb.seed_text}, after "
                                f"{self.register_reads} reads, {self.register_writes} writes, "
-                               f"{self.translations} translations)")
+                               f"{self.translations} translations); last accesses:\n  "
+                               f"{history}")
 
     def read_register(self, offset: int, size: int) -> int:
         if offset in QUEUE_PROGRESS_REGISTERS:
@@ -214,6 +224,7 @@ class Lockstep:
         got = self.rtl.read_register(offset, size)
         expected = self.model.read_register(offset, size)
         self.register_reads += 1
+        self._trace(f"read {_reg_name(offset)} ({size}) = {got:#x}")
         if offset not in TIMING_REGISTERS and got != expected:
             self._fail(f"register {_reg_name(offset)} ({size} bytes): RTL {got:#x}, "
                        f"model {expected:#x}")
@@ -223,9 +234,17 @@ class Lockstep:
         self.rtl.write_register(offset, size, value)
         self.model.write_register(offset, size, value)
         self.register_writes += 1
-        if offset == Reg.FQB:
-            base = arch.QueueBase.PPN.get(value) << arch.PAGE_SHIFT
-            entries = 1 << (arch.QueueBase.LOG2SZ_1.get(value) + 1)
+        self._trace(f"write {_reg_name(offset)} ({size}) {value:#x}")
+        if offset in QUEUE_START_REGISTERS:
+            # The RTL starts on what this write queued at once, the model only when
+            # asked: let both run it now, before anything else (memory faults injected
+            # under the queue, say) can change what they would fetch.
+            self.rtl.process_commands()
+            self.model.process_commands()
+        if offset in (Reg.FQB, Reg.FQB + 4):  # whole, or either 32-bit half
+            fqb = self.model.fq.base
+            base = arch.QueueBase.PPN.get(fqb) << arch.PAGE_SHIFT
+            entries = 1 << (arch.QueueBase.LOG2SZ_1.get(fqb) + 1)
             self.fault_queues.add((base, base + entries * arch.FAULT_RECORD_SIZE))
 
     def translate(self, request: Request) -> Response:
@@ -281,7 +300,15 @@ class Lockstep:
                             for i in range(0, len(raw), arch.FAULT_RECORD_SIZE)]
             return sorted(r for r in out if any(r))
 
+        # Queues programmed over one another are one region: a batch's records may sit
+        # on either side of where one queue ends inside another.
+        regions: list[list[int]] = []
         for base, end in sorted(self.fault_queues):
+            if regions and base <= regions[-1][1]:
+                regions[-1][1] = max(regions[-1][1], end)
+            else:
+                regions.append([base, end])
+        for base, end in regions:
             got = records(self.rtl_memory, base, end)
             expected = records(self.model_memory, base, end)
             if got != expected:

@@ -7,8 +7,8 @@ DDTs (Sv39/48/57, PD8/17/20, with nested guests), the small/default/large preset
 memory, injected memory errors and invalidation-heavy traffic, each case with and
 without stress (back-pressure, memory latency and reordering); and, on the whole IOMMU
 programmed by the OS driver model, the map/unmap race (stale translations after
-IOFENCE.C count as violations) and the register/command fuzzer in lockstep with the
-model. Runs go in parallel (a process pool of
+IOFENCE.C count as violations), the register/command fuzzer in lockstep with the
+model, and the 4-VM / 8-VF isolation campaign (``tb/isolation.py``). Runs go in parallel (a process pool of
 ``--jobs``); each run has its own seed, printed with the command that replays it. Every
 transaction is judged by the scoreboard and the invariant checkers
 (``tb/invariants.py``); the summary table gives, per configuration: runs, transactions
@@ -69,6 +69,12 @@ CONFIGS = [
     Config("IOMMU control fuzz", ("fuzz_registers_commands_traffic",),
            module="tb.tests.test_control", design="rtl.iommu:Iommu",
            count_env="FUZZ_OPERATIONS", per_unit=1.0, in_slice=False),
+    # A hypervisor with 4 VMs and 8 SR-IOV VFs under random and rogue traffic, the whole
+    # IOMMU in lockstep with the model (tb/isolation.py); the size is each VF's
+    # legitimate accesses (8 VFs, plus strays and the rogue catalogue).
+    Config("IOMMU isolation 4 VMs / 8 VFs", ("vms_and_vfs_stay_isolated",),
+           module="tb.tests.isolation_rtl", design="rtl.iommu:Iommu",
+           count_env="ISOLATION_LEGIT", per_unit=8.0, in_slice=False),
 ]
 
 

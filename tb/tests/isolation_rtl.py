@@ -24,6 +24,7 @@ from models.arch import Cause, Reg, TrReqCtl
 from models.memory import FaultKind, Memory
 from tb.isolation import run_campaign
 from tb.rtl_iommu import Lockstep, MirrorMemory, RtlIommu, model_iommu
+from tb.tests.test_control import export_figures
 from tb.top_env import TopTB
 
 
@@ -58,6 +59,7 @@ async def vms_and_vfs_stay_isolated(dut):
                 "%d writes compared; %d cycles", seed, counts, lock.translations,
                 lock.register_reads, lock.register_writes, tb.cycle)
     assert counts["allowed"] > 50 and counts["blocked"] > 50 and counts["suppressed"] > 0
+    export_figures(lock.translations, 0, isolation=counts)
 
 
 def _debug_msi_pages(lock: Lockstep, hv) -> list[int]:

@@ -465,6 +465,9 @@ async def fuzz_registers_commands_traffic(dut):
                 except AccessFault:  # the queue sits in memory the fuzzer made faulty
                     count("commands lost to a faulty queue page")
                     continue
+                except ValueError:  # a fuzzed cqb put the queue beyond the 56-bit space
+                    count("commands lost to a queue beyond PAS")
+                    continue
                 lock.write_register(Reg.CQT, 4, (tail + 1) % entries)
                 lock.process_commands()
                 lock.read_register(Reg.CQH, 4)
@@ -474,8 +477,15 @@ async def fuzz_registers_commands_traffic(dut):
                 # Requests in flight together may complete in any order, so when the
                 # fault queue can overflow, which record is dropped would depend on that
                 # order (the spec does not order them): batch only what fits.
+                # Likewise when a slot the batch would fill is in faulty memory (which
+                # record meets it first, setting fqm, and which are dropped after it).
                 fq = lock.model.fq
                 room = (fq.head - fq.tail - 1) % fq.entries if fq.on else 6
+                for k in range(min(6, room)):
+                    slot = fq.entry_address((fq.tail + k) % fq.entries)
+                    if slot >> 56 or memory._fault_at(slot, arch.FAULT_RECORD_SIZE):
+                        room = k  # up to the first faulty slot (a single request may meet it)
+                        break
                 n = rng.randint(1, max(1, min(6, room)))
                 lock.translate_all([Request(
                     device_id=rng.choice([DEVICE, DEVICE, OTHER, 0x3FF]),
