@@ -178,13 +178,18 @@ def test_msi_identity_out_of_range_is_ignored_by_the_interrupt_file():
     assert hv.platform.imsic.pending == {}
 
 
-def test_mrif_sets_pending_and_always_sends_the_notice():
+def mrif_vm():
+    """A VM whose one vCPU (on hart 3) uses an MRIF, with one VF: (memory, hv, vf, mrif)."""
     memory, _, hv = make()
     vm = hv.create_vm("m", harts=[3], mrif=True)
     nic = hv.create_nic("nic", 0x100, 1)
     vf = nic.vfs[0]
     hv.assign(vm, vf)
-    mrif = vm.vcpus[0].mrif
+    return memory, hv, vf, vm.vcpus[0].mrif
+
+
+def test_mrif_sets_pending_and_always_sends_the_notice():
+    memory, hv, vf, mrif = mrif_vm()
     out = hv.platform.msi_write(vf, GUEST_IMSIC_GPA, 40)
     assert out.status == "mrif" and out.response.msi and out.response.spa == mrif.address
     assert hv.platform.mrif_pending(mrif) == {40}
@@ -289,12 +294,7 @@ def test_mrif_memory_errors_are_reported_by_the_iommu(kind, cause):
     """§9.4: a refused MRIF access is cause 264, a poisoned one 271; the bridge reports
     it through the IOMMU (a record with the MSI's device and address), sends no notice
     and the MSI is not delivered."""
-    memory, _, hv = make()
-    vm = hv.create_vm("m", harts=[3], mrif=True)
-    nic = hv.create_nic("nic", 0x100, 1)
-    vf = nic.vfs[0]
-    hv.assign(vm, vf)
-    mrif = vm.vcpus[0].mrif
+    memory, hv, vf, mrif = mrif_vm()
     memory.inject_fault(mrif.address + 16, 8, kind)  # the pending word of identities 64..127
     out = hv.platform.msi_write(vf, GUEST_IMSIC_GPA, 70)
     assert out.status == "blocked" and out.response.cause == cause
