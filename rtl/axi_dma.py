@@ -1,7 +1,9 @@
 """The device port: DMA bursts in on an AXI4 slave, translated, out on an AXI4 master.
 
     s_axi AR ─► BurstTranslator (read)  ─► m_axi AR      outcome FIFO ─► R: memory's beats,
-                 │                                                        or error beats
+                 │                          ▲ (ID 1)                      or local beats
+                 │                     MrifWriter ◄──── W beat of an MRIF-mode MSI
+                 │                          │ (ID 1) ▲ job                 (its response ─► B)
     s_axi AW ─► BurstTranslator (write) ─► m_axi AW      outcome FIFO ─► W: forwarded, or
                  │      ▲                                                  consumed and dropped
                  ▼      │                                               ─► B FIFO ─► B
@@ -21,10 +23,19 @@ Outcomes, in the order the bursts arrived on each channel:
 * a burst the bridge cannot forward (crosses 4 KiB, AxSIZE wider than the bus,
   reserved AxBURST, a WRAP of illegal length or alignment), or a translation whose
   SPA does not fit ``m_axi``'s address: DECERR without translating it;
+* an MSI translated through an MRIF-mode MSI PTE (the completion's ``mrif``, §9.4):
+  never forwarded to the MRIF address. A write that is one naturally aligned 32-bit
+  beat (AWLEN 0, AWSIZE 2) goes to the MRIF writer (``rtl/axi_mrif.py``), which sets
+  the pending bit and sends the notice MSI on ``m_axi`` with AxID 1, or discards it,
+  and gives its response; any other write is aborted with SLVERR. An aligned 32-bit
+  read (ARLEN 0, ARSIZE 2) returns 0 with OKAY (the spec's preference), any other
+  read SLVERR; nothing is read.
 
-a refused burst never reaches memory: its write data beats are consumed and dropped,
-its reads answered with zero data. Responses leave in arrival order per channel
-(stricter than AXI's same-ID rule), so the memory side needs only one ID.
+a burst answered by the bridge never reaches memory: its write data beats are consumed
+and dropped, its reads answered with zero data. Responses leave in arrival order per
+channel (stricter than AXI's same-ID rule), so device bursts need only one ID on the
+memory side. While the MRIF writer works, the write translator forwards nothing more
+(AXI's W order follows AW order); reads go on.
 Throughput: one burst per channel is translated at a time (an IOTLB hit costs about
 5 cycles per burst); up to ``outstanding`` translated bursts per channel are in flight
 to memory while the next is translated.
@@ -232,7 +243,8 @@ class AxiDmaBridge(wiring.Component):
     """Device DMA (``s_axi``, IOVAs) through the IOMMU's translation port to ``m_axi`` (SPAs).
 
     Parameters: iova_width (s_axi address bits), pa_width (m_axi address bits),
-    data_width (both sides), id_width (s_axi IDs; m_axi uses ID 0 of ``m_id_width``),
+    data_width (both sides, >= 64), id_width (s_axi IDs; m_axi uses ID 0 of ``m_id_width``
+    for device bursts and ``MRIF_ID`` for the MRIF writer's accesses),
     device_id_bits / process_id_bits (AxUSER fields), tag_bits (translation tags, >= 1),
     outstanding (translated bursts in flight per channel).
     """

@@ -36,7 +36,11 @@ from models import arch
 
 from . import layouts
 
-__all__ = ["MsiRequest", "MsiTranslator", "covers_msi_page", "msi_address_match"]
+__all__ = ["MSI_STATES", "MsiRequest", "MsiTranslator", "covers_msi_page",
+           "msi_address_match"]
+
+#: The translator's FSM states in their encoding (declaration order), for waveforms.
+MSI_STATES = ("IDLE", "INDEX", "READ", "WAIT", "DONE")
 
 _PTE_ADDR_LOW = 4  # log2(arch.MSI_PTE_SIZE): the file number indexes 16-byte entries
 _DWORD = 8
@@ -158,7 +162,7 @@ class MsiTranslator(wiring.Component):
                          | ~(basic_ok | mrif_ok))  # a reserved mode, or reserved bits
         mrif_addr = _field(dw0, arch.MsiPte.MRIF_ADDR)  # MRIF address[55:9]
 
-        with m.FSM(name="msi"):
+        with m.FSM(name="msi") as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.req.ready.eq(1)
                 with m.If(self.req.valid):
@@ -227,4 +231,7 @@ class MsiTranslator(wiring.Component):
                 m.d.comb += self.res.valid.eq(1)
                 with m.If(self.res.ready):
                     m.next = "IDLE"
+        if tuple(fsm.encoding) != MSI_STATES:
+            raise AssertionError(f"MSI FSM encoding {tuple(fsm.encoding)} differs from "
+                                 f"MSI_STATES, which the waveform save file decodes with")
         return m

@@ -37,14 +37,17 @@ GROUPS = [
     ("Response", [
         ("response__valid", "bin", None), ("response__payload.tag", "hex", None),
         ("response__payload.fault", "bin", None), ("response__payload.cause", "dec", None),
-        ("response__payload.spa", "hex", None), ("fault__valid", "bin", None),
+        ("response__payload.spa", "hex", None), ("response__payload.mrif", "bin", None),
+        ("fault__valid", "bin", None),
     ]),
     ("Miss slots", [(r"slot\d+_state", "enum", "SlotState")]),
     ("Context fetch", [
         ("context_fetch.req__valid", "bin", None), ("context_fetch.res__valid", "bin", None),
         ("context_fetch.ddt_walk", "bin", None), ("context_fetch.pdt_walk", "bin", None),
     ]),
-    ("Walkers", [(r"walker\d+(\.\w+)?\.walk_state", "enum", "WalkerState")]),
+    ("Walkers", [(r"walker\d+\.phase", "enum", "WalkPhase"),
+                 (r"walker\d+(\.\w+)?\.walk_state", "enum", "WalkerState"),
+                 (r"walker\d+\.msi\.msi_state", "enum", "MsiState")]),
     ("Memory port", [
         ("mem_req__valid", "bin", None), ("mem_req__payload.id", "dec", None),
         ("mem_req__payload.op", "enum", "MemOp"), ("mem_req__payload.addr", "hex", None),
@@ -104,6 +107,11 @@ def _enum_filters() -> dict[str, list[tuple[int, str]]]:
         from rtl.walker import WALKER_STATES
 
         filters["WalkerState"] = list(enumerate(WALKER_STATES))
+        from rtl.msi import MSI_STATES
+        from rtl.walker import _WalkPhase
+
+        filters["WalkPhase"] = [(p.value, p.name) for p in _WalkPhase]
+        filters["MsiState"] = list(enumerate(MSI_STATES))
     except ImportError:
         pass
     return filters

@@ -1138,7 +1138,8 @@ def _refused(cls, args, match):
 
 def test_constructors_refuse_what_they_cannot_do():
     _refused(ContextFetch, (ID_BITS, MEM_ID, 8, 8, RTL_CAPS | Cap.ATS.mask), "ATS")
-    _refused(ContextFetch, (ID_BITS, MEM_ID, 8, 8, RTL_CAPS | Cap.MSI_MRIF.mask), "MSI_MRIF")
+    _refused(ContextFetch, (ID_BITS, MEM_ID, 8, 8, RTL_CAPS | Cap.T2GPA.mask), "T2GPA")
+    _refused(ContextFetch, (ID_BITS, MEM_ID, 8, 8, RTL_CAPS | Cap.END.mask), "END")
     _refused(ContextFetch, (1, 2, 8, 8, RTL_CAPS), "mem_id")
     _refused(ContextFetch, (ID_BITS, MEM_ID, 0, 8, RTL_CAPS), "dc_entries")
     _refused(ContextCache, (8, 8, 65), "entries")
