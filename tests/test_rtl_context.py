@@ -1112,6 +1112,26 @@ def test_context_cache_fill_lookup_replace_invalidate():
         await fill(5, 5, 0x55)
         ctx.set(dut.inval_en, 0)
         assert await lookup(5, 5) is None
+        # Back-to-back fills: the victim of the second is chosen while the first is
+        # being written (issue 7's registered victim). The same tag twice lands in
+        # one entry (the later data wins, nothing else is evicted); three different
+        # tags in a row take the three entries.
+        await fill(1, 1, 0x11)
+        await fill(2, 2, 0x22)
+        await fill(2, 2, 0x23)
+        await fill(2, 2, 0x24)
+        assert [await lookup(*k) for k in ((1, 1), (2, 2))] == [0x11, 0x24]
+        await inval(0, 0, 0, 0)
+        await fill(6, 1, 0x61)
+        await fill(6, 2, 0x62)
+        await fill(6, 3, 0x63)
+        assert [await lookup(6, pid) for pid in (1, 2, 3)] == [0x61, 0x62, 0x63]
+        # Full: a fourth tag evicts exactly one of them, and right behind it a fill of
+        # the fourth tag again must not take a second entry.
+        await fill(7, 7, 0x77)
+        await fill(7, 7, 0x78)
+        present = [await lookup(*k) for k in ((6, 1), (6, 2), (6, 3), (7, 7))]
+        assert present.count(None) == 1 and present[3] == 0x78, present
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
