@@ -445,6 +445,53 @@ class ContextFetch(wiring.Component):
                 g_req.gade.eq(dc.gade),
             ]
 
+        # The cache entries a fetched DC / PC makes, and the caches' fill tags and data,
+        # straight from the dwords read: only ``fill_en`` waits for the checks, so the
+        # caches' victim choice (made on the fill tag) is not behind them (issue 7).
+        dc_entry = Signal(DeviceContextEntry)
+        tc, iohgatp, ta, fsc = leaf[:4]
+        gs_on = _field(iohgatp, arch.Iohgatp.MODE) != 0
+        # All of ``dc_entry`` assigned first (the MSI fields stay 0 in the base format):
+        # no constant-only process in the Verilog (ALWNEVER).
+        m.d.comb += dc_entry.eq(0)
+        m.d.comb += [
+            dc_entry.dtf.eq(_field(tc, arch.Tc.DTF)),
+            dc_entry.sade.eq(_field(tc, arch.Tc.SADE)),
+            dc_entry.gade.eq(_field(tc, arch.Tc.GADE)),
+            dc_entry.pdtv.eq(_field(tc, arch.Tc.PDTV)),
+            dc_entry.dpe.eq(_field(tc, arch.Tc.DPE)),
+            dc_entry.fsc_mode.eq(_field(fsc, arch.Fsc.MODE)),
+            dc_entry.fsc_ppn.eq(_field(fsc, arch.Fsc.PPN)),
+            dc_entry.pscid.eq(_field(ta, arch.Ta.PSCID)),
+            dc_entry.gs_mode.eq(_field(iohgatp, arch.Iohgatp.MODE)),
+            # A Bare iohgatp's PPN and GSCID mean nothing (§3.3): keep 0s, so the IOTLB
+            # tags host translations with GSCID 0.
+            dc_entry.gs_ppn.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.PPN), 0)),
+            dc_entry.gscid.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.GSCID), 0)),
+        ]
+        if self.extended:
+            msiptp, msi_mask, msi_pattern = leaf[4:7]
+            m.d.comb += [
+                dc_entry.msi_flat.eq(_field(msiptp, arch.Msiptp.MODE) == arch.MsiptpMode.FLAT),
+                dc_entry.msiptp_ppn.eq(_field(msiptp, arch.Msiptp.PPN)),
+                dc_entry.msi_mask.eq(_field(msi_mask, arch.MSI_ADDR_MASK)),
+                dc_entry.msi_pattern.eq(_field(msi_pattern, arch.MSI_ADDR_MASK)),
+            ]
+        pc_entry = Signal(ProcessContextEntry)
+        pc_ta, pc_fsc = leaf[0], leaf[1]
+        m.d.comb += [
+            pc_entry.ens.eq(_field(pc_ta, arch.PcTa.ENS)),
+            pc_entry.sum.eq(_field(pc_ta, arch.PcTa.SUM)),
+            pc_entry.pscid.eq(_field(pc_ta, arch.PcTa.PSCID)),
+            pc_entry.fs_mode.eq(_field(pc_fsc, arch.Fsc.MODE)),
+            pc_entry.fs_ppn.eq(_field(pc_fsc, arch.Fsc.PPN)),
+            dc_cache.fill_tag.eq(did),
+            dc_cache.fill_data.eq(dc_entry),
+            pc_cache.fill_tag.device_id.eq(did),
+            pc_cache.fill_tag.process_id.eq(pid),
+            pc_cache.fill_data.eq(pc_entry),
+        ]
+
         with m.Switch(state):
             with m.Case(State.LOOKUP):
                 with m.If(mode == arch.DdtpMode.OFF):
@@ -521,7 +568,6 @@ class ContextFetch(wiring.Component):
                             ]
 
             with m.Case(State.DC_CHECK):
-                tc, iohgatp, ta, fsc = leaf[:4]
                 with m.If(leaf_access_fault):
                     fault(C.DDT_LOAD_ACCESS_FAULT)
                 with m.Elif(leaf_poison):
@@ -531,41 +577,8 @@ class ContextFetch(wiring.Component):
                 with m.Elif(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])):
                     fault(C.DDT_ENTRY_MISCONFIGURED)
                 with m.Else():
-                    entry = Signal(DeviceContextEntry)
-                    gs_on = _field(iohgatp, arch.Iohgatp.MODE) != 0
-                    # All of ``entry`` assigned here first (the MSI fields stay 0 in the
-                    # base format): no constant-only process in the Verilog (ALWNEVER).
-                    m.d.comb += entry.eq(0)
-                    m.d.comb += [
-                        entry.dtf.eq(_field(tc, arch.Tc.DTF)),
-                        entry.sade.eq(_field(tc, arch.Tc.SADE)),
-                        entry.gade.eq(_field(tc, arch.Tc.GADE)),
-                        entry.pdtv.eq(_field(tc, arch.Tc.PDTV)),
-                        entry.dpe.eq(_field(tc, arch.Tc.DPE)),
-                        entry.fsc_mode.eq(_field(fsc, arch.Fsc.MODE)),
-                        entry.fsc_ppn.eq(_field(fsc, arch.Fsc.PPN)),
-                        entry.pscid.eq(_field(ta, arch.Ta.PSCID)),
-                        entry.gs_mode.eq(_field(iohgatp, arch.Iohgatp.MODE)),
-                        # A Bare iohgatp's PPN and GSCID mean nothing (§3.3): keep 0s, so
-                        # the IOTLB tags host translations with GSCID 0.
-                        entry.gs_ppn.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.PPN), 0)),
-                        entry.gscid.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.GSCID), 0)),
-                    ]
-                    if self.extended:
-                        msiptp, msi_mask, msi_pattern = leaf[4:7]
-                        m.d.comb += [
-                            entry.msi_flat.eq(_field(msiptp, arch.Msiptp.MODE)
-                                              == arch.MsiptpMode.FLAT),
-                            entry.msiptp_ppn.eq(_field(msiptp, arch.Msiptp.PPN)),
-                            entry.msi_mask.eq(_field(msi_mask, arch.MSI_ADDR_MASK)),
-                            entry.msi_pattern.eq(_field(msi_pattern, arch.MSI_ADDR_MASK)),
-                        ]
-                    m.d.comb += [
-                        dc_cache.fill_tag.eq(did),
-                        dc_cache.fill_data.eq(entry),
-                        dc_cache.fill_en.eq(~stale & ~inval_fire),
-                    ]
-                    m.d.sync += [dc.eq(entry), state.eq(State.DECIDE)]
+                    m.d.comb += dc_cache.fill_en.eq(~stale & ~inval_fire)
+                    m.d.sync += [dc.eq(dc_entry), state.eq(State.DECIDE)]
 
             with m.Case(State.DECIDE):
                 m.d.comb += decide.eq(1)
@@ -581,18 +594,9 @@ class ContextFetch(wiring.Component):
                 with m.Elif(self._pc_misconfigured(ta, fsc)):
                     fault(C.PDT_ENTRY_MISCONFIGURED, dc_now.dtf)
                 with m.Else():
-                    entry = Signal(ProcessContextEntry)
                     m.d.comb += [
-                        entry.ens.eq(_field(ta, arch.PcTa.ENS)),
-                        entry.sum.eq(_field(ta, arch.PcTa.SUM)),
-                        entry.pscid.eq(_field(ta, arch.PcTa.PSCID)),
-                        entry.fs_mode.eq(_field(fsc, arch.Fsc.MODE)),
-                        entry.fs_ppn.eq(_field(fsc, arch.Fsc.PPN)),
-                        pc_cache.fill_tag.device_id.eq(did),
-                        pc_cache.fill_tag.process_id.eq(pid),
-                        pc_cache.fill_data.eq(entry),
                         pc_cache.fill_en.eq(~stale & ~inval_fire),
-                        pc_now.eq(entry),
+                        pc_now.eq(pc_entry),
                         use_pc.eq(1),
                     ]
 

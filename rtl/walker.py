@@ -41,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from models import arch
 
 from . import layouts, params
-from .msi import MsiRequest, MsiTranslator, covers_msi_page, msi_address_match
+from .msi import LEAF_SIZES_LOG2, MsiRequest, MsiTranslator, msi_pages_within
 from .walk_cache import WalkCache
 
 __all__ = ["PTE_LAYOUT", "PageTableWalker", "StageWalker"]
@@ -620,6 +620,8 @@ class PageTableWalker(wiring.Component):
         access = Signal(layouts.Access)
         context = Signal(layouts.TranslationContext)
         first = Signal(layouts.WalkResult)  # the first stage's leaf
+        # msi_pages_within of the final GPA, registered with ``first``.
+        msi_within = Signal(len(LEAF_SIZES_LOG2))
         result = Signal(layouts.WalkResult)
         nested = context.gs_mode != 0
 
@@ -687,12 +689,15 @@ class PageTableWalker(wiring.Component):
                         next_phase = _WalkPhase.FINAL_GPA
                         if msi is not None:
                             # §9.1: the final GPA (as ``final.gpa`` will hold it) is an
-                            # interrupt-file address: step 18 instead of step 19.
+                            # interrupt-file address (bit 0, 4 KiB): step 18 instead of
+                            # step 19. The other bits wait for the leaf's size.
                             gpa = Mux(fs_bare, iova,
                                       Cat(iova[:arch.PAGE_SHIFT], fs.res.payload.ppn))
-                            next_phase = Mux(context.msi_flat & msi_address_match(
-                                gpa, context.msi_mask, context.msi_pattern),
-                                _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
+                            within = msi_pages_within(gpa, context.msi_mask,
+                                                      context.msi_pattern)
+                            m.d.sync += msi_within.eq(within)
+                            next_phase = Mux(context.msi_flat & within[0],
+                                             _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
                         m.d.sync += phase.eq(Mux(fs.res.payload.fault, _WalkPhase.DONE,
                                                  next_phase))
             with m.Case(_WalkPhase.FINAL_GPA, _WalkPhase.MSI), m.If(leaf_valid):
@@ -701,9 +706,17 @@ class PageTableWalker(wiring.Component):
                               g.size_log2, first.size_log2)
                 if msi is not None:
                     # §9.1 implementation note: a page covering an MSI page is 4 KiB.
-                    smaller = Mux(context.msi_flat & covers_msi_page(
-                        final.gpa, smaller, context.msi_mask, context.msi_pattern),
-                        arch.PAGE_SHIFT, smaller)
+                    # ``msi_within`` holds the test for every size, so only a pick by
+                    # size is left here (covers_msi_page computed here, a shift by the
+                    # size, was the walker's longest path: issue 7).
+                    covers = Signal()
+                    with m.Switch(smaller):
+                        for k, size in enumerate(LEAF_SIZES_LOG2):
+                            with m.Case(size):
+                                m.d.comb += covers.eq(msi_within[k])
+                        with m.Default():
+                            m.d.comb += covers.eq(1)  # no such size: 4 KiB is always safe
+                    smaller = Mux(context.msi_flat & covers, arch.PAGE_SHIFT, smaller)
                 with m.If(g.fault):
                     m.d.sync += result.eq(g)
                 with m.Else():
