@@ -226,19 +226,23 @@ class StageWalker(wiring.Component):
                          result.iotval2.eq(iotval2)]
             m.next = "DONE"
 
-        def read_level(entry, gs_active=None):
+        def goto(state):
+            m.next = state
+
+        def read_level(entry, gs_active=None, go=goto):
             """Step 1 for the PTE at ``entry``: through the G-stage first when nested
-            (``gs_active``: whether it is, when the ``gs_mode`` register is not loaded yet)."""
+            (``gs_active``: whether it is, when the ``gs_mode`` register is not loaded yet).
+            ``go`` makes the state change (IDLE: only with a request)."""
             m.d.sync += pte_addr.eq(entry)
             if self.nested:
                 with m.If(gs_mode != 0 if gs_active is None else gs_active):
                     m.d.sync += xlate_write.eq(0)
-                    m.next = "XLATE"
+                    go("XLATE")
                 with m.Else():
                     m.d.sync += pte_spa.eq(entry)
-                    m.next = "READ_PTE"
+                    go("READ_PTE")
             else:
-                m.next = "READ_PTE"
+                go("READ_PTE")
 
         def store_ad():
             """§5.5's store; nested, its address is an implicit write through the G-stage."""
@@ -334,78 +338,86 @@ class StageWalker(wiring.Component):
             for name in WALKER_STATES[:9 if self.nested else 7]:
                 fsm.ongoing(name)
             with m.State("IDLE"):
+                # The walk registers load in every idle cycle and mean something only
+                # once a request is taken; only the state change waits for ``req.valid``.
+                # (Enabling them with ``req.valid`` put the requester's decision, e.g. a
+                # walk cache miss, in front of ~150 register enables: issue 7.)
                 m.d.comb += self.req.ready.eq(1)
-                with m.If(self.req.valid):
-                    if gstage:
-                        walked, mode, root = req.gpa, req.gs_mode, req.gs_ppn
+
+                def on_request(state):
+                    with m.If(self.req.valid):
+                        m.next = state
+
+                if gstage:
+                    walked, mode, root = req.gpa, req.gs_mode, req.gs_ppn
+                    m.d.sync += [
+                        addr.eq(req.gpa), access.eq(req.access),
+                        orig_access.eq(req.orig_access), user.eq(1), sum_.eq(0),
+                        ad_update.eq(req.gade & int(self.amo_hwad)),
+                        iotval2_flags.eq(req.iotval2_flags), in_pdt.eq(req.in_pdt),
+                    ]
+                    req_page_fault = _by_access(req.orig_access,
+                                                arch.guest_page_fault_cause)
+                    req_iotval2 = Cat(req.iotval2_flags, req.gpa[2:])
+                else:
+                    ctx = req.context
+                    walked, mode, root = req.iova, ctx.fs_mode, ctx.fs_ppn
+                    m.d.sync += [
+                        addr.eq(req.iova), access.eq(req.access),
+                        orig_access.eq(req.access), user.eq(~req.priv),
+                        sum_.eq(ctx.sum), ad_update.eq(ctx.sade & int(self.amo_hwad)),
+                    ]
+                    if self.nested:
+                        m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_ppn.eq(ctx.gs_ppn),
+                                     gade.eq(ctx.gade)]
+                    req_page_fault = _by_access(req.access, arch.page_fault_cause)
+                    req_iotval2 = 0
+                with m.Switch(mode):
+                    with m.Case(arch.AtpMode.BARE):
+                        # No translation at this stage: the address is the output
+                        # (§5.7), all allowed.
                         m.d.sync += [
-                            addr.eq(req.gpa), access.eq(req.access),
-                            orig_access.eq(req.orig_access), user.eq(1), sum_.eq(0),
-                            ad_update.eq(req.gade & int(self.amo_hwad)),
-                            iotval2_flags.eq(req.iotval2_flags), in_pdt.eq(req.in_pdt),
+                            result.eq(0),
+                            result.ppn.eq(walked[arch.PAGE_SHIFT:layouts.PA_BITS]),
+                            result.size_log2.eq(arch.PAGE_SHIFT),
+                            result.r.eq(1), result.w.eq(1), result.x.eq(1),
+                            result.u.eq(1), result.d.eq(1),
                         ]
-                        req_page_fault = _by_access(req.orig_access,
-                                                    arch.guest_page_fault_cause)
-                        req_iotval2 = Cat(req.iotval2_flags, req.gpa[2:])
-                    else:
-                        ctx = req.context
-                        walked, mode, root = req.iova, ctx.fs_mode, ctx.fs_ppn
-                        m.d.sync += [
-                            addr.eq(req.iova), access.eq(req.access),
-                            orig_access.eq(req.access), user.eq(~req.priv),
-                            sum_.eq(ctx.sum), ad_update.eq(ctx.sade & int(self.amo_hwad)),
-                        ]
-                        if self.nested:
-                            m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_ppn.eq(ctx.gs_ppn),
-                                         gade.eq(ctx.gade)]
-                        req_page_fault = _by_access(req.access, arch.page_fault_cause)
-                        req_iotval2 = 0
-                    with m.Switch(mode):
-                        with m.Case(arch.AtpMode.BARE):
-                            # No translation at this stage: the address is the output
-                            # (§5.7), all allowed.
-                            m.d.sync += [
-                                result.eq(0),
-                                result.ppn.eq(walked[arch.PAGE_SHIFT:layouts.PA_BITS]),
-                                result.size_log2.eq(arch.PAGE_SHIFT),
-                                result.r.eq(1), result.w.eq(1), result.x.eq(1),
-                                result.u.eq(1), result.d.eq(1),
-                            ]
-                            m.next = "DONE"
-                        for scheme in self.schemes:
-                            with m.Case(scheme.mode):
+                        on_request("DONE")
+                    for scheme in self.schemes:
+                        with m.Case(scheme.mode):
+                            if gstage:
+                                # §5.7: GPA bits above the x4 scheme's width must be 0.
+                                out_of_range = walked[scheme.va_bits:].any()
+                            else:
+                                # §5.1: IOVA[63:VA_BITS-1] all equal.
+                                upper = walked[scheme.va_bits - 1:]
+                                out_of_range = upper.any() & ~upper.all()
+                            top = scheme.levels - 1
+                            lo = arch.PAGE_SHIFT + _VPN_BITS * top
+                            # The x4 root is 16 KiB: an 11-bit top VPN (its PPN[1:0]
+                            # are 0, DC check 17).
+                            top_vpn = walked[lo:scheme.va_bits]
+                            with m.If(out_of_range):
+                                m.d.sync += [result.eq(0), result.fault.eq(1),
+                                             result.cause.eq(req_page_fault),
+                                             result.iotval2.eq(req_iotval2)]
+                                on_request("DONE")
+                            with m.Else():
+                                m.d.sync += level.eq(top)
                                 if gstage:
-                                    # §5.7: GPA bits above the x4 scheme's width must be 0.
-                                    out_of_range = walked[scheme.va_bits:].any()
+                                    root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root[2:])
                                 else:
-                                    # §5.1: IOVA[63:VA_BITS-1] all equal.
-                                    upper = walked[scheme.va_bits - 1:]
-                                    out_of_range = upper.any() & ~upper.all()
-                                top = scheme.levels - 1
-                                lo = arch.PAGE_SHIFT + _VPN_BITS * top
-                                # The x4 root is 16 KiB: an 11-bit top VPN (its PPN[1:0]
-                                # are 0, DC check 17).
-                                top_vpn = walked[lo:scheme.va_bits]
-                                with m.If(out_of_range):
-                                    m.d.sync += [result.eq(0), result.fault.eq(1),
-                                                 result.cause.eq(req_page_fault),
-                                                 result.iotval2.eq(req_iotval2)]
-                                    m.next = "DONE"
-                                with m.Else():
-                                    m.d.sync += level.eq(top)
-                                    if gstage:
-                                        root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root[2:])
-                                    else:
-                                        root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root)
-                                    read_level(root_addr[:layouts.PA_BITS],
-                                               None if gstage or not self.nested
-                                               else req.context.gs_mode != 0)
-                        with m.Default():
-                            # The context fetch lets no unsupported mode through (259);
-                            # should one arrive anyway, say so rather than guess.
-                            m.d.sync += [result.eq(0), result.fault.eq(1),
-                                         result.cause.eq(arch.Cause.INTERNAL_DATAPATH_ERROR)]
-                            m.next = "DONE"
+                                    root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root)
+                                read_level(root_addr[:layouts.PA_BITS],
+                                           None if gstage or not self.nested
+                                           else req.context.gs_mode != 0, go=on_request)
+                    with m.Default():
+                        # The context fetch lets no unsupported mode through (259);
+                        # should one arrive anyway, say so rather than guess.
+                        m.d.sync += [result.eq(0), result.fault.eq(1),
+                                     result.cause.eq(arch.Cause.INTERNAL_DATAPATH_ERROR)]
+                        on_request("DONE")
 
             if self.nested:
                 gpa_req = self.gpa_req.payload
@@ -770,13 +782,17 @@ class PageTableWalker(wiring.Component):
                     m.d.sync += [pending.eq(fs.gpa_req.payload), stale.eq(0)]
                     m.next = "LOOKUP"
             with m.State("LOOKUP"):
+                # Both answers' payloads are driven whatever the hit: only the valids
+                # wait for it (issue 7, timing).
+                m.d.comb += [fs.gpa_res.payload.ppn.eq(cache.ppn),
+                             fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT),
+                             gs.req.payload.eq(pending)]
                 with m.If(cacheable & cache.hit):
-                    m.d.comb += [fs.gpa_res.valid.eq(1), fs.gpa_res.payload.ppn.eq(cache.ppn),
-                                 fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT)]
+                    m.d.comb += fs.gpa_res.valid.eq(1)
                     with m.If(fs.gpa_res.ready):
                         m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += [gs.req.valid.eq(1), gs.req.payload.eq(pending)]
+                    m.d.comb += gs.req.valid.eq(1)
                     with m.If(gs.req.ready):
                         m.next = "WALK"
             with m.State("WALK"):
@@ -784,11 +800,13 @@ class PageTableWalker(wiring.Component):
                 with m.If(self.inval.valid):
                     m.d.sync += stale.eq(1)
                 with m.If(gs.res.valid & fs.gpa_res.ready):
-                    m.d.comb += [
-                        cache.fill_en.eq(cacheable & ~gs.res.payload.fault & ~stale
-                                         & ~self.inval.valid),
-                        cache.fill_tag.gscid.eq(context.gscid),
-                        cache.fill_tag.gpn.eq(pending.gpa[arch.PAGE_SHIFT:]),
-                        cache.fill_ppn.eq(gs.res.payload.ppn),
-                    ]
+                    m.d.comb += cache.fill_en.eq(cacheable & ~gs.res.payload.fault & ~stale
+                                                 & ~self.inval.valid)
                     m.next = "IDLE"
+        # The fill's tag and data straight from registers, whatever the state: the cache
+        # chooses its victim on the tag each cycle (issue 7, timing).
+        m.d.comb += [
+            cache.fill_tag.gscid.eq(context.gscid),
+            cache.fill_tag.gpn.eq(pending.gpa[arch.PAGE_SHIFT:]),
+            cache.fill_ppn.eq(gs.res.payload.ppn),
+        ]
