@@ -80,7 +80,7 @@ class State(enum.Enum, shape=4):
     LOOKUP = 1  # cache results are in: Off/Bare, device_id width, DC hit or DDT walk
     WALK = 2  # a DDT or PDT walk is reading memory
     DC_CHECK = 3  # all DC dwords are in
-    DECIDE = 4  # a fetched DC was accepted: step 7, then PC cache or PDT walk
+    DECIDE = 4  # a DC was hit or fetched and accepted: step 7, then PC cache or PDT walk
     PC_CHECK = 5  # both PC dwords are in
     RESPOND = 6
     XLATE = 7  # a PDT entry's GPA is offered to the G-stage walker
@@ -116,7 +116,8 @@ class ContextFetch(wiring.Component):
       ddt_walk, pdt_walk: one-cycle pulse when a DDT / PDT walk starts (HPM events 5, 6).
 
     Latency: a request that hits the DC cache (and the PC cache, when one is needed)
-    has its result valid 2 cycles after the request handshake. A walk issues each
+    has its result valid 3 cycles after the request handshake (LOOKUP, DECIDE, then
+    the registered result). A walk issues each
     read the cycle after the previous read's response.
     """
 
@@ -409,12 +410,9 @@ class ContextFetch(wiring.Component):
             m.d.comb += (self.pdt_walk if is_pdt else self.ddt_walk).eq(1)
 
         # ----------------------------------------- decisions once the DC is known
-        # ``dc_now``: the DC cache's entry in LOOKUP (a hit), else the accepted DC.
-        dc_now = Signal(DeviceContextEntry)
+        # ``dc_now``: the accepted DC (a DC cache hit's or a fetched one), registered.
+        dc_now = dc
         decide = Signal()  # step 7 onwards for the DC in dc_now
-        m.d.comb += dc_now.eq(dc)
-        with m.If(state == State.LOOKUP):
-            m.d.comb += dc_now.eq(dc_cache.data)
         pc_now = Signal(ProcessContextEntry)  # the PC cache's entry, or a fetched PC
         use_pc = Signal()  # finish with pc_now (step 15, 16)
 
@@ -503,8 +501,10 @@ class ContextFetch(wiring.Component):
                 with m.Elif(~id_fits):
                     fault(C.TRANSACTION_TYPE_DISALLOWED)
                 with m.Elif(dc_cache.hit):
-                    m.d.sync += dc.eq(dc_cache.data)
-                    m.d.comb += decide.eq(1)
+                    # Step 7 on waits a cycle (DECIDE): from the cache's select through
+                    # the DC's decisions and the PC cache's hit to the result was the
+                    # context fetch's longest path (issue 7).
+                    m.d.sync += [dc.eq(dc_cache.data), state.eq(State.DECIDE)]
                 with m.Else():
                     start_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
 

@@ -806,7 +806,10 @@ def _simple_device(memory, mode=DdtpMode.LVL3, device_id=0x12345):
     return t, ddt, pdt
 
 
-def test_cache_hits_make_no_reads_and_answer_in_two_cycles():
+def test_cache_hits_make_no_reads_and_answer_in_three_cycles():
+    """A DC (and PC) cache hit: LOOKUP (the caches' registered hits), DECIDE (the DC
+    registered, step 7 on: a cycle added for timing, issue 7), then the registered
+    result, 3 cycles after the request handshake."""
     async def body(ctx, bench, memory):
         _, ddt, pdt = _simple_device(memory)
         other = 0x12346
@@ -820,7 +823,7 @@ def test_cache_hits_make_no_reads_and_answer_in_two_cycles():
         assert mismatch(expected(memory, ddt.ddtp(), 0, RTL_CAPS, req7), first) is None
         for _ in range(3):
             again, latency, reads = await bench.request(ctx, req7)
-            assert again == first and reads == [] and latency <= 2, (latency, reads)
+            assert again == first and reads == [] and latency <= 3, (latency, reads)
         # Another PID of the same device: DC hit, PDT walk only.
         got, _, reads = await bench.request(ctx, req8)
         pdt_path, pc_addr = pc_path(memory, pdt.pdtp(), 8)
@@ -830,11 +833,11 @@ def test_cache_hits_make_no_reads_and_answer_in_two_cycles():
         # PDTV=0 device: a DC hit alone answers.
         await bench.request(ctx, request(other))
         got, latency, reads = await bench.request(ctx, request(other))
-        assert reads == [] and latency <= 2 and not got["fault"] and got["pscid"] == 3
+        assert reads == [] and latency <= 3 and not got["fault"] and got["pscid"] == 3
         # Faults found with cached contexts are answered from the cache too.
         got, latency, reads = await bench.request(ctx, request(0x12345, process_id=7, pv=1,
                                                                addr_type=AddrType.TRANSLATED))
-        assert reads == [] and latency <= 2 and got["cause"] == 260 and got["dtf"] == 1
+        assert reads == [] and latency <= 3 and got["cause"] == 260 and got["dtf"] == 1
 
     run_bench(RTL_CAPS, body, latency=3)
 
