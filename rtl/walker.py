@@ -226,23 +226,18 @@ class StageWalker(wiring.Component):
                          result.iotval2.eq(iotval2)]
             m.next = "DONE"
 
-        def goto(state):
-            m.next = state
-
-        def read_level(entry, gs_active=None, go=goto):
-            """Step 1 for the PTE at ``entry``: through the G-stage first when nested
-            (``gs_active``: whether it is, when the ``gs_mode`` register is not loaded yet).
-            ``go`` makes the state change (IDLE: only with a request)."""
+        def read_level(entry):
+            """Step 1 for the PTE at ``entry``: through the G-stage first when nested."""
             m.d.sync += pte_addr.eq(entry)
             if self.nested:
-                with m.If(gs_mode != 0 if gs_active is None else gs_active):
+                with m.If(gs_mode != 0):
                     m.d.sync += xlate_write.eq(0)
-                    go("XLATE")
+                    m.next = "XLATE"
                 with m.Else():
                     m.d.sync += pte_spa.eq(entry)
-                    go("READ_PTE")
+                    m.next = "READ_PTE"
             else:
-                go("READ_PTE")
+                m.next = "READ_PTE"
 
         def store_ad():
             """§5.5's store; nested, its address is an implicit write through the G-stage."""
@@ -372,52 +367,66 @@ class StageWalker(wiring.Component):
                                      gade.eq(ctx.gade)]
                     req_page_fault = _by_access(req.access, arch.page_fault_cause)
                     req_iotval2 = 0
+                # What the mode asks for, as flat signals: every register below loads
+                # whatever the outcome, only the next state depends on it.
+                bare = Signal()  # no translation at this stage (§5.7): the address is the output
+                unknown = Signal()  # a mode this walker was not built for
+                out_of_range = Signal()
+                top_level = Signal.like(level)
+                root_addr = Signal(layouts.PA_BITS)
                 with m.Switch(mode):
                     with m.Case(arch.AtpMode.BARE):
-                        # No translation at this stage: the address is the output
-                        # (§5.7), all allowed.
-                        m.d.sync += [
-                            result.eq(0),
-                            result.ppn.eq(walked[arch.PAGE_SHIFT:layouts.PA_BITS]),
-                            result.size_log2.eq(arch.PAGE_SHIFT),
-                            result.r.eq(1), result.w.eq(1), result.x.eq(1),
-                            result.u.eq(1), result.d.eq(1),
-                        ]
-                        on_request("DONE")
+                        m.d.comb += bare.eq(1)
                     for scheme in self.schemes:
                         with m.Case(scheme.mode):
                             if gstage:
                                 # §5.7: GPA bits above the x4 scheme's width must be 0.
-                                out_of_range = walked[scheme.va_bits:].any()
+                                m.d.comb += out_of_range.eq(walked[scheme.va_bits:].any())
                             else:
                                 # §5.1: IOVA[63:VA_BITS-1] all equal.
                                 upper = walked[scheme.va_bits - 1:]
-                                out_of_range = upper.any() & ~upper.all()
+                                m.d.comb += out_of_range.eq(upper.any() & ~upper.all())
                             top = scheme.levels - 1
                             lo = arch.PAGE_SHIFT + _VPN_BITS * top
-                            # The x4 root is 16 KiB: an 11-bit top VPN (its PPN[1:0]
-                            # are 0, DC check 17).
+                            # The x4 root is 16 KiB: an 11-bit top VPN (its PPN[1:0] are
+                            # 0, DC check 17).
                             top_vpn = walked[lo:scheme.va_bits]
-                            with m.If(out_of_range):
-                                m.d.sync += [result.eq(0), result.fault.eq(1),
-                                             result.cause.eq(req_page_fault),
-                                             result.iotval2.eq(req_iotval2)]
-                                on_request("DONE")
-                            with m.Else():
-                                m.d.sync += level.eq(top)
-                                if gstage:
-                                    root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root[2:])
-                                else:
-                                    root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root)
-                                read_level(root_addr[:layouts.PA_BITS],
-                                           None if gstage or not self.nested
-                                           else req.context.gs_mode != 0, go=on_request)
+                            root_ppn = root[2:] if gstage else root
+                            m.d.comb += [
+                                top_level.eq(top),
+                                root_addr.eq(Cat(C(0, _PTE_BYTES_LOG2), top_vpn,
+                                                 root_ppn)[:layouts.PA_BITS]),
+                            ]
                     with m.Default():
                         # The context fetch lets no unsupported mode through (259);
                         # should one arrive anyway, say so rather than guess.
-                        m.d.sync += [result.eq(0), result.fault.eq(1),
-                                     result.cause.eq(arch.Cause.INTERNAL_DATAPATH_ERROR)]
-                        on_request("DONE")
+                        m.d.comb += unknown.eq(1)
+                with m.If(bare):
+                    m.d.sync += [
+                        result.eq(0),
+                        result.ppn.eq(walked[arch.PAGE_SHIFT:layouts.PA_BITS]),
+                        result.size_log2.eq(arch.PAGE_SHIFT),
+                        result.r.eq(1), result.w.eq(1), result.x.eq(1),
+                        result.u.eq(1), result.d.eq(1),
+                    ]
+                with m.Else():
+                    m.d.sync += [
+                        result.eq(0), result.fault.eq(1),
+                        result.cause.eq(Mux(unknown, arch.Cause.INTERNAL_DATAPATH_ERROR,
+                                            req_page_fault)),
+                        result.iotval2.eq(Mux(unknown, 0, req_iotval2)),
+                    ]
+                m.d.sync += [level.eq(top_level), pte_addr.eq(root_addr)]
+                if self.nested:
+                    # The root's SPA if the G-stage is Bare; XLATE_WAIT overwrites it if not.
+                    m.d.sync += [pte_spa.eq(root_addr), xlate_write.eq(0)]
+                with m.If(bare | unknown | out_of_range):
+                    on_request("DONE")
+                if self.nested:
+                    with m.Elif(req.context.gs_mode != 0):
+                        on_request("XLATE")  # step 1 for the root: through the G-stage
+                with m.Else():
+                    on_request("READ_PTE")
 
             if self.nested:
                 gpa_req = self.gpa_req.payload
