@@ -79,12 +79,13 @@ class State(enum.Enum, shape=4):
     IDLE = 0
     LOOKUP = 1  # cache results are in: Off/Bare, device_id width, DC hit or DDT walk
     WALK = 2  # a DDT or PDT walk is reading memory
-    DC_CHECK = 3  # all DC dwords are in
+    DC_CHECK = 3  # all DC dwords are in: §3.7's rules
     DECIDE = 4  # a DC was hit or fetched and accepted: step 7, then PC cache or PDT walk
     PC_CHECK = 5  # both PC dwords are in
     RESPOND = 6
     XLATE = 7  # a PDT entry's GPA is offered to the G-stage walker
     XLATE_WAIT = 8  # the G-stage walker is translating it
+    DC_VERDICT = 9  # the DC's faults in priority order, the rules' result registered
 
 
 # Capabilities this block cannot honour: a DC asking for them must still be refused
@@ -266,6 +267,7 @@ class ContextFetch(wiring.Component):
         q = Signal(layouts.ContextRequest)  # the request being served
         stale = Signal()  # an invalidation was seen: do not fill the caches
         dc = Signal(DeviceContextEntry)  # the accepted DC, once known
+        dc_bad = Signal()  # DC_CHECK's verdict on §3.7's rules (misconfigured)
         pdt = Signal()  # the walk in progress is a PDT walk
         level = Signal(2)  # level of the entry being read (0 = the DC / PC itself)
         dc_dwords = 8 if self.extended else 4
@@ -568,17 +570,27 @@ class ContextFetch(wiring.Component):
                             ]
 
             with m.Case(State.DC_CHECK):
+                # §3.7's rules take a cycle of their own, registered in ``dc_bad``, and
+                # the DC is loaded whatever they find (a refused one is never used):
+                # rules, verdict, result and the DC's enables in one cycle were the
+                # context fetch's longest path (issue 7).
+                m.d.sync += [
+                    dc_bad.eq(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])),
+                    dc.eq(dc_entry), state.eq(State.DC_VERDICT),
+                ]
+
+            with m.Case(State.DC_VERDICT):
                 with m.If(leaf_access_fault):
                     fault(C.DDT_LOAD_ACCESS_FAULT)
                 with m.Elif(leaf_poison):
                     fault(C.DDT_DATA_CORRUPTION)
                 with m.Elif(~_field(tc, arch.Tc.V)):
                     fault(C.DDT_ENTRY_NOT_VALID)
-                with m.Elif(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])):
+                with m.Elif(dc_bad):
                     fault(C.DDT_ENTRY_MISCONFIGURED)
                 with m.Else():
                     m.d.comb += dc_cache.fill_en.eq(~stale & ~inval_fire)
-                    m.d.sync += [dc.eq(dc_entry), state.eq(State.DECIDE)]
+                    m.d.sync += state.eq(State.DECIDE)
 
             with m.Case(State.DECIDE):
                 m.d.comb += decide.eq(1)
