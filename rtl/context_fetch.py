@@ -331,7 +331,12 @@ class ContextFetch(wiring.Component):
         finish = Signal()
         out = Signal(layouts.ContextResult)
         with m.If(finish):
-            m.d.sync += [self.res.valid.eq(1), self.res.payload.eq(out), state.eq(State.RESPOND)]
+            m.d.sync += [self.res.valid.eq(1), state.eq(State.RESPOND)]
+        # The payload register follows ``out`` until a result is valid, then holds: its
+        # enable is ``~res.valid`` (a register), not ``finish``, which comes at the end of
+        # the checks and would have to reach every result bit's enable (issue 7).
+        with m.If(~self.res.valid):
+            m.d.sync += self.res.payload.eq(out)
         with m.If(self.res.valid & self.res.ready):
             m.d.sync += [self.res.valid.eq(0), state.eq(State.IDLE)]
 
