@@ -195,17 +195,20 @@ class MsiTranslator(wiring.Component):
                     m.next = "INDEX"
 
             with m.State("INDEX"):
+                # The shifts run in every INDEX cycle: once the mask is used up they
+                # change nothing that matters (no mask bit left: the file number and
+                # next_bit stay). Only the state change waits for the 52-bit zero test,
+                # which would otherwise gate some 200 register enables (issue 7).
+                with m.If(mask_left[0]):
+                    with m.If(gpn_left[0]):
+                        m.d.sync += file_number.eq(file_number | next_bit)
+                    m.d.sync += next_bit.eq(next_bit << 1)
+                m.d.sync += [mask_left.eq(mask_left >> 1), gpn_left.eq(gpn_left >> 1)]
+                entry = (Cat(C(0, arch.PAGE_SHIFT), msiptp_ppn)
+                         | Cat(C(0, _PTE_ADDR_LOW), file_number))
+                m.d.sync += pte_addr.eq(entry[:layouts.PA_BITS])
                 with m.If(mask_left == 0):
-                    entry = (Cat(C(0, arch.PAGE_SHIFT), msiptp_ppn)
-                             | Cat(C(0, _PTE_ADDR_LOW), file_number))
-                    m.d.sync += pte_addr.eq(entry[:layouts.PA_BITS])
                     m.next = "READ"
-                with m.Else():
-                    with m.If(mask_left[0]):
-                        with m.If(gpn_left[0]):
-                            m.d.sync += file_number.eq(file_number | next_bit)
-                        m.d.sync += next_bit.eq(next_bit << 1)
-                    m.d.sync += [mask_left.eq(mask_left >> 1), gpn_left.eq(gpn_left >> 1)]
 
             with m.State("READ"):
                 m.d.comb += self.mem_req.valid.eq(1)
