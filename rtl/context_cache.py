@@ -29,7 +29,12 @@ class ContextCache(wiring.Component):
     too), as if the fill had been written at once. The caller fills only contexts
     that are valid (V=1) and well formed: the cache never holds anything else (§10.1).
     Registering the fill keeps the caller's logic away from the entries' write
-    enables (issue 7, timing).
+    enables, and the victim is chosen in the ``fill_en`` cycle (registered one-hot with
+    the fill), so that the tag compare and the victim priority are not in front of the
+    entries' enables either (issue 7, timing: this path limited the walker to 75 MHz).
+    The choice is made on the entries as they will be after the edge that registers
+    it (a fill written at that edge counts), so a tag is never held twice; an entry
+    an invalidation frees at that edge is not seen as free until the next fill.
 
     Invalidate: in a cycle with ``inval_en``, every entry whose tag equals
     ``inval_tag`` on the bits set in ``inval_mask`` is dropped (a zero mask flushes
@@ -96,17 +101,34 @@ class ContextCache(wiring.Component):
         m.d.sync += [fill_q.eq(self.fill_en & ~inval_covers(fill_tag)),
                      fill_q_tag.eq(fill_tag), fill_q_data.eq(Value.cast(self.fill_data))]
 
-        fill_match = Signal(n)
-        m.d.comb += fill_match.eq(Cat((tags[i] == fill_q_tag) & valid[i] for i in range(n)))
+        # The victim of the fill being registered, as a one-hot registered with it. The
+        # fill written at this edge (``fill_q`` into ``victim``) is taken into account:
+        # its entry is occupied, holds ``fill_q_tag`` (a second fill of that tag goes to
+        # the same entry), and it moves the round-robin pointer.
         rr = Signal(range(n))
-        victim = Signal(range(n))
-        m.d.comb += victim.eq(rr)
+        victim = Signal(n)  # one-hot: the entry ``fill_q`` is written into
+        in_flight = victim & fill_q.replicate(n)
+        occupied = Signal(n)
+        fill_match = Signal(n)
+        m.d.comb += [
+            occupied.eq(valid | in_flight),
+            fill_match.eq(Cat((tags[i] == fill_tag) & valid[i] & ~in_flight[i]
+                              for i in range(n))
+                          | Mux(fill_q & (fill_q_tag == fill_tag), in_flight, 0)),
+        ]
+        rr_next = Mux(fill_q, Mux(rr == n - 1, 0, rr + 1), rr)
+        next_victim = Signal(n)
+        with m.Switch(rr_next):
+            for i in range(n):
+                with m.Case(i):
+                    m.d.comb += next_victim.eq(1 << i)
         for i in reversed(range(n)):
-            with m.If(~valid[i]):
-                m.d.comb += victim.eq(i)
+            with m.If(~occupied[i]):
+                m.d.comb += next_victim.eq(1 << i)
         for i in reversed(range(n)):
             with m.If(fill_match[i]):
-                m.d.comb += victim.eq(i)
+                m.d.comb += next_victim.eq(1 << i)
+        m.d.sync += victim.eq(next_victim)
 
         # ------------------------------------------------------- invalidation
         inval_match = Signal(n)
@@ -121,7 +143,7 @@ class ContextCache(wiring.Component):
             m.d.comb += next_hit.eq(lookup_match)
         with m.If(fill_q):
             for i in range(n):
-                with m.If(victim == i):
+                with m.If(victim[i]):
                     m.d.sync += [tags[i].eq(fill_q_tag), datas[i].eq(fill_q_data)]
                     # The entry now holds the new context: a pending hit on the old one
                     # is void, a lookup of the new one hits it, and an invalidation
@@ -133,7 +155,7 @@ class ContextCache(wiring.Component):
             m.d.sync += rr.eq(Mux(rr == n - 1, 0, rr + 1))
         with m.If(self.inval_en):
             for i in range(n):
-                with m.If(inval_match[i] & ~(fill_q & (victim == i))):
+                with m.If(inval_match[i] & ~in_flight[i]):
                     m.d.comb += next_valid[i].eq(0)
         m.d.sync += [valid.eq(next_valid), hit_vec.eq(next_hit)]
         return m

@@ -79,12 +79,13 @@ class State(enum.Enum, shape=4):
     IDLE = 0
     LOOKUP = 1  # cache results are in: Off/Bare, device_id width, DC hit or DDT walk
     WALK = 2  # a DDT or PDT walk is reading memory
-    DC_CHECK = 3  # all DC dwords are in
-    DECIDE = 4  # a fetched DC was accepted: step 7, then PC cache or PDT walk
+    DC_CHECK = 3  # all DC dwords are in: §3.7's rules
+    DECIDE = 4  # a DC was hit or fetched and accepted: step 7, then PC cache or PDT walk
     PC_CHECK = 5  # both PC dwords are in
     RESPOND = 6
     XLATE = 7  # a PDT entry's GPA is offered to the G-stage walker
     XLATE_WAIT = 8  # the G-stage walker is translating it
+    DC_VERDICT = 9  # the DC's faults in priority order, the rules' result registered
 
 
 # Capabilities this block cannot honour: a DC asking for them must still be refused
@@ -116,7 +117,8 @@ class ContextFetch(wiring.Component):
       ddt_walk, pdt_walk: one-cycle pulse when a DDT / PDT walk starts (HPM events 5, 6).
 
     Latency: a request that hits the DC cache (and the PC cache, when one is needed)
-    has its result valid 2 cycles after the request handshake. A walk issues each
+    has its result valid 3 cycles after the request handshake (LOOKUP, DECIDE, then
+    the registered result). A walk issues each
     read the cycle after the previous read's response.
     """
 
@@ -265,6 +267,7 @@ class ContextFetch(wiring.Component):
         q = Signal(layouts.ContextRequest)  # the request being served
         stale = Signal()  # an invalidation was seen: do not fill the caches
         dc = Signal(DeviceContextEntry)  # the accepted DC, once known
+        dc_bad = Signal()  # DC_CHECK's verdict on §3.7's rules (misconfigured)
         pdt = Signal()  # the walk in progress is a PDT walk
         level = Signal(2)  # level of the entry being read (0 = the DC / PC itself)
         dc_dwords = 8 if self.extended else 4
@@ -328,7 +331,12 @@ class ContextFetch(wiring.Component):
         finish = Signal()
         out = Signal(layouts.ContextResult)
         with m.If(finish):
-            m.d.sync += [self.res.valid.eq(1), self.res.payload.eq(out), state.eq(State.RESPOND)]
+            m.d.sync += [self.res.valid.eq(1), state.eq(State.RESPOND)]
+        # The payload register follows ``out`` until a result is valid, then holds: its
+        # enable is ``~res.valid`` (a register), not ``finish``, which comes at the end of
+        # the checks and would have to reach every result bit's enable (issue 7).
+        with m.If(~self.res.valid):
+            m.d.sync += self.res.payload.eq(out)
         with m.If(self.res.valid & self.res.ready):
             m.d.sync += [self.res.valid.eq(0), state.eq(State.IDLE)]
 
@@ -409,12 +417,9 @@ class ContextFetch(wiring.Component):
             m.d.comb += (self.pdt_walk if is_pdt else self.ddt_walk).eq(1)
 
         # ----------------------------------------- decisions once the DC is known
-        # ``dc_now``: the DC cache's entry in LOOKUP (a hit), else the accepted DC.
-        dc_now = Signal(DeviceContextEntry)
+        # ``dc_now``: the accepted DC (a DC cache hit's or a fetched one), registered.
+        dc_now = dc
         decide = Signal()  # step 7 onwards for the DC in dc_now
-        m.d.comb += dc_now.eq(dc)
-        with m.If(state == State.LOOKUP):
-            m.d.comb += dc_now.eq(dc_cache.data)
         pc_now = Signal(ProcessContextEntry)  # the PC cache's entry, or a fetched PC
         use_pc = Signal()  # finish with pc_now (step 15, 16)
 
@@ -445,6 +450,53 @@ class ContextFetch(wiring.Component):
                 g_req.gade.eq(dc.gade),
             ]
 
+        # The cache entries a fetched DC / PC makes, and the caches' fill tags and data,
+        # straight from the dwords read: only ``fill_en`` waits for the checks, so the
+        # caches' victim choice (made on the fill tag) is not behind them (issue 7).
+        dc_entry = Signal(DeviceContextEntry)
+        tc, iohgatp, ta, fsc = leaf[:4]
+        gs_on = _field(iohgatp, arch.Iohgatp.MODE) != 0
+        # All of ``dc_entry`` assigned first (the MSI fields stay 0 in the base format):
+        # no constant-only process in the Verilog (ALWNEVER).
+        m.d.comb += dc_entry.eq(0)
+        m.d.comb += [
+            dc_entry.dtf.eq(_field(tc, arch.Tc.DTF)),
+            dc_entry.sade.eq(_field(tc, arch.Tc.SADE)),
+            dc_entry.gade.eq(_field(tc, arch.Tc.GADE)),
+            dc_entry.pdtv.eq(_field(tc, arch.Tc.PDTV)),
+            dc_entry.dpe.eq(_field(tc, arch.Tc.DPE)),
+            dc_entry.fsc_mode.eq(_field(fsc, arch.Fsc.MODE)),
+            dc_entry.fsc_ppn.eq(_field(fsc, arch.Fsc.PPN)),
+            dc_entry.pscid.eq(_field(ta, arch.Ta.PSCID)),
+            dc_entry.gs_mode.eq(_field(iohgatp, arch.Iohgatp.MODE)),
+            # A Bare iohgatp's PPN and GSCID mean nothing (§3.3): keep 0s, so the IOTLB
+            # tags host translations with GSCID 0.
+            dc_entry.gs_ppn.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.PPN), 0)),
+            dc_entry.gscid.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.GSCID), 0)),
+        ]
+        if self.extended:
+            msiptp, msi_mask, msi_pattern = leaf[4:7]
+            m.d.comb += [
+                dc_entry.msi_flat.eq(_field(msiptp, arch.Msiptp.MODE) == arch.MsiptpMode.FLAT),
+                dc_entry.msiptp_ppn.eq(_field(msiptp, arch.Msiptp.PPN)),
+                dc_entry.msi_mask.eq(_field(msi_mask, arch.MSI_ADDR_MASK)),
+                dc_entry.msi_pattern.eq(_field(msi_pattern, arch.MSI_ADDR_MASK)),
+            ]
+        pc_entry = Signal(ProcessContextEntry)
+        pc_ta, pc_fsc = leaf[0], leaf[1]
+        m.d.comb += [
+            pc_entry.ens.eq(_field(pc_ta, arch.PcTa.ENS)),
+            pc_entry.sum.eq(_field(pc_ta, arch.PcTa.SUM)),
+            pc_entry.pscid.eq(_field(pc_ta, arch.PcTa.PSCID)),
+            pc_entry.fs_mode.eq(_field(pc_fsc, arch.Fsc.MODE)),
+            pc_entry.fs_ppn.eq(_field(pc_fsc, arch.Fsc.PPN)),
+            dc_cache.fill_tag.eq(did),
+            dc_cache.fill_data.eq(dc_entry),
+            pc_cache.fill_tag.device_id.eq(did),
+            pc_cache.fill_tag.process_id.eq(pid),
+            pc_cache.fill_data.eq(pc_entry),
+        ]
+
         with m.Switch(state):
             with m.Case(State.LOOKUP):
                 with m.If(mode == arch.DdtpMode.OFF):
@@ -456,8 +508,10 @@ class ContextFetch(wiring.Component):
                 with m.Elif(~id_fits):
                     fault(C.TRANSACTION_TYPE_DISALLOWED)
                 with m.Elif(dc_cache.hit):
-                    m.d.sync += dc.eq(dc_cache.data)
-                    m.d.comb += decide.eq(1)
+                    # Step 7 on waits a cycle (DECIDE): from the cache's select through
+                    # the DC's decisions and the PC cache's hit to the result was the
+                    # context fetch's longest path (issue 7).
+                    m.d.sync += [dc.eq(dc_cache.data), state.eq(State.DECIDE)]
                 with m.Else():
                     start_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
 
@@ -521,51 +575,27 @@ class ContextFetch(wiring.Component):
                             ]
 
             with m.Case(State.DC_CHECK):
-                tc, iohgatp, ta, fsc = leaf[:4]
+                # §3.7's rules take a cycle of their own, registered in ``dc_bad``, and
+                # the DC is loaded whatever they find (a refused one is never used):
+                # rules, verdict, result and the DC's enables in one cycle were the
+                # context fetch's longest path (issue 7).
+                m.d.sync += [
+                    dc_bad.eq(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])),
+                    dc.eq(dc_entry), state.eq(State.DC_VERDICT),
+                ]
+
+            with m.Case(State.DC_VERDICT):
                 with m.If(leaf_access_fault):
                     fault(C.DDT_LOAD_ACCESS_FAULT)
                 with m.Elif(leaf_poison):
                     fault(C.DDT_DATA_CORRUPTION)
                 with m.Elif(~_field(tc, arch.Tc.V)):
                     fault(C.DDT_ENTRY_NOT_VALID)
-                with m.Elif(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])):
+                with m.Elif(dc_bad):
                     fault(C.DDT_ENTRY_MISCONFIGURED)
                 with m.Else():
-                    entry = Signal(DeviceContextEntry)
-                    gs_on = _field(iohgatp, arch.Iohgatp.MODE) != 0
-                    # All of ``entry`` assigned here first (the MSI fields stay 0 in the
-                    # base format): no constant-only process in the Verilog (ALWNEVER).
-                    m.d.comb += entry.eq(0)
-                    m.d.comb += [
-                        entry.dtf.eq(_field(tc, arch.Tc.DTF)),
-                        entry.sade.eq(_field(tc, arch.Tc.SADE)),
-                        entry.gade.eq(_field(tc, arch.Tc.GADE)),
-                        entry.pdtv.eq(_field(tc, arch.Tc.PDTV)),
-                        entry.dpe.eq(_field(tc, arch.Tc.DPE)),
-                        entry.fsc_mode.eq(_field(fsc, arch.Fsc.MODE)),
-                        entry.fsc_ppn.eq(_field(fsc, arch.Fsc.PPN)),
-                        entry.pscid.eq(_field(ta, arch.Ta.PSCID)),
-                        entry.gs_mode.eq(_field(iohgatp, arch.Iohgatp.MODE)),
-                        # A Bare iohgatp's PPN and GSCID mean nothing (§3.3): keep 0s, so
-                        # the IOTLB tags host translations with GSCID 0.
-                        entry.gs_ppn.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.PPN), 0)),
-                        entry.gscid.eq(Mux(gs_on, _field(iohgatp, arch.Iohgatp.GSCID), 0)),
-                    ]
-                    if self.extended:
-                        msiptp, msi_mask, msi_pattern = leaf[4:7]
-                        m.d.comb += [
-                            entry.msi_flat.eq(_field(msiptp, arch.Msiptp.MODE)
-                                              == arch.MsiptpMode.FLAT),
-                            entry.msiptp_ppn.eq(_field(msiptp, arch.Msiptp.PPN)),
-                            entry.msi_mask.eq(_field(msi_mask, arch.MSI_ADDR_MASK)),
-                            entry.msi_pattern.eq(_field(msi_pattern, arch.MSI_ADDR_MASK)),
-                        ]
-                    m.d.comb += [
-                        dc_cache.fill_tag.eq(did),
-                        dc_cache.fill_data.eq(entry),
-                        dc_cache.fill_en.eq(~stale & ~inval_fire),
-                    ]
-                    m.d.sync += [dc.eq(entry), state.eq(State.DECIDE)]
+                    m.d.comb += dc_cache.fill_en.eq(~stale & ~inval_fire)
+                    m.d.sync += state.eq(State.DECIDE)
 
             with m.Case(State.DECIDE):
                 m.d.comb += decide.eq(1)
@@ -581,18 +611,9 @@ class ContextFetch(wiring.Component):
                 with m.Elif(self._pc_misconfigured(ta, fsc)):
                     fault(C.PDT_ENTRY_MISCONFIGURED, dc_now.dtf)
                 with m.Else():
-                    entry = Signal(ProcessContextEntry)
                     m.d.comb += [
-                        entry.ens.eq(_field(ta, arch.PcTa.ENS)),
-                        entry.sum.eq(_field(ta, arch.PcTa.SUM)),
-                        entry.pscid.eq(_field(ta, arch.PcTa.PSCID)),
-                        entry.fs_mode.eq(_field(fsc, arch.Fsc.MODE)),
-                        entry.fs_ppn.eq(_field(fsc, arch.Fsc.PPN)),
-                        pc_cache.fill_tag.device_id.eq(did),
-                        pc_cache.fill_tag.process_id.eq(pid),
-                        pc_cache.fill_data.eq(entry),
                         pc_cache.fill_en.eq(~stale & ~inval_fire),
-                        pc_now.eq(entry),
+                        pc_now.eq(pc_entry),
                         use_pc.eq(1),
                     ]
 

@@ -2,8 +2,11 @@
 
 ``--top iommu`` (the default) is the whole IOMMU (rtl/iommu.py: registers, queues,
 HPM, interrupts, debug translation, one memory port); ``--top core`` the translation
-core alone (rtl/core.py), as the core's cocotb tests use it. Either way the module is
-named ``iommu``; ports keep the Amaranth signature names
+core alone (rtl/core.py), as the core's cocotb tests use it. The block tops
+(``walker``, ``stage_walker``, ``context_fetch``, ``iotlb``, ``msi``) are one block
+built as the core builds it from the preset, inside ``RegisteredBoundary``: they exist
+for timing work (``python -m rtl.synth --top walker``), not for simulation. Either way
+the module is named ``iommu``; ports keep the Amaranth signature names
 joined by ``__`` (``request__valid``, ``request__payload``, ``mem_req__ready``...).
 A stream payload is one packed vector whose fields are laid out as in
 ``rtl/layouts.py`` (first field at bit 0).
@@ -18,13 +21,83 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.hdl import Module
+from amaranth.lib import wiring
 
 from . import params as P
 
 PRESETS = {"small": P.SMALL, "default": P.DEFAULT, "large": P.LARGE}
 
 
-TOPS = ("iommu", "core")
+class RegisteredBoundary(wiring.Component):
+    """``inner`` with a register on every port bit, in and out (same signature).
+
+    Out of context, nextpnr times only register-to-register paths, so a block whose
+    inputs come straight from ports (a walker's ``mem_resp``, say) would have its
+    longest paths left out. Inside the IOMMU those inputs come from other blocks'
+    registers; the boundary registers stand in for them, so that a block synthesized
+    alone is timed on the paths it will have in the design. The wrapper is for
+    synthesis only: it delays every handshake by a cycle and breaks stream rules.
+    """
+
+    def __init__(self, inner: wiring.Component):
+        self.inner = inner
+        super().__init__(inner.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.block = self.inner
+        outer = self.signature.flatten(self)
+        inner = self.inner.signature.flatten(self.inner)
+        for (path, member, outer_value), (_, _, inner_value) in zip(outer, inner, strict=True):
+            if member.flow == wiring.In:
+                m.d.sync += inner_value.eq(outer_value)
+            else:
+                m.d.sync += outer_value.eq(inner_value)
+        return m
+
+
+def _walker(p: P.IOMMUParams):
+    from .walker import PageTableWalker
+
+    return PageTableWalker(p.mem_id_bits, 1, p.capabilities,
+                           walk_cache_entries=p.walk_cache_entries)
+
+
+def _stage_walker(p: P.IOMMUParams):
+    from .walker import StageWalker, g_stage_schemes
+
+    return StageWalker(p.mem_id_bits, 1, p.capabilities,
+                       nested=bool(g_stage_schemes(p.capabilities)))
+
+
+def _context_fetch(p: P.IOMMUParams):
+    from .context_fetch import ContextFetch
+
+    return ContextFetch(p.mem_id_bits, 0, p.dc_cache_entries, p.pc_cache_entries,
+                        p.capabilities)
+
+
+def _iotlb(p: P.IOMMUParams):
+    from . import layouts
+    from .iotlb import IOTLB
+
+    return IOTLB(p.iotlb_entries, p.iotlb_ways, layouts.translation_request(p.tag_bits))
+
+
+def _msi(p: P.IOMMUParams):
+    from models import arch
+
+    from .msi import MsiTranslator
+
+    return MsiTranslator(p.mem_id_bits, 1, mrif=bool(arch.Cap.MSI_MRIF.get(p.capabilities)))
+
+
+#: One block as the core builds it (one walker: walker1's), for timing work.
+BLOCK_TOPS = {"walker": _walker, "stage_walker": _stage_walker,
+              "context_fetch": _context_fetch, "iotlb": _iotlb, "msi": _msi}
+
+TOPS = ("iommu", "core", *BLOCK_TOPS)
 
 
 def build_core(params: P.IOMMUParams):
@@ -47,7 +120,10 @@ def generate(params: P.IOMMUParams, path: Path, name: str = "iommu", top: str = 
     default is the whole IOMMU."""
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
-    design = build_iommu(params) if top == "iommu" else build_core(params)
+    if top in BLOCK_TOPS:
+        design = RegisteredBoundary(BLOCK_TOPS[top](params))
+    else:
+        design = build_iommu(params) if top == "iommu" else build_core(params)
     text = verilog.convert(design, name=name, emit_src=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -75,7 +151,8 @@ def parse_overrides(items: list[str]) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--top", choices=TOPS, default="iommu",
-                    help="the whole IOMMU (default) or the translation core alone")
+                    help="the whole IOMMU (default), the translation core alone, or one "
+                         "block inside registers (timing work)")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="default")
     ap.add_argument("-o", "--output", type=Path, default=Path("build/iommu.v"))
     ap.add_argument("param", nargs="*", help="overrides such as iotlb_entries=64 walkers=8")

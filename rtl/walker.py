@@ -2,10 +2,10 @@
 
 ``StageWalker`` walks one stage's table for one address (digest §5.3-§5.6):
 
-    req ─► IDLE ──Bare / address out of range───────────────────────────► DONE ─► res
-              └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ──pointer──► next level
-                     ▲                        ├──leaf, A/D fine, or any fault──► DONE
-                     │                        └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD
+    req ─► IDLE ──Bare / address out of range─────────────────────────────────► DONE ─► res
+              └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ─► CHECK_PTE ──pointer──► next level
+                     ▲                                  ├──leaf, A/D fine, or any fault──► DONE
+                     │                                  └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD
                      └──────── CAS saw a different PTE: re-read that level ◄──┘
 
 The bracketed states exist only in a first-stage walker built for nesting: with an
@@ -20,12 +20,15 @@ and faults are guest-page faults with ``iotval2`` = GPA[63:2] << 2 | flags.
 capabilities name a G-stage scheme) a G-stage walker that serves the first stage's
 implicit translations and then translates the final GPA (§1.4 steps 17 and 19).
 
-Timing: the next level's read is computed from the response data in the cycle the
-response arrives and issued (``mem_req.valid``) the next cycle, so a level costs one
-cycle more than the memory latency. With memory that answers ``L`` cycles after
-accepting a request (and accepts at once), a first-stage walk with a Bare G-stage
-has ``res.valid`` ``levels * (L + 1) + 1`` cycles after the request handshake
-(Sv39, no A/D update: ``3 * (L + 1) + 1``); an A/D update adds ``L + 1``. A Bare or
+Timing: the PTE is registered as it arrives (WAIT_PTE) and checked the next cycle
+(CHECK_PTE), which also computes the next level's address; the read is issued
+(``mem_req.valid``) the cycle after that, so a level costs two cycles more than the
+memory latency. (Checking in the cycle the response arrives made the memory response
+-> permission / A/D / cause checks -> result path the IOMMU's longest, issue 7.) With
+memory that answers ``L`` cycles after accepting a request (and accepts at once), a
+first-stage walk with a Bare G-stage has ``res.valid`` ``levels * (L + 2) + 1`` cycles
+after the request handshake (Sv39, no A/D update: ``3 * (L + 2) + 1``); an A/D update
+adds ``L + 1``. A Bare or
 non-canonical request answers the cycle after it is taken. Nested walks add, per
 first-stage level, a G-stage walk and two cycles of hand-over, and the final G-stage
 walk plus three cycles.
@@ -38,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from models import arch
 
 from . import layouts, params
-from .msi import MsiRequest, MsiTranslator, covers_msi_page, msi_address_match
+from .msi import LEAF_SIZES_LOG2, MsiRequest, MsiTranslator, msi_pages_within
 from .walk_cache import WalkCache
 
 __all__ = ["PTE_LAYOUT", "PageTableWalker", "StageWalker"]
@@ -93,8 +96,8 @@ def _pack(layout: data.StructLayout, **fields):
 
 #: The walk FSM's states in declaration order: Amaranth numbers them this way in the
 #: generated Verilog (``walk_state``), and the waveform save file decodes them with it.
-WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "UPDATE_AD", "WAIT_AD", "DONE", "XLATE",
-                 "XLATE_WAIT")
+WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "CHECK_PTE", "UPDATE_AD", "WAIT_AD", "DONE",
+                 "XLATE", "XLATE_WAIT")
 
 _FIRST_STAGE_CAPS = ((arch.SV39, arch.Cap.SV39), (arch.SV48, arch.Cap.SV48),
                      (arch.SV57, arch.Cap.SV57))
@@ -223,12 +226,11 @@ class StageWalker(wiring.Component):
                          result.iotval2.eq(iotval2)]
             m.next = "DONE"
 
-        def read_level(entry, gs_active=None):
-            """Step 1 for the PTE at ``entry``: through the G-stage first when nested
-            (``gs_active``: whether it is, when the ``gs_mode`` register is not loaded yet)."""
+        def read_level(entry):
+            """Step 1 for the PTE at ``entry``: through the G-stage first when nested."""
             m.d.sync += pte_addr.eq(entry)
             if self.nested:
-                with m.If(gs_mode != 0 if gs_active is None else gs_active):
+                with m.If(gs_mode != 0):
                     m.d.sync += xlate_write.eq(0)
                     m.next = "XLATE"
                 with m.Else():
@@ -260,9 +262,14 @@ class StageWalker(wiring.Component):
             self.res.payload.eq(result),
         ]
 
-        # --------------------------------------------- checks of the PTE just read
+        # ------------------------------------------- checks of the PTE just read
+        # The checks work on the registered PTE (``pte``, ``pte_err``), one cycle after
+        # the response (CHECK_PTE): with the memory response, the arbiter's id decode
+        # and the cause cascade in one cycle the walker was the IOMMU's longest path
+        # (issue 7). The register was there already: the A/D update compares with it.
         resp = self.mem_resp.payload
-        rd = data.View(PTE_LAYOUT, resp.rdata)
+        pte_err = Signal(layouts.MemErr)
+        rd = pte
         reserved_mask = (1 << arch.Pte.RESERVED.width) - 1
         if self.svrsw60t59b:
             for bit in range(*_RSW60_59):
@@ -323,81 +330,103 @@ class StageWalker(wiring.Component):
         # ------------------------------------------------------------------- FSM
         with m.FSM(name="walk") as fsm:
             # Number the states as WALKER_STATES says (else the first mention decides).
-            for name in WALKER_STATES[:8 if self.nested else 6]:
+            for name in WALKER_STATES[:9 if self.nested else 7]:
                 fsm.ongoing(name)
             with m.State("IDLE"):
+                # The walk registers load in every idle cycle and mean something only
+                # once a request is taken; only the state change waits for ``req.valid``.
+                # (Enabling them with ``req.valid`` put the requester's decision, e.g. a
+                # walk cache miss, in front of ~150 register enables: issue 7.)
                 m.d.comb += self.req.ready.eq(1)
-                with m.If(self.req.valid):
-                    if gstage:
-                        walked, mode, root = req.gpa, req.gs_mode, req.gs_ppn
-                        m.d.sync += [
-                            addr.eq(req.gpa), access.eq(req.access),
-                            orig_access.eq(req.orig_access), user.eq(1), sum_.eq(0),
-                            ad_update.eq(req.gade & int(self.amo_hwad)),
-                            iotval2_flags.eq(req.iotval2_flags), in_pdt.eq(req.in_pdt),
-                        ]
-                        req_page_fault = _by_access(req.orig_access,
-                                                    arch.guest_page_fault_cause)
-                        req_iotval2 = Cat(req.iotval2_flags, req.gpa[2:])
-                    else:
-                        ctx = req.context
-                        walked, mode, root = req.iova, ctx.fs_mode, ctx.fs_ppn
-                        m.d.sync += [
-                            addr.eq(req.iova), access.eq(req.access),
-                            orig_access.eq(req.access), user.eq(~req.priv),
-                            sum_.eq(ctx.sum), ad_update.eq(ctx.sade & int(self.amo_hwad)),
-                        ]
-                        if self.nested:
-                            m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_ppn.eq(ctx.gs_ppn),
-                                         gade.eq(ctx.gade)]
-                        req_page_fault = _by_access(req.access, arch.page_fault_cause)
-                        req_iotval2 = 0
-                    with m.Switch(mode):
-                        with m.Case(arch.AtpMode.BARE):
-                            # No translation at this stage: the address is the output
-                            # (§5.7), all allowed.
-                            m.d.sync += [
-                                result.eq(0),
-                                result.ppn.eq(walked[arch.PAGE_SHIFT:layouts.PA_BITS]),
-                                result.size_log2.eq(arch.PAGE_SHIFT),
-                                result.r.eq(1), result.w.eq(1), result.x.eq(1),
-                                result.u.eq(1), result.d.eq(1),
+
+                def on_request(state):
+                    with m.If(self.req.valid):
+                        m.next = state
+
+                if gstage:
+                    walked, mode, root = req.gpa, req.gs_mode, req.gs_ppn
+                    m.d.sync += [
+                        addr.eq(req.gpa), access.eq(req.access),
+                        orig_access.eq(req.orig_access), user.eq(1), sum_.eq(0),
+                        ad_update.eq(req.gade & int(self.amo_hwad)),
+                        iotval2_flags.eq(req.iotval2_flags), in_pdt.eq(req.in_pdt),
+                    ]
+                    req_page_fault = _by_access(req.orig_access,
+                                                arch.guest_page_fault_cause)
+                    req_iotval2 = Cat(req.iotval2_flags, req.gpa[2:])
+                else:
+                    ctx = req.context
+                    walked, mode, root = req.iova, ctx.fs_mode, ctx.fs_ppn
+                    m.d.sync += [
+                        addr.eq(req.iova), access.eq(req.access),
+                        orig_access.eq(req.access), user.eq(~req.priv),
+                        sum_.eq(ctx.sum), ad_update.eq(ctx.sade & int(self.amo_hwad)),
+                    ]
+                    if self.nested:
+                        m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_ppn.eq(ctx.gs_ppn),
+                                     gade.eq(ctx.gade)]
+                    req_page_fault = _by_access(req.access, arch.page_fault_cause)
+                    req_iotval2 = 0
+                # What the mode asks for, as flat signals: every register below loads
+                # whatever the outcome, only the next state depends on it.
+                bare = Signal()  # no translation at this stage (§5.7): the address is the output
+                unknown = Signal()  # a mode this walker was not built for
+                out_of_range = Signal()
+                top_level = Signal.like(level)
+                root_addr = Signal(layouts.PA_BITS)
+                with m.Switch(mode):
+                    with m.Case(arch.AtpMode.BARE):
+                        m.d.comb += bare.eq(1)
+                    for scheme in self.schemes:
+                        with m.Case(scheme.mode):
+                            if gstage:
+                                # §5.7: GPA bits above the x4 scheme's width must be 0.
+                                m.d.comb += out_of_range.eq(walked[scheme.va_bits:].any())
+                            else:
+                                # §5.1: IOVA[63:VA_BITS-1] all equal.
+                                upper = walked[scheme.va_bits - 1:]
+                                m.d.comb += out_of_range.eq(upper.any() & ~upper.all())
+                            top = scheme.levels - 1
+                            lo = arch.PAGE_SHIFT + _VPN_BITS * top
+                            # The x4 root is 16 KiB: an 11-bit top VPN (its PPN[1:0] are
+                            # 0, DC check 17).
+                            top_vpn = walked[lo:scheme.va_bits]
+                            root_ppn = root[2:] if gstage else root
+                            m.d.comb += [
+                                top_level.eq(top),
+                                root_addr.eq(Cat(C(0, _PTE_BYTES_LOG2), top_vpn,
+                                                 root_ppn)[:layouts.PA_BITS]),
                             ]
-                            m.next = "DONE"
-                        for scheme in self.schemes:
-                            with m.Case(scheme.mode):
-                                if gstage:
-                                    # §5.7: GPA bits above the x4 scheme's width must be 0.
-                                    out_of_range = walked[scheme.va_bits:].any()
-                                else:
-                                    # §5.1: IOVA[63:VA_BITS-1] all equal.
-                                    upper = walked[scheme.va_bits - 1:]
-                                    out_of_range = upper.any() & ~upper.all()
-                                top = scheme.levels - 1
-                                lo = arch.PAGE_SHIFT + _VPN_BITS * top
-                                # The x4 root is 16 KiB: an 11-bit top VPN (its PPN[1:0]
-                                # are 0, DC check 17).
-                                top_vpn = walked[lo:scheme.va_bits]
-                                with m.If(out_of_range):
-                                    m.d.sync += [result.eq(0), result.fault.eq(1),
-                                                 result.cause.eq(req_page_fault),
-                                                 result.iotval2.eq(req_iotval2)]
-                                    m.next = "DONE"
-                                with m.Else():
-                                    m.d.sync += level.eq(top)
-                                    if gstage:
-                                        root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root[2:])
-                                    else:
-                                        root_addr = Cat(C(0, _PTE_BYTES_LOG2), top_vpn, root)
-                                    read_level(root_addr[:layouts.PA_BITS],
-                                               None if gstage or not self.nested
-                                               else req.context.gs_mode != 0)
-                        with m.Default():
-                            # The context fetch lets no unsupported mode through (259);
-                            # should one arrive anyway, say so rather than guess.
-                            m.d.sync += [result.eq(0), result.fault.eq(1),
-                                         result.cause.eq(arch.Cause.INTERNAL_DATAPATH_ERROR)]
-                            m.next = "DONE"
+                    with m.Default():
+                        # The context fetch lets no unsupported mode through (259);
+                        # should one arrive anyway, say so rather than guess.
+                        m.d.comb += unknown.eq(1)
+                with m.If(bare):
+                    m.d.sync += [
+                        result.eq(0),
+                        result.ppn.eq(walked[arch.PAGE_SHIFT:layouts.PA_BITS]),
+                        result.size_log2.eq(arch.PAGE_SHIFT),
+                        result.r.eq(1), result.w.eq(1), result.x.eq(1),
+                        result.u.eq(1), result.d.eq(1),
+                    ]
+                with m.Else():
+                    m.d.sync += [
+                        result.eq(0), result.fault.eq(1),
+                        result.cause.eq(Mux(unknown, arch.Cause.INTERNAL_DATAPATH_ERROR,
+                                            req_page_fault)),
+                        result.iotval2.eq(Mux(unknown, 0, req_iotval2)),
+                    ]
+                m.d.sync += [level.eq(top_level), pte_addr.eq(root_addr)]
+                if self.nested:
+                    # The root's SPA if the G-stage is Bare; XLATE_WAIT overwrites it if not.
+                    m.d.sync += [pte_spa.eq(root_addr), xlate_write.eq(0)]
+                with m.If(bare | unknown | out_of_range):
+                    on_request("DONE")
+                if self.nested:
+                    with m.Elif(req.context.gs_mode != 0):
+                        on_request("XLATE")  # step 1 for the root: through the G-stage
+                with m.Else():
+                    on_request("READ_PTE")
 
             if self.nested:
                 gpa_req = self.gpa_req.payload
@@ -423,34 +452,37 @@ class StageWalker(wiring.Component):
             with m.State("WAIT_PTE"):
                 m.d.comb += self.mem_resp.ready.eq(1)
                 with m.If(self.mem_resp.valid):
-                    m.d.sync += pte.eq(rd)
-                    with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
-                        finish_with_fault(access_fault)  # step 1: PMA/PMP → 1/5/7
-                    with m.Elif(resp.err == layouts.MemErr.POISON):
-                        finish_with_fault(corruption)  # step 1: 274
-                    with m.Elif(bad_encoding | (is_pointer & bad_pointer)
-                                | (~is_pointer & bad_leaf)):
-                        finish_with_fault(page_fault, fault_iotval2)  # steps 2-6
-                    with m.Elif(is_pointer):
-                        m.d.sync += level.eq(level - 1)
-                        read_level(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn))
+                    m.d.sync += [pte.eq(resp.rdata), pte_err.eq(resp.err)]
+                    m.next = "CHECK_PTE"
+
+            with m.State("CHECK_PTE"):
+                with m.If(pte_err == layouts.MemErr.ACCESS_FAULT):
+                    finish_with_fault(access_fault)  # step 1: PMA/PMP → 1/5/7
+                with m.Elif(pte_err == layouts.MemErr.POISON):
+                    finish_with_fault(corruption)  # step 1: 274
+                with m.Elif(bad_encoding | (is_pointer & bad_pointer)
+                            | (~is_pointer & bad_leaf)):
+                    finish_with_fault(page_fault, fault_iotval2)  # steps 2-6
+                with m.Elif(is_pointer):
+                    m.d.sync += level.eq(level - 1)
+                    read_level(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn))
+                with m.Else():
+                    m.d.sync += [
+                        result.eq(0),
+                        result.ppn.eq(leaf_ppn),
+                        result.size_log2.eq(leaf_size_log2),
+                        result.r.eq(rd.r), result.w.eq(rd.w), result.x.eq(rd.x),
+                        result.u.eq(rd.u), result.g.eq(rd.g),
+                        # A write that passes step 7 leaves D=1 in memory.
+                        result.d.eq(rd.d | is_write),
+                        result.pbmt.eq(rd.pbmt),
+                    ]
+                    with m.If(needs_ad & ~ad_update):
+                        finish_with_fault(page_fault, fault_iotval2)  # step 7, §5.5
+                    with m.Elif(needs_ad):
+                        store_ad()
                     with m.Else():
-                        m.d.sync += [
-                            result.eq(0),
-                            result.ppn.eq(leaf_ppn),
-                            result.size_log2.eq(leaf_size_log2),
-                            result.r.eq(rd.r), result.w.eq(rd.w), result.x.eq(rd.x),
-                            result.u.eq(rd.u), result.g.eq(rd.g),
-                            # A write that passes step 7 leaves D=1 in memory.
-                            result.d.eq(rd.d | is_write),
-                            result.pbmt.eq(rd.pbmt),
-                        ]
-                        with m.If(needs_ad & ~ad_update):
-                            finish_with_fault(page_fault, fault_iotval2)  # step 7, §5.5
-                        with m.Elif(needs_ad):
-                            store_ad()
-                        with m.Else():
-                            m.next = "DONE"
+                        m.next = "DONE"
 
             with m.State("UPDATE_AD"):
                 # §5.5: store PTE|A(|D) only if memory still holds the PTE we checked.
@@ -495,7 +527,7 @@ class StageWalker(wiring.Component):
                             with m.Else():
                                 m.next = "READ_PTE"
 
-        if tuple(fsm.encoding) != WALKER_STATES[:8 if self.nested else 6]:
+        if tuple(fsm.encoding) != WALKER_STATES[:9 if self.nested else 7]:
             raise AssertionError(f"walk FSM encoding {tuple(fsm.encoding)} differs from "
                                  f"WALKER_STATES, which the waveform save file decodes with")
         return m
@@ -609,6 +641,8 @@ class PageTableWalker(wiring.Component):
         access = Signal(layouts.Access)
         context = Signal(layouts.TranslationContext)
         first = Signal(layouts.WalkResult)  # the first stage's leaf
+        # msi_pages_within of the final GPA, registered with ``first``.
+        msi_within = Signal(len(LEAF_SIZES_LOG2))
         result = Signal(layouts.WalkResult)
         nested = context.gs_mode != 0
 
@@ -676,12 +710,15 @@ class PageTableWalker(wiring.Component):
                         next_phase = _WalkPhase.FINAL_GPA
                         if msi is not None:
                             # §9.1: the final GPA (as ``final.gpa`` will hold it) is an
-                            # interrupt-file address: step 18 instead of step 19.
+                            # interrupt-file address (bit 0, 4 KiB): step 18 instead of
+                            # step 19. The other bits wait for the leaf's size.
                             gpa = Mux(fs_bare, iova,
                                       Cat(iova[:arch.PAGE_SHIFT], fs.res.payload.ppn))
-                            next_phase = Mux(context.msi_flat & msi_address_match(
-                                gpa, context.msi_mask, context.msi_pattern),
-                                _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
+                            within = msi_pages_within(gpa, context.msi_mask,
+                                                      context.msi_pattern)
+                            m.d.sync += msi_within.eq(within)
+                            next_phase = Mux(context.msi_flat & within[0],
+                                             _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
                         m.d.sync += phase.eq(Mux(fs.res.payload.fault, _WalkPhase.DONE,
                                                  next_phase))
             with m.Case(_WalkPhase.FINAL_GPA, _WalkPhase.MSI), m.If(leaf_valid):
@@ -690,9 +727,17 @@ class PageTableWalker(wiring.Component):
                               g.size_log2, first.size_log2)
                 if msi is not None:
                     # §9.1 implementation note: a page covering an MSI page is 4 KiB.
-                    smaller = Mux(context.msi_flat & covers_msi_page(
-                        final.gpa, smaller, context.msi_mask, context.msi_pattern),
-                        arch.PAGE_SHIFT, smaller)
+                    # ``msi_within`` holds the test for every size, so only a pick by
+                    # size is left here (covers_msi_page computed here, a shift by the
+                    # size, was the walker's longest path: issue 7).
+                    covers = Signal()
+                    with m.Switch(smaller):
+                        for k, size in enumerate(LEAF_SIZES_LOG2):
+                            with m.Case(size):
+                                m.d.comb += covers.eq(msi_within[k])
+                        with m.Default():
+                            m.d.comb += covers.eq(1)  # no such size: 4 KiB is always safe
+                    smaller = Mux(context.msi_flat & covers, arch.PAGE_SHIFT, smaller)
                 with m.If(g.fault):
                     m.d.sync += result.eq(g)
                 with m.Else():
@@ -746,13 +791,17 @@ class PageTableWalker(wiring.Component):
                     m.d.sync += [pending.eq(fs.gpa_req.payload), stale.eq(0)]
                     m.next = "LOOKUP"
             with m.State("LOOKUP"):
+                # Both answers' payloads are driven whatever the hit: only the valids
+                # wait for it (issue 7, timing).
+                m.d.comb += [fs.gpa_res.payload.ppn.eq(cache.ppn),
+                             fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT),
+                             gs.req.payload.eq(pending)]
                 with m.If(cacheable & cache.hit):
-                    m.d.comb += [fs.gpa_res.valid.eq(1), fs.gpa_res.payload.ppn.eq(cache.ppn),
-                                 fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT)]
+                    m.d.comb += fs.gpa_res.valid.eq(1)
                     with m.If(fs.gpa_res.ready):
                         m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += [gs.req.valid.eq(1), gs.req.payload.eq(pending)]
+                    m.d.comb += gs.req.valid.eq(1)
                     with m.If(gs.req.ready):
                         m.next = "WALK"
             with m.State("WALK"):
@@ -760,11 +809,13 @@ class PageTableWalker(wiring.Component):
                 with m.If(self.inval.valid):
                     m.d.sync += stale.eq(1)
                 with m.If(gs.res.valid & fs.gpa_res.ready):
-                    m.d.comb += [
-                        cache.fill_en.eq(cacheable & ~gs.res.payload.fault & ~stale
-                                         & ~self.inval.valid),
-                        cache.fill_tag.gscid.eq(context.gscid),
-                        cache.fill_tag.gpn.eq(pending.gpa[arch.PAGE_SHIFT:]),
-                        cache.fill_ppn.eq(gs.res.payload.ppn),
-                    ]
+                    m.d.comb += cache.fill_en.eq(cacheable & ~gs.res.payload.fault & ~stale
+                                                 & ~self.inval.valid)
                     m.next = "IDLE"
+        # The fill's tag and data straight from registers, whatever the state: the cache
+        # chooses its victim on the tag each cycle (issue 7, timing).
+        m.d.comb += [
+            cache.fill_tag.gscid.eq(context.gscid),
+            cache.fill_tag.gpn.eq(pending.gpa[arch.PAGE_SHIFT:]),
+            cache.fill_ppn.eq(gs.res.payload.ppn),
+        ]
