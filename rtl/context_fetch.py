@@ -81,11 +81,12 @@ class State(enum.Enum, shape=4):
     WALK = 2  # a DDT or PDT walk is reading memory
     DC_CHECK = 3  # all DC dwords are in: §3.7's rules
     DECIDE = 4  # a DC was hit or fetched and accepted: step 7, then PC cache or PDT walk
-    PC_CHECK = 5  # both PC dwords are in
+    PC_CHECK = 5  # both PC dwords are in: §4.4's rules
     RESPOND = 6
     XLATE = 7  # a PDT entry's GPA is offered to the G-stage walker
     XLATE_WAIT = 8  # the G-stage walker is translating it
     DC_VERDICT = 9  # the DC's faults in priority order, the rules' result registered
+    PC_VERDICT = 10  # the same for the PC
 
 
 # Capabilities this block cannot honour: a DC asking for them must still be refused
@@ -268,6 +269,7 @@ class ContextFetch(wiring.Component):
         stale = Signal()  # an invalidation was seen: do not fill the caches
         dc = Signal(DeviceContextEntry)  # the accepted DC, once known
         dc_bad = Signal()  # DC_CHECK's verdict on §3.7's rules (misconfigured)
+        pc_bad = Signal()  # PC_CHECK's on §4.4's
         pdt = Signal()  # the walk in progress is a PDT walk
         level = Signal(2)  # level of the entry being read (0 = the DC / PC itself)
         dc_dwords = 8 if self.extended else 4
@@ -601,14 +603,18 @@ class ContextFetch(wiring.Component):
                 m.d.comb += decide.eq(1)
 
             with m.Case(State.PC_CHECK):
-                ta, fsc = leaf[0], leaf[1]
+                # §4.4's rules get their own cycle, as the DC's do (issue 7).
+                m.d.sync += [pc_bad.eq(self._pc_misconfigured(pc_ta, pc_fsc)),
+                             state.eq(State.PC_VERDICT)]
+
+            with m.Case(State.PC_VERDICT):
                 with m.If(leaf_access_fault):
                     fault(C.PDT_ENTRY_LOAD_ACCESS_FAULT, dc_now.dtf)
                 with m.Elif(leaf_poison):
                     fault(C.PDT_DATA_CORRUPTION, dc_now.dtf)
-                with m.Elif(~_field(ta, arch.PcTa.V)):
+                with m.Elif(~_field(pc_ta, arch.PcTa.V)):
                     fault(C.PDT_ENTRY_NOT_VALID, dc_now.dtf)
-                with m.Elif(self._pc_misconfigured(ta, fsc)):
+                with m.Elif(pc_bad):
                     fault(C.PDT_ENTRY_MISCONFIGURED, dc_now.dtf)
                 with m.Else():
                     m.d.comb += [

@@ -949,12 +949,13 @@ def test_invalid_and_misconfigured_contexts_are_not_cached():
 # latency, issued the cycle after the response); the DC's rules are checked 2 cycles
 # after the last DDT-walk read (DC_CHECK) and the DC is filled the cycle after (DC_VERDICT:
 # the rules' result registered, issue 7), the PDT walk starts 2 cycles after that, the
-# PC is checked and filled 2 cycles after its last read and the result leaves the cycle
-# after. Base DC: DDT reads 2..12, DC 15, PDT reads 17..23, PC 25, result 26; extended
-# DC: 4 more reads, everything from the DC check on 8 cycles later.
+# PC's rules are checked 2 cycles after its last read and it is filled the cycle after
+# (PC_VERDICT, likewise), and the result leaves the cycle after that. Base DC: DDT reads
+# 2..12, DC 15, PDT reads 17..23, PC 26, result 27; extended DC: 4 more reads,
+# everything from the DC check on 8 cycles later.
 LAST_DDT_READ = 2 + 2 * (DDT_READS - 1)
 DC_FILL = LAST_DDT_READ + 3
-PC_FILL = DC_FILL + 2 + 2 * (PDT_READS - 1) + 2
+PC_FILL = DC_FILL + 2 + 2 * (PDT_READS - 1) + 3
 RESULT = PC_FILL + 1
 
 
