@@ -183,7 +183,11 @@ class TranslationCore(wiring.Component):
         m.d.comb += mode.eq(self.ddtp[0:4])
         untranslated = r.addr_type == layouts.AddrType.UNTRANSLATED
 
-        imm = Signal(response_layout)  # response made here (hit, Off, Bare)
+        # The response made here (hit, Off, Bare): never an MRIF translation (those are
+        # not cached), so it has no MRIF fields.
+        imm_fields = {name: shape for name, shape in response_layout.members.items()
+                      if name not in ("mrif", "notice")}
+        imm = Signal(data.StructLayout(imm_fields))
         imm_report = Signal()
         imm_cause = Signal(layouts.CAUSE_BITS)
         is_miss = Signal()
@@ -339,7 +343,10 @@ class TranslationCore(wiring.Component):
                              out_from_slot.eq(1), out_stale.eq(cpl_stale | self.inval.valid)]
                 m.d.comb += [src_req.eq(cpl_req), src_iotval2.eq(cpl_iotval2)]
             with m.Else():
-                m.d.sync += [out_resp.eq(imm), out_report.eq(imm_report),
+                m.d.sync += [*(getattr(out_resp, name).eq(getattr(imm, name))
+                               for name in imm_fields),
+                             out_resp.mrif.eq(0), out_resp.notice.eq(0),
+                             out_report.eq(imm_report),
                              out_from_slot.eq(0), out_stale.eq(self.inval.valid)]
                 m.d.comb += src_req.eq(r)
         with m.Elif(out_taken):

@@ -638,22 +638,25 @@ def _pdt_tables(pdt: ProcessDirectory, pids) -> set[int]:
     return pages
 
 
-def _msi_dc(rng: random.Random, gs: PageTable) -> tuple[str, DeviceContext]:
+def _msi_dc(rng: random.Random, gs: PageTable, legal: bool = False) -> tuple[str, DeviceContext]:
     """A random extended DC around the §3.6/§3.7 MSI rules: mostly legal, sometimes one
-    field off (reserved bits, modes, mask/pattern wider than the G-stage's GPA)."""
-    gs_mode = rng.choice([0, gs.scheme.mode, gs.scheme.mode, 11])
+    field off (reserved bits, modes, mask/pattern wider than the G-stage's GPA);
+    ``legal``: a G-stage, flat MSI translation and nothing off."""
+    gs_mode = gs.scheme.mode if legal else rng.choice([0, gs.scheme.mode, gs.scheme.mode, 11])
     iohgatp = (Iohgatp.MODE.put(gs_mode) | Iohgatp.PPN.put(gs.root >> 12)
                | Iohgatp.GSCID.put(rng.getrandbits(16))) if gs_mode else 0
     mgpaw = {8: 41, 9: 50, 10: 59}.get(gs_mode, 56)
     width = min(52, mgpaw - 12)
     mask = rng.getrandbits(width) & rng.getrandbits(width)
     pattern = rng.getrandbits(width)
-    msi_mode = rng.choice([MsiptpMode.OFF, MsiptpMode.FLAT, MsiptpMode.FLAT, 2, 15])
+    msi_mode = (MsiptpMode.FLAT if legal
+                else rng.choice([MsiptpMode.OFF, MsiptpMode.FLAT, MsiptpMode.FLAT, 2, 15]))
     msiptp = Msiptp.MODE.put(msi_mode) | Msiptp.PPN.put(rng.getrandbits(30)) if msi_mode else 0
     dc = DeviceContext(tc=Tc.V.put(1), iohgatp=iohgatp, msiptp=msiptp,
                        msi_addr_mask=mask, msi_addr_pattern=pattern)
-    what = rng.choice(["legal"] * 4 + ["msiptp_reserved", "mask_wide", "pattern_wide",
-                                        "dword7", "mask_bit63", "gs_unaligned"])
+    what = "legal" if legal else rng.choice(["legal"] * 4 + [
+        "msiptp_reserved", "mask_wide", "pattern_wide", "dword7", "mask_bit63",
+        "gs_unaligned"])
     if what == "msiptp_reserved":
         dc.msiptp |= 1 << rng.randrange(44, 60)
     elif what == "mask_wide":
@@ -689,7 +692,11 @@ def test_extended_device_context(ddt_mode):
         device_id = rng.getrandbits(width)
         if device_id in dcs:
             continue
-        what, dc = _msi_dc(rng, gs)
+        # The first DC is legal, the second has a reserved msiptp mode, so that both
+        # outcomes are seen whatever the seed.
+        what, dc = _msi_dc(rng, gs, legal=not dcs)
+        if len(dcs) == 1:
+            what, dc.msiptp = "msiptp mode 2", Msiptp.MODE.put(2)
         # The MSI pattern must not claim the request's GPA: only the DC stage is judged.
         if (DATA_GPA >> 12) & ~dc.msi_addr_mask == dc.msi_addr_pattern & ~dc.msi_addr_mask:
             dc.msi_addr_pattern ^= 1 << 40 & ~dc.msi_addr_mask or 0
