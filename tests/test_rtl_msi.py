@@ -20,13 +20,13 @@ import copy
 import os
 import random
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
-from walk_env import MEM_ID, WHO, Walk, responder
+from walk_env import MEM_ID, WHO, Walk, responder, walk_once
 
 from models import arch
 from models.arch import Access, Cause, DdtpMode, DeviceContext, Fsc, Iohgatp, MsiPte, Pte, Tc
@@ -182,29 +182,9 @@ def run_walks(memory: Memory, jobs, *, caps=MSI_CAPS, seed=0, latency=(1, 3),
             memory.log.clear()
             ref = copy.deepcopy(memory)
             want, want_accesses, why, msi = judge(ref, job, caps)
-            ctx.set(dut.req.valid, 1)
-            ctx.set(dut.req.payload, {"iova": job.iova,
-                                      "access": layouts.Access(int(job.access)),
-                                      "priv": 0, "context": job.context})
-            await ctx.tick().until(dut.req.ready)
-            ctx.set(dut.req.valid, 0)
-            cycles = 0
-            while True:
-                ctx.set(dut.res.ready, rng.random() < res_ready)
-                _, _, valid, ready, p = await ctx.tick().sample(
-                    dut.res.valid, dut.res.ready, dut.res.payload)
-                cycles += 1
-                if valid and ready:
-                    break
-                assert cycles < 5000, f"walk did not finish: {job} {rerun}"
-            ctx.set(dut.res.ready, 0)
-            got = Walk(p.fault, p.cause, p.iotval2, p.ppn, p.size_log2, p.r, p.w, p.x, p.u,
-                       p.g, p.d, p.pbmt)
-            if p.mrif:
-                got = replace(got, mrif_address=p.ppn << 12 | p.mrif_offset << 9,
-                              notice_address=p.notice.ppn << 12, notice_data=p.notice.nid)
-            if got.fault:  # a fault's other fields are don't-care
-                got = Walk(1, got.cause, got.iotval2)
+            cycles, got = await walk_once(ctx, dut, rng, {
+                "iova": job.iova, "access": layouts.Access(int(job.access)), "priv": 0,
+                "context": job.context}, res_ready, f"{job} {rerun}")
             accesses = [(rec.op, rec.addr) for rec in memory.log if rec.who == WHO]
             line = f"{job} {rerun}\n  engine: {why}"
             assert got == want, f"{line}\n  expected {want}\n  got      {got}"

@@ -5,7 +5,7 @@ the walk result they compare, and a memory responder serving the walker's port f
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from models.memory import AccessFault, DataCorruption, Memory
 from rtl import layouts
@@ -75,3 +75,32 @@ def responder(dut, memory, rng, latency=(1, 3), mem_ready=1.0):
                 err, rdata = perform(memory, layouts.MemOp(q.op), q.addr, q.wdata, q.compare)
                 pending.append((cycle + rng.randint(*latency) - 1, err, rdata))
     return run
+
+
+async def walk_once(ctx, dut, rng, request: dict, res_ready: float, what: str):
+    """Offer one walk ``request`` (WalkRequest fields) to ``dut`` and take its result
+    with ``res.ready`` high on a ``res_ready`` fraction of cycles: (cycles, Walk). A
+    fault's other fields are don't-care (left 0); an MRIF-mode MSI leaf's MRIF and
+    notice are filled in."""
+    ctx.set(dut.req.valid, 1)
+    ctx.set(dut.req.payload, request)
+    await ctx.tick().until(dut.req.ready)
+    ctx.set(dut.req.valid, 0)
+    cycles = 0
+    while True:
+        ctx.set(dut.res.ready, rng.random() < res_ready)
+        _, _, valid, ready, p = await ctx.tick().sample(
+            dut.res.valid, dut.res.ready, dut.res.payload)
+        cycles += 1
+        if valid and ready:
+            break
+        assert cycles < 5000, f"walk did not finish: {what}"
+    ctx.set(dut.res.ready, 0)
+    if p.fault:
+        return cycles, Walk(1, p.cause, p.iotval2)
+    walk = Walk(0, p.cause, p.iotval2, p.ppn, p.size_log2, p.r, p.w, p.x, p.u, p.g, p.d,
+                p.pbmt)
+    if p.mrif:
+        walk = replace(walk, mrif_address=p.ppn << 12 | p.mrif_offset << 9,
+                       notice_address=p.notice.ppn << 12, notice_data=p.notice.nid)
+    return cycles, walk
