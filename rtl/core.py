@@ -1,10 +1,10 @@
 """The translation core: requests in, translations (or faults) out, out of order by tag.
 
-    request ─► IOTLB lookup (2 stages) ─► decide ──hit/Off/Bare─────────────────────────► out ─► response
+    request ─► IOTLB lookup (3 stages) ─► decide ──hit/Off/Bare─────────────────────────► out ─► response
                                                └─miss─► slot i: context fetch ─► walker i ─► completion ─┘   └► fault
                                                         (shared, cached)          (one per slot)
 
-* A hit answers 3 cycles after its request was accepted (2 in the IOTLB, 1 in the
+* A hit answers 4 cycles after its request was accepted (3 in the IOTLB, 1 in the
   registered output), one per cycle.
 * A miss takes a free *slot* (there are ``params.walkers``); up to that many
   walks are in flight and the hits behind them keep flowing. A miss with no
@@ -13,6 +13,9 @@
 * An invalidation marks every busy slot stale: its result is still returned
   to its requester but not filled into the IOTLB, so nothing fetched before an
   invalidation outlives it in a cache.
+* Timing (issue 7): the invalidation is registered before it reaches the caches, the
+  memory port leaves through a register slice, and the output is a skid buffer, so
+  no ready or invalidation wire crosses the core in one cycle.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal
@@ -28,6 +31,8 @@ from .hpm import EventSource
 from .iotlb import IOTLB, Fill
 from .mem_arbiter import MemoryArbiter
 from .params import DEFAULT, IOMMUParams
+from .pick import lowest_set, round_robin
+from .skid import SkidBuffer
 from .walker import PageTableWalker
 
 # Causes a DC with DTF=1 still reports (§6.3); everything else is suppressed.
@@ -73,30 +78,6 @@ def core_ports(params: IOMMUParams) -> dict:
     }
 
 
-def round_robin(m: Module, bits, last, n: int, name: str):
-    """Index of the first set bit of ``bits`` after ``last``, wrapping around (``last``
-    itself comes last; 0 when none): every requester is served within ``n`` picks."""
-    index = Signal(range(max(n, 2)), name=name)
-    with m.Switch(last):
-        for prev in range(n):
-            with m.Case(prev):
-                # Later matches win: scan from the farthest candidate to the nearest.
-                for offset in reversed(range(1, n + 1)):
-                    candidate = (prev + offset) % n
-                    with m.If(bits[candidate]):
-                        m.d.comb += index.eq(candidate)
-    return index
-
-
-def lowest_set(m: Module, bits, n: int, name: str):
-    """Index of the lowest set bit of ``bits`` (0 when none): a fixed-priority pick."""
-    index = Signal(range(max(n, 2)), name=name)
-    for i in reversed(range(n)):
-        with m.If(bits[i]):
-            m.d.comb += index.eq(i)
-    return index
-
-
 class TranslationCore(wiring.Component):
     """IOTLB, context fetch and page-table walkers behind one request/response pair.
 
@@ -104,10 +85,12 @@ class TranslationCore(wiring.Component):
       ddtp, fctl:   configuration (from the register block), stable while translating.
       request:      translation requests (layouts.translation_request).
       response:     one per request, out of order, matched by tag; driven from a
-                    register (a hit leaves 3 cycles after its request was accepted).
+                    register (a hit leaves 4 cycles after its request was accepted).
       fault:        fault records for the fault queue (DTF already applied).
-      inval:        IOTINVAL / IODIR operands from the command queue; always ready.
-      mem_req/resp: the IOMMU's own memory port (walks, A/D updates).
+      inval:        IOTINVAL / IODIR operands from the command queue; always ready;
+                    registered before it reaches the caches.
+      mem_req/resp: the IOMMU's own memory port (walks, A/D updates); mem_req is
+                    driven from a register slice (rtl/skid.py).
       ev_*:         one-cycle event pulses for the performance counters.
       busy:         a miss is in flight (until its response is on the port).
       inval_pending: a walk that began before the latest invalidation, or a hit looked
@@ -143,21 +126,40 @@ class TranslationCore(wiring.Component):
         for i, w in enumerate(walkers):
             wiring.connect(m, w.mem_req, arb.client_req[i + 1])
             wiring.connect(m, arb.client_resp[i + 1], w.mem_resp)
-        wiring.connect(m, arb.mem_req, wiring.flipped(self.mem_req))
+        # A register slice between the walkers' arbiter and the port: the port's ready
+        # (the IOMMU's own merge, then memory) no longer reaches the walkers' state
+        # enables in the same cycle, nor their requests the merge (issue 7). One cycle
+        # more per memory access.
+        m.submodules.mem_slice = mem_slice = SkidBuffer(arb.mem_req.payload.shape())
+        wiring.connect(m, arb.mem_req, mem_slice.i)
+        wiring.connect(m, mem_slice.o, wiring.flipped(self.mem_req))
         wiring.connect(m, wiring.flipped(self.mem_resp), arb.mem_resp)
         m.d.comb += [ctx.ddtp.eq(self.ddtp), ctx.fctl.eq(self.fctl)]
 
         # ------------------------------------------------------- invalidations
-        # Broadcast to every cache; always ready (each cache applies it in a cycle).
+        # Registered once here, then broadcast to every cache; always ready (each cache
+        # applies it in a cycle or more). The register keeps the command queue's decode
+        # off the caches' valid bits and write enables (issue 7). The core's own
+        # bookkeeping (stale slots and results) looks at the registered one too,
+        # ``inval_seen``, the cycle the caches see it: what is busy then may have read a
+        # cache before the invalidation reached it; what finished before left with the
+        # data it had, as it would have a cycle earlier.
+        inv_valid = Signal()
+        inv = Signal(layouts.Invalidation)
+        inval_seen = Signal()
+        m.d.sync += inv_valid.eq(self.inval.valid)
+        with m.If(self.inval.valid):
+            m.d.sync += inv.eq(self.inval.payload)
         m.d.comb += [
+            inval_seen.eq(inv_valid),
             self.inval.ready.eq(1),
-            iotlb.inval.valid.eq(self.inval.valid),
-            iotlb.inval.payload.eq(self.inval.payload),
-            ctx.inval.valid.eq(self.inval.valid),
-            ctx.inval.payload.eq(self.inval.payload),
+            iotlb.inval.valid.eq(inv_valid),
+            iotlb.inval.payload.eq(inv),
+            ctx.inval.valid.eq(inv_valid),
+            ctx.inval.payload.eq(inv),
             # The walkers' walk caches (IOTINVAL.GVMA).
-            *(w.inval.valid.eq(self.inval.valid) for w in walkers),
-            *(w.inval.payload.eq(self.inval.payload) for w in walkers),
+            *(w.inval.valid.eq(inv_valid) for w in walkers),
+            *(w.inval.payload.eq(inv) for w in walkers),
         ]
 
         # ------------------------------------------------------- IOTLB lookup
@@ -241,7 +243,10 @@ class TranslationCore(wiring.Component):
         #               free, which frees the slot;
         #   out         the response (and its fault record) on the port, loaded from
         #               the completion register, which wins so that walks cannot
-        #               starve, else from the IOTLB (hit, Off, Bare).
+        #               starve, else from the IOTLB (hit, Off, Bare). It is a skid
+        #               buffer (``out`` and ``out_skid``, as rtl/skid.py): whether it
+        #               takes an entry (``out_free``) is a flip-flop, so the port's
+        #               ready does not reach the IOTLB's or the slots' enables.
         m.submodules.fault_fifo = fault_fifo = SyncFIFOBuffered(
             width=data.Layout.cast(layouts.FaultReport).size, depth=4)
         m.d.comb += [
@@ -250,21 +255,26 @@ class TranslationCore(wiring.Component):
             fault_fifo.r_en.eq(self.fault.ready),
         ]
 
+        out_entry = data.StructLayout({
+            "resp": response_layout,
+            "report": 1,  # a fault record goes to the fault queue with it
+            "fault": layouts.FaultReport,
+            "from_slot": 1,
+            "stale": 1,  # looked up or walked before an invalidation accepted since
+        })
         out_valid = Signal()
-        out_resp = Signal(response_layout)
-        out_report = Signal()  # a fault record goes to the fault queue with it
-        out_fault = Signal(layouts.FaultReport)
-        out_from_slot = Signal()
-        out_stale = Signal()  # looked up or walked before an invalidation accepted since
+        out = Signal(out_entry)
+        out_skid_valid = Signal()
+        out_skid = Signal(out_entry)
         out_taken = Signal()
-        out_free = Signal()
+        out_free = Signal()  # ``out`` takes an entry at this edge (a flip-flop)
         m.d.comb += [
-            self.response.valid.eq(out_valid & (~out_report | fault_fifo.w_rdy)),
-            self.response.payload.eq(out_resp),
+            self.response.valid.eq(out_valid & (~out.report | fault_fifo.w_rdy)),
+            self.response.payload.eq(out.resp),
             out_taken.eq(self.response.valid & self.response.ready),
-            out_free.eq(~out_valid | out_taken),
-            fault_fifo.w_data.eq(out_fault),
-            fault_fifo.w_en.eq(out_taken & out_report),
+            out_free.eq(~out_skid_valid),
+            fault_fifo.w_data.eq(out.fault),
+            fault_fifo.w_en.eq(out_taken & out.report),
         ]
 
         cpl_valid = Signal()
@@ -284,7 +294,7 @@ class TranslationCore(wiring.Component):
         take_slot = Signal()  # the winner moves to the completion register
         m.d.comb += take_slot.eq(done.any() & (~cpl_valid | cpl_move))
         with m.If(take_slot):
-            m.d.sync += [cpl_valid.eq(1), cpl_stale.eq(self.inval.valid)]
+            m.d.sync += [cpl_valid.eq(1), cpl_stale.eq(inval_seen)]
             for i in range(n):
                 with m.If(winner == i):
                     q, c, s = slot_req[i], slot_ctx[i], slot_resp[i]
@@ -294,8 +304,8 @@ class TranslationCore(wiring.Component):
                         cpl_report.eq(slot_report[i]),
                         cpl_req.eq(q),
                         cpl_iotval2.eq(slot_iotval2[i]),
-                        cpl_fill.eq(slot_fill[i] & ~self.inval.valid),
-                        cpl_stale.eq(slot_stale[i] | self.inval.valid),
+                        cpl_fill.eq(slot_fill[i] & ~inval_seen),
+                        cpl_stale.eq(slot_stale[i] | inval_seen),
                         fp.key.device_id.eq(q.device_id),
                         fp.key.pv.eq(q.pv),
                         fp.key.process_id.eq(Mux_(q.pv, q.process_id)),
@@ -315,7 +325,7 @@ class TranslationCore(wiring.Component):
             m.d.sync += cpl_valid.eq(0)
         with m.Else():
             # Waiting: an invalidation makes the result unfit to cache (§10.2).
-            with m.If(self.inval.valid):
+            with m.If(inval_seen):
                 m.d.sync += [cpl_fill.eq(0), cpl_stale.eq(1)]
 
         # IOTLB fill from the completion as it leaves (only successful, non-stale walks).
@@ -336,23 +346,36 @@ class TranslationCore(wiring.Component):
 
         src_req = Signal(request_layout)
         src_iotval2 = Signal(64)
-        with m.If(cpl_move | take_imm):
-            m.d.sync += out_valid.eq(1)
-            with m.If(cpl_move):
-                m.d.sync += [out_resp.eq(cpl_resp), out_report.eq(cpl_report),
-                             out_from_slot.eq(1), out_stale.eq(cpl_stale | self.inval.valid)]
-                m.d.comb += [src_req.eq(cpl_req), src_iotval2.eq(cpl_iotval2)]
+        incoming = Signal(out_entry)  # what enters the output this cycle, if anything
+        out_load = Signal()
+        m.d.comb += out_load.eq(cpl_move | take_imm)
+        with m.If(cpl_move):
+            m.d.comb += [incoming.resp.eq(cpl_resp), incoming.report.eq(cpl_report),
+                         incoming.from_slot.eq(1), incoming.stale.eq(cpl_stale),
+                         src_req.eq(cpl_req), src_iotval2.eq(cpl_iotval2)]
+        with m.Else():
+            m.d.comb += [*(getattr(incoming.resp, name).eq(getattr(imm, name))
+                           for name in imm_fields),
+                         incoming.report.eq(imm_report), src_req.eq(r)]
+        # The skid buffer: ``out`` refills from ``out_skid`` first; an entry arriving
+        # while ``out`` is held waits in ``out_skid``. Every entry waiting during an
+        # invalidation becomes stale.
+        out_moves = ~out_valid | out_taken
+        with m.If(out_moves):
+            with m.If(out_skid_valid):
+                m.d.sync += [out.eq(out_skid), out.stale.eq(out_skid.stale | inval_seen),
+                             out_valid.eq(1), out_skid_valid.eq(0)]
             with m.Else():
-                m.d.sync += [*(getattr(out_resp, name).eq(getattr(imm, name))
-                               for name in imm_fields),
-                             out_resp.mrif.eq(0), out_resp.notice.eq(0),
-                             out_report.eq(imm_report),
-                             out_from_slot.eq(0), out_stale.eq(self.inval.valid)]
-                m.d.comb += src_req.eq(r)
-        with m.Elif(out_taken):
-            m.d.sync += out_valid.eq(0)
-        with m.Elif(self.inval.valid):
-            m.d.sync += out_stale.eq(1)
+                m.d.sync += [out.eq(incoming), out.stale.eq(incoming.stale | inval_seen),
+                             out_valid.eq(out_load)]
+        with m.Else():
+            m.d.sync += out.stale.eq(out.stale | inval_seen)
+            with m.If(out_load):
+                m.d.sync += [out_skid.eq(incoming), out_skid_valid.eq(1)]
+        with m.If(out_skid_valid):
+            m.d.sync += out_skid.stale.eq(out_skid.stale | inval_seen)
+        with m.If(~out_moves & out_load):
+            m.d.sync += out_skid.stale.eq(incoming.stale | inval_seen)
 
         # The fault record of whatever enters ``out`` (§6.2): no PID → PID/PRIV 0.
         report = Signal(layouts.FaultReport)
@@ -379,17 +402,19 @@ class TranslationCore(wiring.Component):
             report.iotval.eq(src_req.iova),
             report.iotval2.eq(src_iotval2),
         ]
-        with m.If(cpl_move | take_imm):
-            m.d.sync += out_fault.eq(report)
+        m.d.comb += incoming.fault.eq(report)
 
         m.d.comb += [
             self.busy.eq(Cat(s != SlotState.FREE for s in slot_state).any()
-                         | cpl_valid | (out_valid & out_from_slot)),
+                         | cpl_valid | (out_valid & out.from_slot)
+                         | (out_skid_valid & out_skid.from_slot)),
             self.inval_pending.eq(
-                self.inval.valid | iotlb.inval_busy  # the IOTLB applies it a cycle later
+                self.inval.valid | inval_seen
+                | iotlb.inval_busy  # the IOTLB applies it a few cycles later
                 | Cat((s != SlotState.FREE) & stale
                       for s, stale in zip(slot_state, slot_stale)).any()
-                | (cpl_valid & cpl_stale) | (out_valid & out_stale)),
+                | (cpl_valid & cpl_stale) | (out_valid & out.stale)
+                | (out_skid_valid & out_skid.stale)),
         ]
 
         # ----------------------------------------------- shared context fetch
@@ -438,7 +463,7 @@ class TranslationCore(wiring.Component):
             state = slot_state[i]
             q = slot_req[i]
             # Any invalidation while busy makes the slot's eventual result unfit to cache.
-            with m.If(self.inval.valid & (state != SlotState.FREE)):
+            with m.If(inval_seen & (state != SlotState.FREE)):
                 m.d.sync += slot_stale[i].eq(1)
 
             m.d.comb += [
@@ -508,14 +533,14 @@ class TranslationCore(wiring.Component):
                         slot_iotval2[i].eq(res.iotval2),
                         # An identity beyond PAS does not fit an IOTLB entry, nor do an
                         # MRIF's notice fields: neither is cached (caching is optional).
-                        slot_fill[i].eq(~res.fault & ~slot_stale[i] & ~self.inval.valid
+                        slot_fill[i].eq(~res.fault & ~slot_stale[i] & ~inval_seen
                                         & ~res.mrif
                                         & ~(both_bare & q.iova[layouts.PA_BITS:].any())),
                     ]
                 with m.Case(SlotState.DONE), m.If(take_slot & (winner == i)):
                     m.d.sync += state.eq(SlotState.FREE)
             # A slot that became stale while DONE must not fill.
-            with m.If(self.inval.valid & (state == SlotState.DONE)):
+            with m.If(inval_seen & (state == SlotState.DONE)):
                 m.d.sync += slot_fill[i].eq(0)
 
         m.d.comb += self.ev_fs_walk.eq(Cat(*fs_walk_pulses).any())

@@ -2,14 +2,17 @@
 
 Entries are tagged by the *requester* (device_id, pv, process_id, priv) and the VPN
 under the entry's page size, so a hit needs no device or process context and answers
-two cycles after the lookup is accepted. This is legal because the IOMMU may cache at
+three cycles after the lookup is accepted. This is legal because the IOMMU may cache at
 any granularity as long as every invalidation removes everything it covers (spec
 §10.1-10.2): each entry also keeps the GSCID, PSCID and G bit its translation was made
 under, and invalidations match those (IOTINVAL) or the requester (IODIR).
 
 Timing (DESIGN.md §3, the IOTLB probe): the request is registered, all ways of its set
-are compared into a registered one-hot hit vector, and the entry data is selected by
-an AND-OR of that vector; no priority chain sits on the lookup path.
+are compared into a registered one-hot hit vector, the entry data is selected by an
+AND-OR of that vector into a registered result, and no priority chain sits on the
+lookup path. The result stage is a skid buffer (rtl/skid.py), so ``lookup.ready`` and
+the stages' enables come from flip-flops, not from the consumer's ``result.ready``
+(issue 7: that chain ran through the core's decide logic into ~600 enables).
 """
 
 from functools import reduce
@@ -21,6 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .layouts import Access, InvalKind
+from .pick import lowest_one_hot
 
 # A superpage ignores whole groups of VPN bits. Bit i of an entry's ``span`` is set
 # when VPN group i lies inside its page; sizes nest, so ``span`` is a thermometer code.
@@ -149,11 +153,6 @@ def _inside_page_mask(span, width):
     return Cat(*parts, Const(0, width - SPAN_GROUPS[-1][1]))
 
 
-def _first(bits, n):
-    """One-hot of the lowest set bit of ``bits`` (only used off the lookup path)."""
-    return Cat(bits[i] & ~(bits[:i].any() if i else Const(0)) for i in range(n))
-
-
 class _TreePLRU:
     """Tree pseudo-LRU over ``ways`` ways: node 1 is the root, node k has children 2k and
     2k+1; a node's bit set means "the less recently used half is the upper one"."""
@@ -191,34 +190,39 @@ class _TreePLRU:
 
 
 class IOTLB(wiring.Component):
-    """A set-associative cache of translations with a 2-cycle, 1-per-cycle lookup.
+    """A set-associative cache of translations with a 3-cycle, 1-per-cycle lookup.
 
     ``entries`` entries in ``entries // ways`` sets (``ways == entries``: fully
     associative); ``payload_shape`` is carried from ``lookup`` to ``result`` untouched.
 
     Ports:
       lookup:  In stream of ``{key: LookupKey, payload}``. Accepted at clock edge k, its
-               result is valid during cycle k+2; one lookup per cycle while
-               ``result.ready`` is high. Ready depends combinationally on result.ready.
+               result is valid during cycle k+``LOOKUP_LATENCY``; one lookup per cycle
+               while ``result.ready`` is high. Ready comes from flip-flops (it does not
+               depend on ``result.ready`` in the same cycle).
       result:  Out stream of ``{payload, hit, ppn, size_log2, r, w, x, u, g, pbmt}`` in
                lookup order. ``hit`` only when the cached entry permits the access (read:
                R; write: W and D; execute: X, and not a Supervisor on a U page), so the
                IOTLB never faults: a miss sends the request to the walker, which faults
-               or updates A/D. ``ppn`` is that of the requested 4 KiB page.
+               or updates A/D. ``ppn`` is that of the requested 4 KiB page. Driven
+               from registers. ``hit`` may fall while the result waits (an
+               invalidation was applied meanwhile: a miss is always safe).
       fill:    In stream of ``Fill``. Ready while the fill register is empty (a
                registered signal); a fill accepted at clock edge k into an idle fill
                path is written at edge k + ``FILL_LATENCY``, so a lookup accepted at that
                edge or later sees it. One fill per ``FILL_LATENCY + 1`` cycles at most
                (fills come from walks, far rarer). A fill overlapping a cached page of
                the same requester in its set replaces it.
-      inval:   In stream of ``layouts.Invalidation``, always ready; registered, then
-               applied to every entry at the next clock edge (the second edge after
-               its acceptance, §10.2). No result leaves in between (``result.valid``
-               is held low for that cycle). A fill accepted in the same cycle, or still
-               on its way in, is dropped.
-      inval_busy: Out(1): an accepted invalidation is not applied yet (the cycle after
-               its acceptance).
-      flush:   In(1): invalidate everything at the next clock edge.
+      inval:   In stream of ``layouts.Invalidation``, always ready; registered, each
+               entry's scope tests and match registered, then applied at the fourth
+               clock edge after its acceptance (§10.2). No result leaves in between
+               (``result.valid`` is held low for those ``INVAL_CYCLES`` cycles) and the
+               results waiting then lose the hits it removes. A fill accepted in the same cycle, or still on its way in,
+               is dropped.
+      inval_busy: Out(1): an accepted invalidation is not applied yet (the
+               ``INVAL_CYCLES`` cycles after its acceptance).
+      flush:   In(1): drop every entry, as an invalidation matching all of them would
+               (dropped at the second edge; results wait meanwhile).
 
     No result leaves after the cycle an invalidation (or flush, or overwriting fill) was
     accepted with a translation it removed: lookups in flight lose those hits.
@@ -227,7 +231,9 @@ class IOTLB(wiring.Component):
     one compare; the fill's tag compare and way choice are registered steps of their own.
     """
 
-    FILL_LATENCY = 3  # clock edges from a fill's acceptance to its write
+    LOOKUP_LATENCY = 3  # clock edges from a lookup's acceptance to its result
+    FILL_LATENCY = 4  # clock edges from a fill's acceptance to its write
+    INVAL_CYCLES = 3  # cycles ``inval_busy`` is high after an invalidation's acceptance
 
     def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
         if ways is None:
@@ -297,17 +303,32 @@ class IOTLB(wiring.Component):
         s2_vpn = Signal(layouts.VPN_BITS)
         s2_payload = Signal(self.payload_shape)
 
-        # The invalidation being applied (registered, issue 7: no wire runs from the
-        # command queue's decode to the entries). While it is, no result leaves: the
-        # hits it removes are dropped at the edge that removes the entries.
+        # An invalidation takes four registered steps (issue 7: no wire runs from the
+        # core to the entries, and no per-entry compare sits in front of a lookup's hit
+        # vector or of an entry's valid bit):
+        #   inv       the accepted operands (``inv_valid``);
+        #   terms     per entry, the scope tests (same VM, same PSCID, same page, same
+        #             device, same process) registered (``inv_match``);
+        #   drop_q    per entry: the tests the command's kind asks for, registered
+        #             (``inv_apply``);
+        #   apply     the matching entries are dropped at the edge ending ``inv_apply``.
+        # While it is on its way (``inval_busy``) no result leaves; hits a lookup in
+        # flight found on a matching entry are dropped on the way, and the results
+        # waiting at the apply edge lose their hits (rare; a miss is always safe).
         inv_valid = Signal()
         inv = Signal(layouts.Invalidation)
-        m.d.sync += inv_valid.eq(self.inval.valid)
+        inv_match = Signal()
+        inv_match_kind = Signal(InvalKind)
+        inv_apply = Signal()
+        m.d.sync += [inv_valid.eq(self.inval.valid), inv_match.eq(inv_valid),
+                     inv_match_kind.eq(inv.kind), inv_apply.eq(inv_match | self.flush)]
         with m.If(self.inval.valid):
             m.d.sync += inv.eq(self.inval.payload)
-        m.d.comb += self.inval_busy.eq(inv_valid)
+        m.d.comb += self.inval_busy.eq(inv_valid | inv_match | inv_apply)
+        drop_q = per_entry(1, "drop")  # dropped at the edge ending inv_apply
 
-        s2_ready = ~s2_valid | (self.result.ready & ~inv_valid)
+        s3_in_ready = Signal()  # stage 3 (the result skid buffer) takes a result
+        s2_ready = ~s2_valid | s3_in_ready
         s1_ready = ~s1_valid | s2_ready
         m.d.comb += self.lookup.ready.eq(s1_ready)
 
@@ -349,7 +370,8 @@ class IOTLB(wiring.Component):
                 & permitted)
 
         # A hit on an entry that changes at this edge is dropped (a miss is always safe);
-        # the stage-2 vector keeps dropping them while it waits for result.ready.
+        # the stage-2 vector keeps dropping them while it waits, and the select below
+        # masks the ones changing as it leaves (``changed`` comes from flip-flops).
         s1_hit_kept = Signal(ways)
         m.d.comb += s1_hit_kept.eq(s1_hit & ~s1_changed & s1_valid.replicate(ways))
         s2_set = Signal(max(set_bits, 1))
@@ -364,45 +386,97 @@ class IOTLB(wiring.Component):
             ]
         with m.Else():
             m.d.sync += s2_hit.eq(s2_hit & ~s2_changed)
-        hit_touch = Signal(ways)  # the way a lookup used, for the PLRU of s2_set
-        m.d.comb += hit_touch.eq(Mux(s2_valid & self.result.ready, s2_hit, 0))
 
         # ---------------------------------------------- stage 2: AND-OR data select
+        s2_hit_kept = Signal(ways)
+        m.d.comb += s2_hit_kept.eq(s2_hit & ~s2_changed)
         s2_tags = ways_of(s2_set, tag, EntryTag, "s2_tag")
         s2_data = ways_of(s2_set, entry, EntryData, "s2_data")
         hit_data = Signal(EntryData)
         hit_span = Signal(SPAN_BITS)
         m.d.comb += [
             hit_data.as_value().eq(reduce(or_, (
-                d.as_value() & s2_hit[w].replicate(len(d.as_value()))
+                d.as_value() & s2_hit_kept[w].replicate(len(d.as_value()))
                 for w, d in enumerate(s2_data)))),
-            hit_span.eq(reduce(or_, (t.span & s2_hit[w].replicate(SPAN_BITS)
+            hit_span.eq(reduce(or_, (t.span & s2_hit_kept[w].replicate(SPAN_BITS)
                                      for w, t in enumerate(s2_tags)))),
         ]
-        res = self.result.payload
+        selected = Signal(self.result_layout)  # the result, as it enters stage 3
         m.d.comb += [
-            self.result.valid.eq(s2_valid & ~inv_valid),
-            res.payload.eq(s2_payload),
-            res.hit.eq(s2_hit.any()),
+            selected.payload.eq(s2_payload),
+            selected.hit.eq(s2_hit_kept.any()),
             # Page base from the entry, the page-number bits inside the page from the key.
-            res.ppn.eq(hit_data.ppn | (s2_vpn & _inside_page_mask(hit_span, layouts.VPN_BITS))),
-            res.r.eq(hit_data.r), res.w.eq(hit_data.w), res.x.eq(hit_data.x),
-            res.u.eq(hit_data.u), res.g.eq(hit_data.g), res.pbmt.eq(hit_data.pbmt),
+            selected.ppn.eq(hit_data.ppn
+                            | (s2_vpn & _inside_page_mask(hit_span, layouts.VPN_BITS))),
+            selected.r.eq(hit_data.r), selected.w.eq(hit_data.w), selected.x.eq(hit_data.x),
+            selected.u.eq(hit_data.u), selected.g.eq(hit_data.g),
+            selected.pbmt.eq(hit_data.pbmt),
         ]
-        with m.If(s2_hit.any()):
-            with m.Switch(hit_span):
-                for size_log2, span in SPAN_OF_SIZE_LOG2.items():
-                    with m.Case(span):
-                        m.d.comb += res.size_log2.eq(size_log2)
+        # The page size: the span is a thermometer code, so its population is the size.
+        with m.Switch(hit_span):
+            for size_log2, span in SPAN_OF_SIZE_LOG2.items():
+                with m.Case(span):
+                    m.d.comb += selected.size_log2.eq(Mux(s2_hit_kept.any(), size_log2, 0))
+
+        # The way a lookup used, for the PLRU of its set: registered, and applied a cycle
+        # later (the PLRU is a hint; its update is off the lookup path).
+        hit_touch = Signal(ways)
+        touch_set = Signal(max(set_bits, 1))
+        m.d.sync += [hit_touch.eq(Mux(s2_valid & s3_in_ready, s2_hit_kept, 0)),
+                     touch_set.eq(s2_set)]
+
+        # ------------------------------------------- stage 3: the registered result
+        # A skid buffer: ``s3`` drives the result port, ``s3_skid`` takes the result
+        # stage 2 sent in the cycle the consumer stalled; ``s3_in_ready`` is a flip-flop.
+        s3_valid = Signal()
+        s3 = Signal(self.result_layout)
+        skid_valid = Signal()
+        skid = Signal(self.result_layout)
+        # Which entry each waiting result came from, so that an invalidation applied
+        # while it waits takes exactly the hits on entries it drops.
+        s3_way, skid_way = Signal(ways), Signal(ways)
+        s3_set, skid_set = Signal(max(set_bits, 1)), Signal(max(set_bits, 1))
+        m.d.comb += [
+            s3_in_ready.eq(~skid_valid),
+            self.result.valid.eq(s3_valid & ~self.inval_busy),
+            self.result.payload.eq(s3),
+        ]
+        s2_moves = s2_valid & s3_in_ready
+        s3_free = ~s3_valid | (self.result.valid & self.result.ready)
+        with m.If(s3_free):
+            with m.If(skid_valid):
+                m.d.sync += [s3.eq(skid), s3_valid.eq(1), skid_valid.eq(0),
+                             s3_way.eq(skid_way), s3_set.eq(skid_set)]
+            with m.Else():
+                m.d.sync += [s3.eq(selected), s3_valid.eq(s2_moves),
+                             s3_way.eq(s2_hit_kept), s3_set.eq(s2_set)]
+        with m.Elif(s2_moves):
+            m.d.sync += [skid.eq(selected), skid_valid.eq(1),
+                         skid_way.eq(s2_hit_kept), skid_set.eq(s2_set)]
+        # A result selected before the invalidation's matches were registered may use
+        # an entry it drops: it becomes a miss at the drop edge, wherever it waits.
+        # (Later selections are masked by ``changed`` on their way through stage 2.)
+        drops = [Cat(drop_q[s]) for s in range(sets)]
+        s3_dropped = (s3_way & in_set(s3_set, drops, ways, "s3_drops")).any()
+        skid_dropped = (skid_way & in_set(skid_set, drops, ways, "skid_drops")).any()
+        with m.If(s3_free & skid_valid):  # the skid moves to stage 3 at this edge
+            with m.If(skid_dropped):
+                m.d.sync += _as_miss(s3)
+        with m.Elif(s3_dropped):
+            m.d.sync += _as_miss(s3)
+        with m.If(skid_dropped):
+            m.d.sync += _as_miss(skid)
 
         # ---------------------------------------------------------------- fill
-        # Three registered steps, so that no wire runs from the fill port (or from a
-        # tag compare) to the write enables of the entries (issue 7, timing):
+        # Four registered steps, so that no wire runs from the fill port (or from a
+        # tag compare, or from a priority pick) to the write enables of the entries
+        # (issue 7, timing):
         #   F1  the accepted fill, its entry fields made;
         #   F2  compared with every way of its set: overlapping, free and PLRU ways;
-        #   F3  the way to write (one-hot) and the ways it replaces, both registered:
+        #   F3  the first overlapping and the first free way (one-hot);
+        #   F4  the way to write (one-hot) and the ways it replaces, both registered:
         #       the entries' enables come straight from flip-flops.
-        # A fill moves on from F1 only when F2 and F3 are empty, so each compare sees
+        # A fill moves on from F1 only when F2-F4 are empty, so each compare sees
         # the entries the previous fill left; fills are rare (one per walk).
         fill = self.fill.payload
         fill_span = Signal(SPAN_BITS)
@@ -435,9 +509,9 @@ class IOTLB(wiring.Component):
 
         # An invalidation in the cycle a fill is accepted, or while it is on its way in,
         # might cover the translation (it was walked before the invalidation took
-        # effect): the fill is dropped, still accepted. Both the cycle an invalidation
-        # is accepted and the cycle it is applied count.
-        inval_now = (self.inval.valid & self.inval.ready) | inv_valid | self.flush
+        # effect): the fill is dropped, still accepted. A fill accepted later is written
+        # after the invalidation is applied (FILL_LATENCY > INVAL_CYCLES).
+        inval_now = (self.inval.valid & self.inval.ready) | self.flush
         m.d.comb += self.inval.ready.eq(1)
 
         f1_valid = Signal()
@@ -446,10 +520,11 @@ class IOTLB(wiring.Component):
         f1_data = Signal(EntryData)
         f2_valid = Signal()
         f3_valid = Signal()
+        f4_valid = Signal()
         f1_advance = Signal()
         m.d.comb += [
             self.fill.ready.eq(~f1_valid),
-            f1_advance.eq(f1_valid & ~f2_valid & ~f3_valid),
+            f1_advance.eq(f1_valid & ~f2_valid & ~f3_valid & ~f4_valid),
         ]
         with m.If(self.fill.ready):
             m.d.sync += [f1_valid.eq(self.fill.valid & fill_size_ok), f1_tag.eq(new_tag),
@@ -457,7 +532,7 @@ class IOTLB(wiring.Component):
         with m.Elif(f1_advance):
             m.d.sync += f1_valid.eq(0)
 
-        # F2 and F3 never hold a fill at the same time, so they share its fields.
+        # F2-F4 never hold more than one fill, so they share its fields.
         pend_tag = Signal(EntryTag)
         pend_scope = Signal(EntryScope)
         pend_data = Signal(EntryData)
@@ -490,38 +565,55 @@ class IOTLB(wiring.Component):
                 f2_victim.eq(plru.victim(f1_plru)),
             ]
 
-        target = Signal(ways)  # one-hot: the way written
-        with m.If(f2_overlap.any()):
-            m.d.comb += target.eq(_first(f2_overlap, ways))
-        with m.Elif(f2_free.any()):
-            m.d.comb += target.eq(_first(f2_free, ways))
-        with m.Else():
-            m.d.comb += target.eq(f2_victim)
-        # Per entry (set-major): written, or dropped because the new entry covers it.
-        f3_write = Signal(sets * ways)
-        f3_replace = Signal(sets * ways)
+        # F3: the two priority picks, each registered on its own.
         f3_set = Signal(max(set_bits, 1))
-        f3_target = Signal(ways)
-        m.d.sync += f3_valid.eq(f2_valid)
-        for s in range(sets):
-            this_set = f2_valid & (Const(1) if sets == 1 else f2_set == s)
-            m.d.sync += [
-                f3_write[s * ways:(s + 1) * ways].eq(Mux(this_set, target, 0)),
-                f3_replace[s * ways:(s + 1) * ways].eq(Mux(this_set, f2_overlap & ~target, 0)),
-            ]
-        m.d.sync += [f3_set.eq(f2_set), f3_target.eq(Mux(f2_valid, target, 0))]
+        f3_overlap = Signal(ways)
+        f3_first_overlap = Signal(ways)
+        f3_first_free = Signal(ways)
+        f3_any_free = Signal()
+        f3_victim = Signal(ways)
+        m.d.sync += [
+            f3_valid.eq(f2_valid),
+            f3_set.eq(f2_set),
+            f3_overlap.eq(f2_overlap),
+            f3_first_overlap.eq(lowest_one_hot(f2_overlap)),
+            f3_first_free.eq(lowest_one_hot(f2_free)),
+            f3_any_free.eq(f2_free.any()),
+            f3_victim.eq(f2_victim),
+        ]
 
-        # Dropped on the way in: the invalidation is the later event. A fill in F3 is
+        target = Signal(ways)  # one-hot: the way written
+        with m.If(f3_first_overlap.any()):
+            m.d.comb += target.eq(f3_first_overlap)
+        with m.Elif(f3_any_free):
+            m.d.comb += target.eq(f3_first_free)
+        with m.Else():
+            m.d.comb += target.eq(f3_victim)
+        # Per entry (set-major): written, or dropped because the new entry covers it.
+        f4_write = Signal(sets * ways)
+        f4_replace = Signal(sets * ways)
+        f4_set = Signal(max(set_bits, 1))
+        f4_target = Signal(ways)
+        m.d.sync += f4_valid.eq(f3_valid)
+        for s in range(sets):
+            this_set = f3_valid & (Const(1) if sets == 1 else f3_set == s)
+            m.d.sync += [
+                f4_write[s * ways:(s + 1) * ways].eq(Mux(this_set, target, 0)),
+                f4_replace[s * ways:(s + 1) * ways].eq(Mux(this_set, f3_overlap & ~target, 0)),
+            ]
+        m.d.sync += [f4_set.eq(f3_set), f4_target.eq(Mux(f3_valid, target, 0))]
+
+        # Dropped on the way in: the invalidation is the later event. A fill in F4 is
         # still written (the victim way is given up, which a cache may always do) but
         # left invalid, so the write enables need no invalidation term.
-        f3_keep = Signal()
-        m.d.comb += f3_keep.eq(f3_valid & ~inval_now)
+        f4_keep = Signal()
+        m.d.comb += f4_keep.eq(f4_valid & ~inval_now)
         with m.If(inval_now):
-            m.d.sync += [f1_valid.eq(0), f2_valid.eq(0), f3_valid.eq(0)]
+            m.d.sync += [f1_valid.eq(0), f2_valid.eq(0), f3_valid.eq(0), f4_valid.eq(0)]
             for s in range(sets):
-                m.d.sync += f3_replace[s * ways:(s + 1) * ways].eq(0)
+                m.d.sync += f4_replace[s * ways:(s + 1) * ways].eq(0)
         fill_touch = Signal(ways)
-        m.d.comb += fill_touch.eq(Mux(f3_keep, f3_target, 0))
+        m.d.comb += fill_touch.eq(Mux(f4_keep, f4_target, 0))
 
         # ------------------------------------------------------------ invalidation
         for s in range(sets):
@@ -536,34 +628,46 @@ class IOTLB(wiring.Component):
                 gvma = sc.gscid_valid & (~inv.gv | (sc.gscid == inv.gscid))
                 ddt = ~inv.dv | (t.device_id == inv.device_id)
                 pdt = (t.device_id == inv.device_id) & t.pv & (t.process_id == inv.process_id)
+                terms = Signal(4, name=f"set{s}_way{w}_inval_terms")  # vma, gvma, ddt, pdt
+                m.d.sync += terms.eq(Cat(vma, gvma, ddt, pdt))
                 inval_hit = Signal(name=f"set{s}_way{w}_inval")
-                with m.Switch(inv.kind):
+                with m.Switch(inv_match_kind):
                     with m.Case(InvalKind.IOTINVAL_VMA):
-                        m.d.comb += inval_hit.eq(vma)
+                        m.d.comb += inval_hit.eq(terms[0])
                     with m.Case(InvalKind.IOTINVAL_GVMA):
-                        m.d.comb += inval_hit.eq(gvma)
+                        m.d.comb += inval_hit.eq(terms[1])
                     with m.Case(InvalKind.IODIR_INVAL_DDT):
-                        m.d.comb += inval_hit.eq(ddt)
+                        m.d.comb += inval_hit.eq(terms[2])
                     with m.Case(InvalKind.IODIR_INVAL_PDT):
-                        m.d.comb += inval_hit.eq(pdt)
+                        m.d.comb += inval_hit.eq(terms[3])
+                # Entries written while an invalidation is on its way are left invalid
+                # (f4_keep), so the tests made two cycles before the drop stay right.
+                m.d.sync += drop_q[s][w].eq((inv_match & inval_hit) | self.flush)
 
-                write = f3_write[s * ways + w]  # already qualified by f3_valid
-                drop = (inv_valid & inval_hit) | self.flush | f3_replace[s * ways + w]
+                write = f4_write[s * ways + w]  # already qualified by f4_valid
+                drop = drop_q[s][w] | f4_replace[s * ways + w]
                 m.d.comb += changed[s][w].eq(write | drop)
                 with m.If(write):
-                    m.d.sync += [valid[s][w].eq(f3_keep), tag[s][w].eq(pend_tag),
+                    m.d.sync += [valid[s][w].eq(f4_keep), tag[s][w].eq(pend_tag),
                                  scope[s][w].eq(pend_scope), entry[s][w].eq(pend_data)]
                 with m.Elif(drop):
                     m.d.sync += valid[s][w].eq(0)
 
         # ------------------------------------------------------------------ PLRU
-        # A lookup uses its way when its result is taken (from the registered hit vector,
-        # off the compare path); a fill when it is written. Both may use a set in one
-        # cycle: the fill is the later use.
+        # A lookup uses its way when its result enters stage 3 (registered, applied a
+        # cycle later); a fill when it is written. Both may use a set in one cycle: the
+        # fill is the later use.
         if plru.bits:
             for s in range(sets):
-                used_by_hit = Mux(Const(1) if sets == 1 else s2_set == s, hit_touch, 0)
-                used_by_fill = Mux(Const(1) if sets == 1 else f3_set == s, fill_touch, 0)
+                used_by_hit = Mux(Const(1) if sets == 1 else touch_set == s, hit_touch, 0)
+                used_by_fill = Mux(Const(1) if sets == 1 else f4_set == s, fill_touch, 0)
                 m.d.sync += plru_state[s].eq(
                     plru.touch(plru.touch(plru_state[s], used_by_hit), used_by_fill))
         return m
+
+
+def _as_miss(result):
+    """Statements turning a waiting result into a miss (its payload kept)."""
+    return [result.hit.eq(0), result.ppn.eq(0), result.size_log2.eq(0), result.r.eq(0),
+            result.w.eq(0), result.x.eq(0), result.u.eq(0), result.g.eq(0),
+            result.pbmt.eq(0)]

@@ -1,10 +1,11 @@
 """One memory master port shared by the IOMMU's walkers and its context fetch."""
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .pick import round_robin
 
 
 class MemoryArbiter(wiring.Component):
@@ -42,17 +43,9 @@ class MemoryArbiter(wiring.Component):
         grant = Signal(range(n))
         locked = Signal()
         held = Signal(range(n))
-        with m.If(locked):
-            m.d.comb += grant.eq(held)
-        with m.Else():
-            valids = Array(c.valid for c in self.client_req)
-            # Scan clients in order last+1, last+2, ..., last (later matches win, so
-            # walk the ring backwards).
-            for offset in reversed(range(1, n + 1)):
-                idx = Signal(range(n), name=f"rr_candidate_{offset}")
-                m.d.comb += idx.eq((last + offset) % n)
-                with m.If(valids[idx]):
-                    m.d.comb += grant.eq(idx)
+        # Candidates are constants per value of ``last`` (issue 7: no modulo adder).
+        pick = round_robin(m, Cat(c.valid for c in self.client_req), last, n, "rr_pick")
+        m.d.comb += grant.eq(Mux(locked, held, pick))
 
         with m.Switch(grant):
             for i in range(n):

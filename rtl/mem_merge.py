@@ -1,10 +1,11 @@
 """One memory port for the whole IOMMU: the core, the queues and the MSI sender."""
 
-from amaranth.hdl import Array, Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
+from .pick import round_robin
 
 
 class MemoryMerge(wiring.Component):
@@ -46,15 +47,9 @@ class MemoryMerge(wiring.Component):
         grant = Signal(range(n))
         locked = Signal()
         held = Signal(range(n))
-        valids = Array(c.valid for c in self.client_req)
-        with m.If(locked):
-            m.d.comb += grant.eq(held)
-        with m.Else():
-            for offset in reversed(range(1, n + 1)):  # later matches win: walk backwards
-                candidate = Signal(range(n), name=f"rr_candidate_{offset}")
-                m.d.comb += candidate.eq((last + offset) % n)
-                with m.If(valids[candidate]):
-                    m.d.comb += grant.eq(candidate)
+        # Candidates are constants per value of ``last`` (issue 7: no modulo adder).
+        pick = round_robin(m, Cat(c.valid for c in self.client_req), last, n, "rr_pick")
+        m.d.comb += grant.eq(Mux(locked, held, pick))
 
         payload = self.mem_req.payload
         with m.Switch(grant):
