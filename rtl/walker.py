@@ -234,6 +234,7 @@ class StageWalker(wiring.Component):
         cas_d = Signal()
         if self.nested:
             gs_mode = Signal(4)
+            gs_active = Signal()  # gs_mode != 0, registered with it
             gs_ppn = Signal(layouts.PPN_BITS)
             gade = Signal()
             pte_spa = Signal(layouts.PA_BITS)  # pte_addr through the G-stage
@@ -275,7 +276,7 @@ class StageWalker(wiring.Component):
             """Step 1 for the PTE at ``entry``: through the G-stage first when nested."""
             m.d.sync += pte_addr.eq(entry)
             if self.nested:
-                with m.If(gs_mode != 0):
+                with m.If(gs_active):
                     m.d.sync += xlate_write.eq(0)
                     goto("XLATE")
                 with m.Else():
@@ -284,10 +285,23 @@ class StageWalker(wiring.Component):
             else:
                 goto("READ_PTE")
 
+        def reread_level():
+            """``read_level(pte_addr)`` after a failed CAS, without reloading the PTE's
+            address registers (they hold it): the CAS compare in front of their enables
+            was the stage walker's longest path (issue 7)."""
+            if self.nested:
+                with m.If(gs_active):
+                    m.d.sync += xlate_write.eq(0)
+                    goto("XLATE")
+                with m.Else():
+                    goto("READ_PTE")
+            else:
+                goto("READ_PTE")
+
         def store_ad():
             """§5.5's store; nested, its address is an implicit write through the G-stage."""
             if self.nested:
-                with m.If(gs_mode != 0):
+                with m.If(gs_active):
                     m.d.sync += xlate_write.eq(1)
                     goto("XLATE")
                 with m.Else():
@@ -312,10 +326,14 @@ class StageWalker(wiring.Component):
         ]
 
         # ------------------------------------------- checks of the PTE just read
-        # The checks work on the registered PTE (``pte``, ``pte_err``), one cycle after
-        # the response (CHECK_PTE): with the memory response, the arbiter's id decode
-        # and the cause cascade in one cycle the walker was the IOMMU's longest path
-        # (issue 7). The register was there already: the A/D update compares with it.
+        # Steps 2-7 depend only on the PTE, ``level`` (which does not change between
+        # READ_PTE and CHECK_PTE) and per-walk registers, so they are made on the PTE
+        # as it arrives (``arriving``: at most four LUT levels, no decision) and only
+        # their verdicts are registered with it; CHECK_PTE then combines the verdicts
+        # with the memory error and decides. (Deciding in the cycle the response
+        # arrives made memory response -> checks -> result the IOMMU's longest path;
+        # checking everything in CHECK_PTE left seven levels there: issue 7.) The PTE
+        # register was there already: the A/D update compares with it.
         resp = self.mem_resp.payload
         pte_err = Signal(layouts.MemErr)
         rd = pte
@@ -324,45 +342,41 @@ class StageWalker(wiring.Component):
             for bit in range(*_RSW60_59):
                 reserved_mask &= ~(1 << bit)
 
-        # The wide reductions of the PTE (reserved bits, a superpage's low PPN) are made
-        # as it arrives and registered with it: in CHECK_PTE they were the first three
-        # of seven LUT levels in front of the verdict (issue 7). ``level`` does not
-        # change between READ_PTE and CHECK_PTE.
-        arriving = data.View(PTE_LAYOUT, resp.rdata)
-        pte_reserved = Signal()  # step 2: reserved bits set
-        pte_misaligned = Signal()  # step 4: a superpage's PPN[i-1:0] is not 0
-        # Steps 6 and 7 depend only on the PTE and the access: made as it arrives too,
-        # so that CHECK_PTE only combines verdicts.
-        pte_bad_permission = Signal()  # step 6: the access type is not allowed
-        pte_needs_ad = Signal()  # step 7: A=0, or a write with D=0
-        arriving_misaligned = C(0, 1)
-        for i in range(1, max_levels):
-            # PPN[9i-1:9i-9] must be 0 at level i and above.
-            arriving_misaligned = arriving_misaligned | (
-                (level >= i) & arriving.ppn[_VPN_BITS * (i - 1):_VPN_BITS * i].any())
+        def pte_checks(p):
+            """Steps 2-7 for the PTE ``p``: (is a pointer, the pointer faults, the leaf
+            faults, the leaf needs an A/D update)."""
+            # Step 2: invalid, W without R, reserved bits or encodings.
+            bad_encoding = (~p.v | (p.w & ~p.r) | (p.reserved & reserved_mask).any()
+                            | (p.pbmt == _PBMT_RESERVED)
+                            | (p.pbmt.any() if not self.svpbmt else 0))
+            is_pointer = ~p.r & ~p.w & ~p.x
+            # Step 3: D, A, U, N and PBMT are reserved in a pointer; none at level 0.
+            bad_pointer = p.d | p.a | p.u | p.n | p.pbmt.any() | (level == 0)
+            # N is only legal on a level-0 leaf with PPN[3:0] = 1000b.
+            bad_napot = p.n & ((level != 0) | (p.ppn[:4] != _NAPOT_PPN_LOW))
+            # Step 4: a superpage's PPN[i-1:0] must be 0: PPN[9i-1:9i-9] at level i
+            # and above.
+            misaligned = _or_all((level >= i) & p.ppn[_VPN_BITS * (i - 1):_VPN_BITS * i].any()
+                                 for i in range(1, max_levels)) if max_levels > 1 else 0
+            # Step 5 (§5.4): User needs U=1; Supervisor may use U=1 pages for
+            # read/write with SUM=1, never for execute. The G-stage's accesses are User.
+            bad_privilege = (u_required & ~p.u) | (u_forbidden & p.u)
+            # Step 6: the access type's permission.
+            bad_permission = Mux(is_exec, ~p.x, Mux(is_write, ~p.w, ~p.r))
+            bad_leaf = bad_napot | misaligned | bad_privilege | bad_permission
+            # Step 7: A=0, or a write with D=0, needs an update (or faults without it).
+            needs_ad = ~p.a | (is_write & ~p.d)
+            return (is_pointer, bad_encoding | bad_pointer,
+                    bad_encoding | bad_leaf | (needs_ad & ~ad_update), needs_ad)
 
-        # Step 2: invalid, W without R, reserved bits or encodings.
-        bad_encoding = Signal()
-        m.d.comb += bad_encoding.eq(
-            ~rd.v | (rd.w & ~rd.r) | pte_reserved
-            | (rd.pbmt == _PBMT_RESERVED) | (rd.pbmt.any() if not self.svpbmt else 0))
-        is_pointer = ~rd.r & ~rd.w & ~rd.x
-        # Step 3: D, A, U, N and PBMT are reserved in a pointer; no pointer at level 0.
-        bad_pointer = rd.d | rd.a | rd.u | rd.n | rd.pbmt.any() | (level == 0)
-        # N is only legal on a level-0 leaf with PPN[3:0] = 1000b.
+        arriving = data.View(PTE_LAYOUT, resp.rdata)
+        is_pointer = Signal()
+        pointer_fault = Signal()  # steps 2-3 fail for a pointer
+        leaf_fault = Signal()  # steps 2, 4-7 fail for a leaf (step 7: no A/D update)
+        needs_ad = Signal()  # step 7: the leaf needs an A/D update
+        verdicts = [is_pointer, pointer_fault, leaf_fault, needs_ad]
         napot = Signal()
         m.d.comb += napot.eq(rd.n)
-        bad_napot = rd.n & ((level != 0) | (rd.ppn[:4] != _NAPOT_PPN_LOW))
-        # Step 4: a superpage's PPN[i-1:0] must be 0 (``pte_misaligned``).
-        misaligned = pte_misaligned
-        # Step 5 (§5.4): User needs U=1; Supervisor may use U=1 pages for read/write
-        # with SUM=1, never for execute. The G-stage treats every access as User.
-        bad_privilege = (u_required & ~rd.u) | (u_forbidden & rd.u)
-        # Step 6: the access type's permission.
-        bad_permission = pte_bad_permission
-        bad_leaf = bad_napot | misaligned | bad_privilege | bad_permission
-        # Step 7: A=0, or a write with D=0, needs an update (or faults without it).
-        needs_ad = pte_needs_ad
 
         # Step 8: the translated page. Superpages take PPN[i-1:0] from VPN[i-1:0], NAPOT
         # pages PPN[3:0] from address bits [15:12].
@@ -427,7 +441,8 @@ class StageWalker(wiring.Component):
                         ad_update.eq(ctx.sade & int(self.amo_hwad)),
                     ]
                     if self.nested:
-                        m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_ppn.eq(ctx.gs_ppn),
+                        m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_active.eq(ctx.gs_mode != 0),
+                                     gs_ppn.eq(ctx.gs_ppn),
                                      gade.eq(ctx.gade)]
                     req_page_fault = _by_access(req.access, arch.page_fault_cause)
                     req_iotval2 = 0
@@ -514,11 +529,7 @@ class StageWalker(wiring.Component):
             with m.State("WAIT_PTE"), m.If(self.mem_resp.valid):
                 m.d.sync += [
                     pte.eq(resp.rdata), pte_err.eq(resp.err),
-                    pte_reserved.eq((arriving.reserved & reserved_mask).any()),
-                    pte_misaligned.eq(arriving_misaligned),
-                    pte_bad_permission.eq(Mux(is_exec, ~arriving.x,
-                                              Mux(is_write, ~arriving.w, ~arriving.r))),
-                    pte_needs_ad.eq(~arriving.a | (is_write & ~arriving.d)),
+                    Cat(*verdicts).eq(Cat(*pte_checks(arriving))),
                     # What the A/D update will store as D (§5.5): 1 for a write.
                     cas_d.eq(arriving.d | is_write),
                 ]
@@ -529,9 +540,8 @@ class StageWalker(wiring.Component):
                     finish_with_fault(access_fault)  # step 1: PMA/PMP → 1/5/7
                 with m.Elif(pte_err == layouts.MemErr.POISON):
                     finish_with_fault(corruption)  # step 1: 274
-                with m.Elif(bad_encoding | (is_pointer & bad_pointer)
-                            | (~is_pointer & bad_leaf)):
-                    finish_with_fault(page_fault, fault_iotval2)  # steps 2-6
+                with m.Elif(Mux(is_pointer, pointer_fault, leaf_fault)):
+                    finish_with_fault(page_fault, fault_iotval2)  # steps 2-7, §5.5
                 with m.Elif(is_pointer):
                     m.d.sync += level.eq(level - 1)
                     read_level(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn))
@@ -546,9 +556,7 @@ class StageWalker(wiring.Component):
                         result.d.eq(rd.d | is_write),
                         result.pbmt.eq(rd.pbmt),
                     ]
-                    with m.If(needs_ad & ~ad_update):
-                        finish_with_fault(page_fault, fault_iotval2)  # step 7, §5.5
-                    with m.Elif(needs_ad):
+                    with m.If(needs_ad):
                         store_ad()
                     with m.Else():
                         goto("DONE")
@@ -563,7 +571,7 @@ class StageWalker(wiring.Component):
                 with m.Elif(resp.err == layouts.MemErr.POISON):
                     finish_with_fault(corruption)
                 with m.Elif(resp.rdata != pte.as_value()):
-                    read_level(pte_addr)  # the PTE changed: restart this level (step 1)
+                    reread_level()  # the PTE changed: restart this level (step 1)
                 with m.Else():
                     goto("DONE")
 
