@@ -727,8 +727,9 @@ class PageTableWalker(wiring.Component):
         # One flip-flop per phase that selects a mux (G-stage request, leaf, result),
         # kept equal to ``phase == ...`` by ``set_phase``: a select decoded from
         # ``phase`` cost a LUT level in front of ~180 bits (issue 7).
-        in_phase = {p: Signal(name=f"in_{p.name.lower()}")
-                    for p in (_WalkPhase.FINAL_GPA, _WalkPhase.MSI, _WalkPhase.DONE)}
+        in_phase = {p: Signal(name=f"in_{p.name.lower()}", init=p is _WalkPhase.IDLE)
+                    for p in (_WalkPhase.IDLE, _WalkPhase.FINAL_GPA, _WalkPhase.MSI,
+                              _WalkPhase.DONE)}
 
         def set_phase(value):
             m.d.sync += phase.eq(value)
@@ -739,8 +740,8 @@ class PageTableWalker(wiring.Component):
         # ------------------------------------------------ request → first stage
         m.d.comb += [
             fs.req.payload.eq(self.req.payload),
-            fs.req.valid.eq(self.req.valid & (phase == _WalkPhase.IDLE)),
-            self.req.ready.eq(fs.req.ready & (phase == _WalkPhase.IDLE)),
+            fs.req.valid.eq(self.req.valid & in_phase[_WalkPhase.IDLE]),
+            self.req.ready.eq(fs.req.ready & in_phase[_WalkPhase.IDLE]),
         ]
         with m.If(self.req.valid & self.req.ready):
             m.d.sync += [iova.eq(self.req.payload.iova), access.eq(self.req.payload.access),
