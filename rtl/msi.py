@@ -37,7 +37,8 @@ from models import arch
 from . import layouts
 
 __all__ = ["LEAF_SIZES_LOG2", "MSI_STATES", "MsiRequest", "MsiTranslator",
-           "covers_msi_page", "msi_address_match", "msi_pages_within"]
+           "covers_msi_page", "msi_address_match", "msi_pages_within",
+           "msi_pages_within_parts"]
 
 #: The translator's FSM states in their encoding (declaration order), for waveforms.
 MSI_STATES = ("IDLE", "INDEX", "READ", "WAIT", "DONE")
@@ -83,10 +84,25 @@ def msi_pages_within(gpa, mask, pattern):
 
     The walker computes these as soon as the final GPA is known and picks one when the
     page size is known (issue 7, timing: the shift by the size was its longest path).
-    Bit 0 (4 KiB) is ``msi_address_match``."""
-    gpn = gpa[arch.PAGE_SHIFT:arch.PAGE_SHIFT + layouts.MSI_ADDR_BITS]
-    differs = (gpn ^ pattern) & ~mask
-    return Cat(differs[size - arch.PAGE_SHIFT:] == 0 for size in LEAF_SIZES_LOG2)
+    Bit 0 (4 KiB) is ``msi_address_match``. Bit k implies bit k + 1 (a larger page
+    around the GPA covers whatever a smaller one does)."""
+    return msi_pages_within_parts(gpa[arch.PAGE_SHIFT:layouts.PA_BITS],
+                                  gpa[layouts.PA_BITS:], mask, pattern)
+
+
+def msi_pages_within_parts(ppn, gpa_high, mask, pattern):
+    """``msi_pages_within`` of the GPA ``gpa_high`` : ``ppn`` : (any page offset), from
+    its two parts: the page number below bit 56 (a leaf's ``ppn``) and GPA[63:56].
+
+    Every page size's test includes GPA[63:56], so the walker can test a leaf's PPN
+    and pick only the one-bit verdict on the high part (0 or the IOVA's), rather than
+    pick the GPA bit by bit in front of the 52-bit tests (issue 7)."""
+    low = layouts.PA_BITS - arch.PAGE_SHIFT
+    assert len(ppn) == low and max(LEAF_SIZES_LOG2) - arch.PAGE_SHIFT <= low
+    differs = (ppn ^ pattern[:low]) & ~mask[:low]
+    high_matches = ((gpa_high ^ pattern[low:]) & ~mask[low:]) == 0
+    return Cat((differs[size - arch.PAGE_SHIFT:] == 0) & high_matches
+               for size in LEAF_SIZES_LOG2)
 
 
 class MsiRequest(data.Struct):

@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from models import arch
 
 from . import layouts, params
-from .msi import LEAF_SIZES_LOG2, MsiRequest, MsiTranslator
+from .msi import LEAF_SIZES_LOG2, MsiRequest, MsiTranslator, msi_pages_within_parts
 from .walk_cache import WalkCache
 
 __all__ = ["PTE_LAYOUT", "PageTableWalker", "StageWalker"]
@@ -819,18 +819,13 @@ class PageTableWalker(wiring.Component):
                             # §9.1: the final GPA (as ``final.gpa`` will hold it) is an
                             # interrupt-file address (bit 0, 4 KiB): step 18 instead of
                             # step 19. The other bits wait for the leaf's size.
-                            # msi_pages_within(fs_gpa), taken apart (issue 7: a pick
-                            # per address bit in front of the 52-bit tests): GPA page
-                            # bits [43:0] are the leaf's PPN either way (a Bare first
-                            # stage returns IOVA[55:12]); only bits [51:44] differ, 0
-                            # or IOVA[63:56], and every page size's test includes them.
-                            low = layouts.PPN_BITS
-                            mask, pattern = context.msi_mask, context.msi_pattern
-                            differs = (fs.res.payload.ppn ^ pattern[:low]) & ~mask[:low]
-                            high = Mux(fs_bare, iova[arch.PAGE_SHIFT + low:], 0)
-                            high_match = ((high ^ pattern[low:]) & ~mask[low:]) == 0
-                            within = Cat((differs[size - arch.PAGE_SHIFT:] == 0) & high_match
-                                         for size in LEAF_SIZES_LOG2)
+                            # msi_pages_within(fs_gpa) from its parts: GPA[55:12] is
+                            # the leaf's PPN either way (a Bare first stage returns
+                            # IOVA[55:12]); GPA[63:56] is 0 or IOVA[63:56].
+                            within = msi_pages_within_parts(
+                                fs.res.payload.ppn,
+                                Mux(fs_bare, iova[layouts.PA_BITS:], 0),
+                                context.msi_mask, context.msi_pattern)
                             m.d.sync += msi_within.eq(within)
                             next_phase = Mux(context.msi_flat & within[0],
                                              _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
