@@ -35,8 +35,8 @@ walk plus three cycles.
 
 Every handshake signal a walker drives (``req.ready``, ``res.valid``, ``mem_req.valid``,
 ``mem_resp.ready``) and its memory request payload are flip-flops, kept equal to the
-state they stand for (``goto``); the checks CHECK_PTE combines are registered verdicts
-where they need wide reductions (issue 7). None of this costs a cycle.
+state they stand for (``goto``); steps 2-7 are made on the PTE as it arrives and
+CHECK_PTE decides on four registered verdicts (issue 7). None of this costs a cycle.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value
@@ -259,7 +259,7 @@ class StageWalker(wiring.Component):
             corruption = arch.Cause.PT_DATA_CORRUPTION
 
         def goto(state):
-            """``m.next = state``, keeping ``mem_req_valid``/``mem_op`` in step with it."""
+            """``m.next = state``, keeping the handshake flip-flops in step with it."""
             m.next = state
             m.d.sync += [mem_req_valid.eq(state in ("READ_PTE", "UPDATE_AD")),
                          mem_resp_ready.eq(state in ("WAIT_PTE", "WAIT_AD")),
