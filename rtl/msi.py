@@ -37,7 +37,8 @@ from models import arch
 from . import layouts
 
 __all__ = ["LEAF_SIZES_LOG2", "MSI_STATES", "MsiRequest", "MsiTranslator",
-           "covers_msi_page", "msi_address_match", "msi_pages_within"]
+           "covers_msi_page", "msi_address_match", "msi_pages_within",
+           "msi_pages_within_parts"]
 
 #: The translator's FSM states in their encoding (declaration order), for waveforms.
 MSI_STATES = ("IDLE", "INDEX", "READ", "WAIT", "DONE")
@@ -83,10 +84,25 @@ def msi_pages_within(gpa, mask, pattern):
 
     The walker computes these as soon as the final GPA is known and picks one when the
     page size is known (issue 7, timing: the shift by the size was its longest path).
-    Bit 0 (4 KiB) is ``msi_address_match``."""
-    gpn = gpa[arch.PAGE_SHIFT:arch.PAGE_SHIFT + layouts.MSI_ADDR_BITS]
-    differs = (gpn ^ pattern) & ~mask
-    return Cat(differs[size - arch.PAGE_SHIFT:] == 0 for size in LEAF_SIZES_LOG2)
+    Bit 0 (4 KiB) is ``msi_address_match``. Bit k implies bit k + 1 (a larger page
+    around the GPA covers whatever a smaller one does)."""
+    return msi_pages_within_parts(gpa[arch.PAGE_SHIFT:layouts.PA_BITS],
+                                  gpa[layouts.PA_BITS:], mask, pattern)
+
+
+def msi_pages_within_parts(ppn, gpa_high, mask, pattern):
+    """``msi_pages_within`` of the GPA ``gpa_high`` : ``ppn`` : (any page offset), from
+    its two parts: the page number below bit 56 (a leaf's ``ppn``) and GPA[63:56].
+
+    Every page size's test includes GPA[63:56], so the walker can test a leaf's PPN
+    and pick only the one-bit verdict on the high part (0 or the IOVA's), rather than
+    pick the GPA bit by bit in front of the 52-bit tests (issue 7)."""
+    low = layouts.PA_BITS - arch.PAGE_SHIFT
+    assert len(ppn) == low and max(LEAF_SIZES_LOG2) - arch.PAGE_SHIFT <= low
+    differs = (ppn ^ pattern[:low]) & ~mask[:low]
+    high_matches = ((gpa_high ^ pattern[low:]) & ~mask[low:]) == 0
+    return Cat((differs[size - arch.PAGE_SHIFT:] == 0) & high_matches
+               for size in LEAF_SIZES_LOG2)
 
 
 class MsiRequest(data.Struct):
@@ -148,10 +164,16 @@ class MsiTranslator(wiring.Component):
         msiptp_ppn = Signal(layouts.PPN_BITS)
         pte_addr = Signal(layouts.PA_BITS)  # (msiptp.PPN << 12) | I * 16
         read_hi = Signal()  # the outstanding read is dword 1
+        # The memory handshakes from flip-flops (issue 7: the arbiter sits behind them):
+        # 1 exactly in READ and in WAIT, kept so by ``goto``.
+        reading = Signal()
+        waiting = Signal()
         dw0 = Signal(64)
         result = Signal(layouts.WalkResult)
 
         m.d.comb += [
+            self.mem_req.valid.eq(reading),
+            self.mem_resp.ready.eq(waiting),
             self.mem_req.payload.id.eq(self.mem_id),
             self.mem_req.payload.op.eq(layouts.MemOp.READ),
             self.mem_req.payload.addr.eq(pte_addr | (read_hi * _DWORD)),
@@ -160,9 +182,13 @@ class MsiTranslator(wiring.Component):
             self.res.payload.eq(result),
         ]
 
+        def goto(state):
+            m.next = state
+            m.d.sync += [reading.eq(state == "READ"), waiting.eq(state == "WAIT")]
+
         def finish_with_fault(cause):
             m.d.sync += [result.eq(0), result.fault.eq(1), result.cause.eq(cause)]
-            m.next = "DONE"
+            goto("DONE")
 
         # The PTE checks of §9.3 steps 1-6, made as dword 1 arrives (``resp.rdata``);
         # dword 1 matters only to an MRIF-mode PTE.
@@ -192,7 +218,7 @@ class MsiTranslator(wiring.Component):
                         msiptp_ppn.eq(req.msiptp_ppn),
                         read_hi.eq(0),
                     ]
-                    m.next = "INDEX"
+                    goto("INDEX")
 
             with m.State("INDEX"):
                 # The shifts run in every INDEX cycle: once the mask is used up they
@@ -208,49 +234,45 @@ class MsiTranslator(wiring.Component):
                          | Cat(C(0, _PTE_ADDR_LOW), file_number))
                 m.d.sync += pte_addr.eq(entry[:layouts.PA_BITS])
                 with m.If(mask_left == 0):
-                    m.next = "READ"
+                    goto("READ")
 
-            with m.State("READ"):
-                m.d.comb += self.mem_req.valid.eq(1)
-                with m.If(self.mem_req.ready):
-                    m.next = "WAIT"
+            with m.State("READ"), m.If(self.mem_req.ready):
+                goto("WAIT")
 
-            with m.State("WAIT"):
-                m.d.comb += self.mem_resp.ready.eq(1)
-                with m.If(self.mem_resp.valid):
-                    with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
-                        finish_with_fault(arch.Cause.MSI_PTE_LOAD_ACCESS_FAULT)
-                    with m.Elif(resp.err == layouts.MemErr.POISON):
-                        finish_with_fault(arch.Cause.MSI_PT_DATA_CORRUPTION)
-                    with m.Elif(~read_hi):
-                        m.d.sync += [dw0.eq(resp.rdata), read_hi.eq(1)]
-                        m.next = "READ"
-                    with m.Elif(~_field(dw0, arch.MsiPte.V)):
-                        finish_with_fault(arch.Cause.MSI_PTE_NOT_VALID)
-                    with m.Elif(misconfigured):
-                        finish_with_fault(arch.Cause.MSI_PTE_MISCONFIGURED)
-                    with m.Elif(access == layouts.Access.EXECUTE):
-                        finish_with_fault(arch.Cause.INSTRUCTION_ACCESS_FAULT)
-                    with m.Else():
-                        m.d.sync += [
-                            result.eq(0),
-                            result.ppn.eq(Mux(is_mrif, mrif_addr[3:],
-                                              _field(dw0, arch.MsiPte.PPN))),
-                            result.size_log2.eq(arch.PAGE_SHIFT),
-                            result.r.eq(1), result.w.eq(1), result.u.eq(1), result.d.eq(1),
-                            result.mrif.eq(is_mrif),
-                            result.mrif_offset.eq(Mux(is_mrif, mrif_addr[:3], 0)),
-                            result.notice.ppn.eq(Mux(is_mrif, _field(dw1, arch.MsiPte.NPPN), 0)),
-                            result.notice.nid.eq(Mux(is_mrif, Cat(_field(dw1, arch.MsiPte.NID),
-                                                                  _field(dw1, arch.MsiPte.NID10)),
-                                                     0)),
-                        ]
-                        m.next = "DONE"
+            with m.State("WAIT"), m.If(self.mem_resp.valid):
+                with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
+                    finish_with_fault(arch.Cause.MSI_PTE_LOAD_ACCESS_FAULT)
+                with m.Elif(resp.err == layouts.MemErr.POISON):
+                    finish_with_fault(arch.Cause.MSI_PT_DATA_CORRUPTION)
+                with m.Elif(~read_hi):
+                    m.d.sync += [dw0.eq(resp.rdata), read_hi.eq(1)]
+                    goto("READ")
+                with m.Elif(~_field(dw0, arch.MsiPte.V)):
+                    finish_with_fault(arch.Cause.MSI_PTE_NOT_VALID)
+                with m.Elif(misconfigured):
+                    finish_with_fault(arch.Cause.MSI_PTE_MISCONFIGURED)
+                with m.Elif(access == layouts.Access.EXECUTE):
+                    finish_with_fault(arch.Cause.INSTRUCTION_ACCESS_FAULT)
+                with m.Else():
+                    m.d.sync += [
+                        result.eq(0),
+                        result.ppn.eq(Mux(is_mrif, mrif_addr[3:],
+                                          _field(dw0, arch.MsiPte.PPN))),
+                        result.size_log2.eq(arch.PAGE_SHIFT),
+                        result.r.eq(1), result.w.eq(1), result.u.eq(1), result.d.eq(1),
+                        result.mrif.eq(is_mrif),
+                        result.mrif_offset.eq(Mux(is_mrif, mrif_addr[:3], 0)),
+                        result.notice.ppn.eq(Mux(is_mrif, _field(dw1, arch.MsiPte.NPPN), 0)),
+                        result.notice.nid.eq(Mux(is_mrif, Cat(_field(dw1, arch.MsiPte.NID),
+                                                              _field(dw1, arch.MsiPte.NID10)),
+                                                 0)),
+                    ]
+                    goto("DONE")
 
             with m.State("DONE"):
                 m.d.comb += self.res.valid.eq(1)
                 with m.If(self.res.ready):
-                    m.next = "IDLE"
+                    goto("IDLE")
         if tuple(fsm.encoding) != MSI_STATES:
             raise AssertionError(f"MSI FSM encoding {tuple(fsm.encoding)} differs from "
                                  f"MSI_STATES, which the waveform save file decodes with")

@@ -32,6 +32,11 @@ adds ``L + 1``. A Bare or
 non-canonical request answers the cycle after it is taken. Nested walks add, per
 first-stage level, a G-stage walk and two cycles of hand-over, and the final G-stage
 walk plus three cycles.
+
+Every handshake signal a walker drives (``req.ready``, ``res.valid``, ``mem_req.valid``,
+``mem_resp.ready``) and its memory request payload are flip-flops, kept equal to the
+state they stand for (``goto``); steps 2-7 are made on the PTE as it arrives and
+CHECK_PTE decides on four registered verdicts (issue 7). None of this costs a cycle.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value
@@ -41,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from models import arch
 
 from . import layouts, params
-from .msi import LEAF_SIZES_LOG2, MsiRequest, MsiTranslator, msi_pages_within
+from .msi import LEAF_SIZES_LOG2, MsiRequest, MsiTranslator, msi_pages_within_parts
 from .walk_cache import WalkCache
 
 __all__ = ["PTE_LAYOUT", "PageTableWalker", "StageWalker"]
@@ -73,6 +78,23 @@ def _by_access(access, causes):
     return Mux(access == layouts.Access.EXECUTE, causes(arch.Access.EXECUTE),
                Mux(access == layouts.Access.WRITE, causes(arch.Access.WRITE),
                    causes(arch.Access.READ)))
+
+
+def _or_all(values):
+    """The bitwise OR of ``values`` (an iterable of Amaranth values)."""
+    values = list(values)
+    total = values[0]
+    for value in values[1:]:
+        total = total | value
+    return total
+
+
+def _pick_by_size(size_log2, per_size):
+    """Bit k of ``per_size`` for the size ``LEAF_SIZES_LOG2[k]``; 1 for any other size
+    (reporting 4 KiB is always safe), as an AND-OR of equality tests."""
+    known = _or_all(size_log2 == size for size in LEAF_SIZES_LOG2)
+    return _or_all((size_log2 == size) & per_size[k]
+                   for k, size in enumerate(LEAF_SIZES_LOG2)) | ~known
 
 
 def _pack(layout: data.StructLayout, **fields):
@@ -187,8 +209,12 @@ class StageWalker(wiring.Component):
         addr = Signal(layouts.IOVA_BITS)  # the IOVA (first stage) or GPA (G-stage) walked
         access = Signal(layouts.Access)  # what the leaf must allow
         orig_access = Signal(layouts.Access)  # what names the faults
-        user = Signal()  # the request is User (priv = 0); always for the G-stage
-        sum_ = Signal()  # PC.ta.SUM: Supervisor may read/write U=1 pages
+        # Step 5 (§5.4) decided per request, not per PTE: a User request (always for the
+        # G-stage) needs U=1; a Supervisor one may not use U=1 pages for execute, nor
+        # at all without PC.ta.SUM (issue 7: two flags instead of priv/SUM/access logic
+        # in front of the CHECK_PTE verdict).
+        u_required = Signal()
+        u_forbidden = Signal()
         ad_update = Signal()  # SADE/GADE and AMO_HWAD: set A/D instead of faulting
         iotval2_flags = Signal(2)  # G-stage: iotval2[1:0] on a guest-page fault
         in_pdt = Signal()  # G-stage walk of a PDT entry's GPA: 265/269
@@ -196,8 +222,19 @@ class StageWalker(wiring.Component):
         pte_addr = Signal(layouts.PA_BITS)  # a + VPN[i]*8 (a GPA when nested)
         pte = Signal(PTE_LAYOUT)  # the PTE the A/D update expects to find in memory
         result = Signal(layouts.WalkResult)
+        # The memory request from flip-flops (issue 7: the arbiter's grant and mux sit
+        # behind it): ``mem_req_valid`` is 1 exactly in READ_PTE and UPDATE_AD (``goto``
+        # keeps it so), ``mem_op`` READ or CAS, and ``cas_d`` is the D bit the CAS
+        # stores (PTE.D, or 1 for a write), registered with the PTE.
+        mem_req_valid = Signal()
+        mem_resp_ready = Signal()  # 1 exactly in WAIT_PTE and WAIT_AD
+        req_ready = Signal(init=1)  # 1 exactly in IDLE (the reset state)
+        res_valid = Signal()  # 1 exactly in DONE
+        mem_op = Signal(layouts.MemOp)
+        cas_d = Signal()
         if self.nested:
             gs_mode = Signal(4)
+            gs_active = Signal()  # gs_mode != 0, registered with it
             gs_ppn = Signal(layouts.PPN_BITS)
             gade = Signal()
             pte_spa = Signal(layouts.PA_BITS)  # pte_addr through the G-stage
@@ -221,52 +258,82 @@ class StageWalker(wiring.Component):
             access_fault = _by_access(orig_access, arch.access_fault_cause)
             corruption = arch.Cause.PT_DATA_CORRUPTION
 
+        def goto(state):
+            """``m.next = state``, keeping the handshake flip-flops in step with it."""
+            m.next = state
+            m.d.sync += [mem_req_valid.eq(state in ("READ_PTE", "UPDATE_AD")),
+                         mem_resp_ready.eq(state in ("WAIT_PTE", "WAIT_AD")),
+                         req_ready.eq(state == "IDLE"), res_valid.eq(state == "DONE"),
+                         mem_op.eq(layouts.MemOp.CAS if state == "UPDATE_AD"
+                                   else layouts.MemOp.READ)]
+
         def finish_with_fault(cause, iotval2=0):
             m.d.sync += [result.eq(0), result.fault.eq(1), result.cause.eq(cause),
                          result.iotval2.eq(iotval2)]
-            m.next = "DONE"
+            goto("DONE")
 
         def read_level(entry):
             """Step 1 for the PTE at ``entry``: through the G-stage first when nested."""
             m.d.sync += pte_addr.eq(entry)
             if self.nested:
-                with m.If(gs_mode != 0):
+                with m.If(gs_active):
                     m.d.sync += xlate_write.eq(0)
-                    m.next = "XLATE"
+                    goto("XLATE")
                 with m.Else():
                     m.d.sync += pte_spa.eq(entry)
-                    m.next = "READ_PTE"
+                    goto("READ_PTE")
             else:
-                m.next = "READ_PTE"
+                goto("READ_PTE")
+
+        def reread_level():
+            """``read_level(pte_addr)`` after a failed CAS, without reloading the PTE's
+            address registers (they hold it): the CAS compare in front of their enables
+            was the stage walker's longest path (issue 7)."""
+            if self.nested:
+                with m.If(gs_active):
+                    m.d.sync += xlate_write.eq(0)
+                    goto("XLATE")
+                with m.Else():
+                    goto("READ_PTE")
+            else:
+                goto("READ_PTE")
 
         def store_ad():
             """§5.5's store; nested, its address is an implicit write through the G-stage."""
             if self.nested:
-                with m.If(gs_mode != 0):
+                with m.If(gs_active):
                     m.d.sync += xlate_write.eq(1)
-                    m.next = "XLATE"
+                    goto("XLATE")
                 with m.Else():
-                    m.next = "UPDATE_AD"
+                    goto("UPDATE_AD")
             else:
-                m.next = "UPDATE_AD"
+                goto("UPDATE_AD")
 
         # ------------------------------------------------------- memory requests
         # READ_PTE reads the PTE at pte_spa; UPDATE_AD swaps in PTE|A (|D for writes)
         # if memory still holds ``pte`` (§5.5).
-        mem_op = Signal(layouts.MemOp)
+        d_bit = arch.Pte.D.lo
         m.d.comb += [
+            self.mem_req.valid.eq(mem_req_valid),
+            self.mem_resp.ready.eq(mem_resp_ready),
+            self.req.ready.eq(req_ready),
+            self.res.valid.eq(res_valid),
             self.mem_req.payload.eq(_pack(
                 layouts.mem_request(self.id_bits), id=self.mem_id, op=mem_op, addr=pte_spa,
-                wdata=pte.as_value() | arch.PTE_A | Mux(is_write, arch.PTE_D, 0),
+                wdata=Cat(pte.as_value()[:d_bit] | arch.PTE_A, cas_d, pte.as_value()[d_bit + 1:]),
                 compare=pte)),
             self.res.payload.eq(result),
         ]
 
         # ------------------------------------------- checks of the PTE just read
-        # The checks work on the registered PTE (``pte``, ``pte_err``), one cycle after
-        # the response (CHECK_PTE): with the memory response, the arbiter's id decode
-        # and the cause cascade in one cycle the walker was the IOMMU's longest path
-        # (issue 7). The register was there already: the A/D update compares with it.
+        # Steps 2-7 depend only on the PTE, ``level`` (which does not change between
+        # READ_PTE and CHECK_PTE) and per-walk registers, so they are made on the PTE
+        # as it arrives (``arriving``: at most four LUT levels, no decision) and only
+        # their verdicts are registered with it; CHECK_PTE then combines the verdicts
+        # with the memory error and decides. (Deciding in the cycle the response
+        # arrives made memory response -> checks -> result the IOMMU's longest path;
+        # checking everything in CHECK_PTE left seven levels there: issue 7.) The PTE
+        # register was there already: the A/D update compares with it.
         resp = self.mem_resp.payload
         pte_err = Signal(layouts.MemErr)
         rd = pte
@@ -275,32 +342,41 @@ class StageWalker(wiring.Component):
             for bit in range(*_RSW60_59):
                 reserved_mask &= ~(1 << bit)
 
-        # Step 2: invalid, W without R, reserved bits or encodings.
-        bad_encoding = Signal()
-        m.d.comb += bad_encoding.eq(
-            ~rd.v | (rd.w & ~rd.r) | (rd.reserved & reserved_mask).any()
-            | (rd.pbmt == _PBMT_RESERVED) | (rd.pbmt.any() if not self.svpbmt else 0))
-        is_pointer = ~rd.r & ~rd.w & ~rd.x
-        # Step 3: D, A, U, N and PBMT are reserved in a pointer; no pointer at level 0.
-        bad_pointer = rd.d | rd.a | rd.u | rd.n | rd.pbmt.any() | (level == 0)
-        # N is only legal on a level-0 leaf with PPN[3:0] = 1000b.
+        def pte_checks(p):
+            """Steps 2-7 for the PTE ``p``: (is a pointer, the pointer faults, the leaf
+            faults, the leaf needs an A/D update)."""
+            # Step 2: invalid, W without R, reserved bits or encodings.
+            bad_encoding = (~p.v | (p.w & ~p.r) | (p.reserved & reserved_mask).any()
+                            | (p.pbmt == _PBMT_RESERVED)
+                            | (p.pbmt.any() if not self.svpbmt else 0))
+            is_pointer = ~p.r & ~p.w & ~p.x
+            # Step 3: D, A, U, N and PBMT are reserved in a pointer; none at level 0.
+            bad_pointer = p.d | p.a | p.u | p.n | p.pbmt.any() | (level == 0)
+            # N is only legal on a level-0 leaf with PPN[3:0] = 1000b.
+            bad_napot = p.n & ((level != 0) | (p.ppn[:4] != _NAPOT_PPN_LOW))
+            # Step 4: a superpage's PPN[i-1:0] must be 0: PPN[9i-1:9i-9] at level i
+            # and above.
+            misaligned = _or_all((level >= i) & p.ppn[_VPN_BITS * (i - 1):_VPN_BITS * i].any()
+                                 for i in range(1, max_levels)) if max_levels > 1 else 0
+            # Step 5 (§5.4): User needs U=1; Supervisor may use U=1 pages for
+            # read/write with SUM=1, never for execute. The G-stage's accesses are User.
+            bad_privilege = (u_required & ~p.u) | (u_forbidden & p.u)
+            # Step 6: the access type's permission.
+            bad_permission = Mux(is_exec, ~p.x, Mux(is_write, ~p.w, ~p.r))
+            bad_leaf = bad_napot | misaligned | bad_privilege | bad_permission
+            # Step 7: A=0, or a write with D=0, needs an update (or faults without it).
+            needs_ad = ~p.a | (is_write & ~p.d)
+            return (is_pointer, bad_encoding | bad_pointer,
+                    bad_encoding | bad_leaf | (needs_ad & ~ad_update), needs_ad)
+
+        arriving = data.View(PTE_LAYOUT, resp.rdata)
+        is_pointer = Signal()
+        pointer_fault = Signal()  # steps 2-3 fail for a pointer
+        leaf_fault = Signal()  # steps 2, 4-7 fail for a leaf (step 7: no A/D update)
+        needs_ad = Signal()  # step 7: the leaf needs an A/D update
+        verdicts = [is_pointer, pointer_fault, leaf_fault, needs_ad]
         napot = Signal()
         m.d.comb += napot.eq(rd.n)
-        bad_napot = rd.n & ((level != 0) | (rd.ppn[:4] != _NAPOT_PPN_LOW))
-        # Step 4: a superpage's PPN[i-1:0] must be 0.
-        misaligned = Signal()
-        with m.Switch(level):
-            for i in range(1, max_levels):
-                with m.Case(i):
-                    m.d.comb += misaligned.eq(rd.ppn[:_VPN_BITS * i].any())
-        # Step 5 (§5.4): User needs U=1; Supervisor may use U=1 pages for read/write
-        # with SUM=1, never for execute. The G-stage treats every access as User.
-        bad_privilege = Mux(user, ~rd.u, rd.u & (is_exec | ~sum_))
-        # Step 6: the access type's permission.
-        bad_permission = Mux(is_exec, ~rd.x, Mux(is_write, ~rd.w, ~rd.r))
-        bad_leaf = bad_napot | misaligned | bad_privilege | bad_permission
-        # Step 7: A=0, or a write with D=0, needs an update (or faults without it).
-        needs_ad = ~rd.a | (is_write & ~rd.d)
 
         # Step 8: the translated page. Superpages take PPN[i-1:0] from VPN[i-1:0], NAPOT
         # pages PPN[3:0] from address bits [15:12].
@@ -337,17 +413,17 @@ class StageWalker(wiring.Component):
                 # once a request is taken; only the state change waits for ``req.valid``.
                 # (Enabling them with ``req.valid`` put the requester's decision, e.g. a
                 # walk cache miss, in front of ~150 register enables: issue 7.)
-                m.d.comb += self.req.ready.eq(1)
 
                 def on_request(state):
                     with m.If(self.req.valid):
-                        m.next = state
+                        goto(state)
 
                 if gstage:
                     walked, mode, root = req.gpa, req.gs_mode, req.gs_ppn
                     m.d.sync += [
                         addr.eq(req.gpa), access.eq(req.access),
-                        orig_access.eq(req.orig_access), user.eq(1), sum_.eq(0),
+                        orig_access.eq(req.orig_access), u_required.eq(1),
+                        u_forbidden.eq(0),
                         ad_update.eq(req.gade & int(self.amo_hwad)),
                         iotval2_flags.eq(req.iotval2_flags), in_pdt.eq(req.in_pdt),
                     ]
@@ -359,11 +435,14 @@ class StageWalker(wiring.Component):
                     walked, mode, root = req.iova, ctx.fs_mode, ctx.fs_ppn
                     m.d.sync += [
                         addr.eq(req.iova), access.eq(req.access),
-                        orig_access.eq(req.access), user.eq(~req.priv),
-                        sum_.eq(ctx.sum), ad_update.eq(ctx.sade & int(self.amo_hwad)),
+                        orig_access.eq(req.access), u_required.eq(~req.priv),
+                        u_forbidden.eq(req.priv & ((req.access == layouts.Access.EXECUTE)
+                                                   | ~ctx.sum)),
+                        ad_update.eq(ctx.sade & int(self.amo_hwad)),
                     ]
                     if self.nested:
-                        m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_ppn.eq(ctx.gs_ppn),
+                        m.d.sync += [gs_mode.eq(ctx.gs_mode), gs_active.eq(ctx.gs_mode != 0),
+                                     gs_ppn.eq(ctx.gs_ppn),
                                      gade.eq(ctx.gade)]
                     req_page_fault = _by_access(req.access, arch.page_fault_cause)
                     req_iotval2 = 0
@@ -443,26 +522,26 @@ class StageWalker(wiring.Component):
                     gpa_req.gade.eq(gade),
                 ]
 
-            with m.State("READ_PTE"):
-                # Step 1: load the PTE at a + VPN[i]*8.
-                m.d.comb += [self.mem_req.valid.eq(1), mem_op.eq(layouts.MemOp.READ)]
-                with m.If(self.mem_req.ready):
-                    m.next = "WAIT_PTE"
+            # Step 1: load the PTE at a + VPN[i]*8.
+            with m.State("READ_PTE"), m.If(self.mem_req.ready):
+                goto("WAIT_PTE")
 
-            with m.State("WAIT_PTE"):
-                m.d.comb += self.mem_resp.ready.eq(1)
-                with m.If(self.mem_resp.valid):
-                    m.d.sync += [pte.eq(resp.rdata), pte_err.eq(resp.err)]
-                    m.next = "CHECK_PTE"
+            with m.State("WAIT_PTE"), m.If(self.mem_resp.valid):
+                m.d.sync += [
+                    pte.eq(resp.rdata), pte_err.eq(resp.err),
+                    Cat(*verdicts).eq(Cat(*pte_checks(arriving))),
+                    # What the A/D update will store as D (§5.5): 1 for a write.
+                    cas_d.eq(arriving.d | is_write),
+                ]
+                goto("CHECK_PTE")
 
             with m.State("CHECK_PTE"):
                 with m.If(pte_err == layouts.MemErr.ACCESS_FAULT):
                     finish_with_fault(access_fault)  # step 1: PMA/PMP → 1/5/7
                 with m.Elif(pte_err == layouts.MemErr.POISON):
                     finish_with_fault(corruption)  # step 1: 274
-                with m.Elif(bad_encoding | (is_pointer & bad_pointer)
-                            | (~is_pointer & bad_leaf)):
-                    finish_with_fault(page_fault, fault_iotval2)  # steps 2-6
+                with m.Elif(Mux(is_pointer, pointer_fault, leaf_fault)):
+                    finish_with_fault(page_fault, fault_iotval2)  # steps 2-7, §5.5
                 with m.Elif(is_pointer):
                     m.d.sync += level.eq(level - 1)
                     read_level(Cat(C(0, _PTE_BYTES_LOG2), next_vpn, rd.ppn))
@@ -477,42 +556,34 @@ class StageWalker(wiring.Component):
                         result.d.eq(rd.d | is_write),
                         result.pbmt.eq(rd.pbmt),
                     ]
-                    with m.If(needs_ad & ~ad_update):
-                        finish_with_fault(page_fault, fault_iotval2)  # step 7, §5.5
-                    with m.Elif(needs_ad):
+                    with m.If(needs_ad):
                         store_ad()
                     with m.Else():
-                        m.next = "DONE"
+                        goto("DONE")
 
-            with m.State("UPDATE_AD"):
-                # §5.5: store PTE|A(|D) only if memory still holds the PTE we checked.
-                m.d.comb += [self.mem_req.valid.eq(1), mem_op.eq(layouts.MemOp.CAS)]
-                with m.If(self.mem_req.ready):
-                    m.next = "WAIT_AD"
+            # §5.5: store PTE|A(|D) only if memory still holds the PTE we checked.
+            with m.State("UPDATE_AD"), m.If(self.mem_req.ready):
+                goto("WAIT_AD")
 
-            with m.State("WAIT_AD"):
-                m.d.comb += self.mem_resp.ready.eq(1)
-                with m.If(self.mem_resp.valid):
-                    with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
-                        finish_with_fault(access_fault)  # store PMA/PMP violation
-                    with m.Elif(resp.err == layouts.MemErr.POISON):
-                        finish_with_fault(corruption)
-                    with m.Elif(resp.rdata != pte.as_value()):
-                        read_level(pte_addr)  # the PTE changed: restart this level (step 1)
-                    with m.Else():
-                        m.next = "DONE"
+            with m.State("WAIT_AD"), m.If(self.mem_resp.valid):
+                with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
+                    finish_with_fault(access_fault)  # store PMA/PMP violation
+                with m.Elif(resp.err == layouts.MemErr.POISON):
+                    finish_with_fault(corruption)
+                with m.Elif(resp.rdata != pte.as_value()):
+                    reread_level()  # the PTE changed: restart this level (step 1)
+                with m.Else():
+                    goto("DONE")
 
-            with m.State("DONE"):
-                m.d.comb += self.res.valid.eq(1)
-                with m.If(self.res.ready):
-                    m.next = "IDLE"
+            with m.State("DONE"), m.If(self.res.ready):
+                goto("IDLE")
 
             if self.nested:
                 with m.State("XLATE"):
                     # §5.7: the PTE's GPA through the G-stage (implicit read or write).
                     m.d.comb += self.gpa_req.valid.eq(1)
                     with m.If(self.gpa_req.ready):
-                        m.next = "XLATE_WAIT"
+                        goto("XLATE_WAIT")
 
                 with m.State("XLATE_WAIT"):
                     gres = self.gpa_res.payload
@@ -523,9 +594,9 @@ class StageWalker(wiring.Component):
                         with m.Else():
                             m.d.sync += pte_spa.eq(Cat(pte_addr[:arch.PAGE_SHIFT], gres.ppn))
                             with m.If(xlate_write):
-                                m.next = "UPDATE_AD"
+                                goto("UPDATE_AD")
                             with m.Else():
-                                m.next = "READ_PTE"
+                                goto("READ_PTE")
 
         if tuple(fsm.encoding) != WALKER_STATES[:9 if self.nested else 7]:
             raise AssertionError(f"walk FSM encoding {tuple(fsm.encoding)} differs from "
@@ -607,18 +678,18 @@ class PageTableWalker(wiring.Component):
         # --------------------------------------------------------- memory port
         # The first stage waits while the G-stage walks, so at most one of them has a
         # request outstanding; each takes responses only while it waits for one.
+        # Each requester's valid and payload are flip-flops and at most one is valid, so
+        # the port is an AND-OR of them (issue 7: no state decode or priority mux in
+        # front of the arbiter).
         m.d.comb += [
-            self.mem_req.valid.eq(fs.mem_req.valid | gs.mem_req.valid),
-            self.mem_req.payload.eq(Mux(fs.mem_req.valid, fs.mem_req.payload,
-                                        gs.mem_req.payload)),
             fs.mem_req.ready.eq(self.mem_req.ready),
-            gs.mem_req.ready.eq(self.mem_req.ready & ~fs.mem_req.valid),
+            gs.mem_req.ready.eq(self.mem_req.ready),
             fs.mem_resp.payload.eq(self.mem_resp.payload),
             gs.mem_resp.payload.eq(self.mem_resp.payload),
             fs.mem_resp.valid.eq(self.mem_resp.valid),
             gs.mem_resp.valid.eq(self.mem_resp.valid),
-            self.mem_resp.ready.eq(fs.mem_resp.ready | gs.mem_resp.ready),
         ]
+        requesters = [fs, gs]
         msi = None
         if self.msi_flat:
             # Step 18 runs while both stage walkers are idle: it joins the port alone.
@@ -630,11 +701,18 @@ class PageTableWalker(wiring.Component):
                 msi.mem_resp.payload.eq(self.mem_resp.payload),
                 msi.mem_resp.valid.eq(self.mem_resp.valid),
             ]
-            with m.If(msi.mem_req.valid):
-                m.d.comb += [self.mem_req.valid.eq(1),
-                             self.mem_req.payload.eq(msi.mem_req.payload)]
-            with m.If(msi.mem_resp.ready):
-                m.d.comb += self.mem_resp.ready.eq(1)
+            requesters.append(msi)
+        # Each requester's valid, ready and payload are flip-flops and at most one of
+        # them is valid (or waits for a response) at a time, so the port is an AND-OR
+        # of them: no state decode or priority mux in front of the arbiter (issue 7).
+        payload_bits = len(self.mem_req.payload.as_value())
+        m.d.comb += [
+            self.mem_req.valid.eq(_or_all(r.mem_req.valid for r in requesters)),
+            self.mem_req.payload.eq(_or_all(
+                r.mem_req.payload.as_value() & r.mem_req.valid.replicate(payload_bits)
+                for r in requesters)),
+            self.mem_resp.ready.eq(_or_all(r.mem_resp.ready for r in requesters)),
+        ]
 
         phase = Signal(_WalkPhase)
         iova = Signal(layouts.IOVA_BITS)
@@ -643,26 +721,42 @@ class PageTableWalker(wiring.Component):
         first = Signal(layouts.WalkResult)  # the first stage's leaf
         # msi_pages_within of the final GPA, registered with ``first``.
         msi_within = Signal(len(LEAF_SIZES_LOG2))
+        fs_bare = Signal()  # context.fs_mode == 0, registered with it (selects muxes)
         result = Signal(layouts.WalkResult)
         nested = context.gs_mode != 0
+        # One flip-flop per phase that selects a mux (G-stage request, leaf, result),
+        # kept equal to ``phase == ...`` by ``set_phase``: a select decoded from
+        # ``phase`` cost a LUT level in front of ~180 bits (issue 7).
+        in_phase = {p: Signal(name=f"in_{p.name.lower()}", init=p is _WalkPhase.IDLE)
+                    for p in (_WalkPhase.IDLE, _WalkPhase.FINAL_GPA, _WalkPhase.MSI,
+                              _WalkPhase.DONE)}
+
+        def set_phase(value):
+            m.d.sync += phase.eq(value)
+            for p, flag in in_phase.items():
+                m.d.sync += flag.eq(int(value is p) if isinstance(value, _WalkPhase)
+                                    else value == p.value)
 
         # ------------------------------------------------ request → first stage
         m.d.comb += [
             fs.req.payload.eq(self.req.payload),
-            fs.req.valid.eq(self.req.valid & (phase == _WalkPhase.IDLE)),
-            self.req.ready.eq(fs.req.ready & (phase == _WalkPhase.IDLE)),
+            fs.req.valid.eq(self.req.valid & in_phase[_WalkPhase.IDLE]),
+            self.req.ready.eq(fs.req.ready & in_phase[_WalkPhase.IDLE]),
         ]
         with m.If(self.req.valid & self.req.ready):
             m.d.sync += [iova.eq(self.req.payload.iova), access.eq(self.req.payload.access),
-                         context.eq(self.req.payload.context), phase.eq(_WalkPhase.FIRST_STAGE)]
+                         context.eq(self.req.payload.context),
+                         fs_bare.eq(self.req.payload.context.fs_mode == 0)]
+            set_phase(_WalkPhase.FIRST_STAGE)
 
         # --------------------------------------- the G-stage walker's two clients
         final = Signal(layouts.GStageRequest)
         # §1.4 step 19: the final GPA; with a Bare first stage the whole IOVA (the G-stage
-        # checks its upper bits).
-        fs_bare = context.fs_mode == 0
+        # checks its upper bits). ``final`` is built from the first stage's result as it
+        # arrives and registered (``gs_request``).
+        fs_gpa = Mux(fs_bare, iova, Cat(iova[:arch.PAGE_SHIFT], fs.res.payload.ppn))
         m.d.comb += [
-            final.gpa.eq(Mux(fs_bare, iova, Cat(iova[:arch.PAGE_SHIFT], first.ppn))),
+            final.gpa.eq(fs_gpa),
             final.access.eq(access),
             final.orig_access.eq(access),
             final.iotval2_flags.eq(0),
@@ -676,25 +770,38 @@ class PageTableWalker(wiring.Component):
         leaf = Signal(layouts.WalkResult)
         leaf_valid = Signal()
         m.d.comb += [leaf.eq(gs.res.payload), leaf_valid.eq(gs.res.valid)]
+        # The G-stage walker's request, a register whatever the phase (issue 7: the
+        # G-stage's root and range checks sit behind it): during the first stage the
+        # implicit translation the walk cache is looking up or missed (``pending``),
+        # then the final GPA's. Without a walk cache an implicit translation goes to
+        # the G-stage the cycle it is asked for, so it takes the first stage's request
+        # as it is.
+        gs_request = Signal(layouts.GStageRequest)
+        if self.walk_cache_entries:
+            self._walk_cache(m, fs, gs, phase, context, gs_request)
+            m.d.comb += gs.req.payload.eq(gs_request)
+        else:
+            m.d.comb += gs.req.payload.eq(Mux(in_phase[_WalkPhase.FINAL_GPA], gs_request,
+                                              fs.gpa_req.payload))
+        with m.If((phase == _WalkPhase.FIRST_STAGE) & fs.res.valid):
+            m.d.sync += gs_request.eq(final)
         if msi is not None:
             m.d.comb += msi.req.payload.eq(_pack(
-                data.Layout.cast(MsiRequest), gpa=final.gpa, access=access, msiptp_ppn=context.msiptp_ppn,
-                msi_mask=context.msi_mask))
-            with m.If(phase == _WalkPhase.MSI):
+                data.Layout.cast(MsiRequest), gpa=gs_request.gpa, access=access,
+                msiptp_ppn=context.msiptp_ppn, msi_mask=context.msi_mask))
+            with m.If(in_phase[_WalkPhase.MSI]):
                 m.d.comb += [msi.req.valid.eq(1), msi.res.ready.eq(1),
                              leaf.eq(msi.res.payload), leaf_valid.eq(msi.res.valid)]
-        with m.If(phase == _WalkPhase.FINAL_GPA):
-            m.d.comb += [gs.req.payload.eq(final), gs.req.valid.eq(1),
-                         gs.res.ready.eq(1)]
-        if self.walk_cache_entries:
-            self._walk_cache(m, fs, gs, phase, context)
-        else:
+        with m.If(in_phase[_WalkPhase.FINAL_GPA]):
+            m.d.comb += [gs.req.valid.eq(1), gs.res.ready.eq(1)]
+        if not self.walk_cache_entries:
             with m.Else():
-                wiring.connect(m, fs.gpa_req, gs.req)
+                m.d.comb += [gs.req.valid.eq(fs.gpa_req.valid),
+                             fs.gpa_req.ready.eq(gs.req.ready)]
                 wiring.connect(m, gs.res, fs.gpa_res)
 
         # ------------------------------------------------------------ results
-        m.d.comb += self.res.payload.eq(Mux(phase == _WalkPhase.DONE, result, fs.res.payload))
+        m.d.comb += self.res.payload.eq(Mux(in_phase[_WalkPhase.DONE], result, fs.res.payload))
         with m.Switch(phase):
             with m.Case(_WalkPhase.FIRST_STAGE):
                 with m.If(~nested):
@@ -702,7 +809,7 @@ class PageTableWalker(wiring.Component):
                     m.d.comb += [self.res.valid.eq(fs.res.valid),
                                  fs.res.ready.eq(self.res.ready)]
                     with m.If(fs.res.valid & self.res.ready):
-                        m.d.sync += phase.eq(_WalkPhase.IDLE)
+                        set_phase(_WalkPhase.IDLE)
                 with m.Else():
                     m.d.comb += fs.res.ready.eq(1)
                     with m.If(fs.res.valid):
@@ -712,32 +819,33 @@ class PageTableWalker(wiring.Component):
                             # §9.1: the final GPA (as ``final.gpa`` will hold it) is an
                             # interrupt-file address (bit 0, 4 KiB): step 18 instead of
                             # step 19. The other bits wait for the leaf's size.
-                            gpa = Mux(fs_bare, iova,
-                                      Cat(iova[:arch.PAGE_SHIFT], fs.res.payload.ppn))
-                            within = msi_pages_within(gpa, context.msi_mask,
-                                                      context.msi_pattern)
+                            # msi_pages_within(fs_gpa) from its parts: GPA[55:12] is
+                            # the leaf's PPN either way (a Bare first stage returns
+                            # IOVA[55:12]); GPA[63:56] is 0 or IOVA[63:56].
+                            within = msi_pages_within_parts(
+                                fs.res.payload.ppn,
+                                Mux(fs_bare, iova[layouts.PA_BITS:], 0),
+                                context.msi_mask, context.msi_pattern)
                             m.d.sync += msi_within.eq(within)
                             next_phase = Mux(context.msi_flat & within[0],
                                              _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
-                        m.d.sync += phase.eq(Mux(fs.res.payload.fault, _WalkPhase.DONE,
-                                                 next_phase))
+                        set_phase(Mux(fs.res.payload.fault, _WalkPhase.DONE, next_phase))
             with m.Case(_WalkPhase.FINAL_GPA, _WalkPhase.MSI), m.If(leaf_valid):
                 g = leaf
                 smaller = Mux(fs_bare | (g.size_log2 < first.size_log2),
                               g.size_log2, first.size_log2)
                 if msi is not None:
                     # §9.1 implementation note: a page covering an MSI page is 4 KiB.
-                    # ``msi_within`` holds the test for every size, so only a pick by
-                    # size is left here (covers_msi_page computed here, a shift by the
-                    # size, was the walker's longest path: issue 7).
-                    covers = Signal()
-                    with m.Switch(smaller):
-                        for k, size in enumerate(LEAF_SIZES_LOG2):
-                            with m.Case(size):
-                                m.d.comb += covers.eq(msi_within[k])
-                        with m.Default():
-                            m.d.comb += covers.eq(1)  # no such size: 4 KiB is always safe
-                    smaller = Mux(context.msi_flat & covers, arch.PAGE_SHIFT, smaller)
+                    # ``msi_within`` holds the test for every size; it is monotonic in
+                    # the size, so the smaller page covers an MSI page iff both stages'
+                    # pages do (a Bare first stage's "page" covers everything): two picks
+                    # side by side instead of one after the size compare. (A shift by
+                    # the size here, then a pick by the smaller size, were the walker's
+                    # longest paths: issue 7.)
+                    covers = (context.msi_flat
+                              & (fs_bare | _pick_by_size(first.size_log2, msi_within))
+                              & _pick_by_size(g.size_log2, msi_within))
+                    smaller = Mux(covers, arch.PAGE_SHIFT, smaller)
                 with m.If(g.fault):
                     m.d.sync += result.eq(g)
                 with m.Else():
@@ -748,7 +856,8 @@ class PageTableWalker(wiring.Component):
                         result.r.eq(first.r & g.r), result.w.eq(first.w & g.w),
                         result.x.eq(first.x & g.x),
                         # An MSI translation is never global (as the model reports it).
-                        result.u.eq(first.u), result.g.eq(first.g & (phase != _WalkPhase.MSI)),
+                        result.u.eq(first.u),
+                        result.g.eq(first.g & ~in_phase[_WalkPhase.MSI]),
                         result.d.eq(first.d & g.d),
                         # §5.6: a nonzero first-stage PBMT overrides the G-stage's.
                         result.pbmt.eq(Mux(first.pbmt != 0, first.pbmt, g.pbmt)),
@@ -756,15 +865,18 @@ class PageTableWalker(wiring.Component):
                         result.mrif.eq(g.mrif), result.mrif_offset.eq(g.mrif_offset),
                         result.notice.eq(g.notice),
                     ]
-                m.d.sync += phase.eq(_WalkPhase.DONE)
+                set_phase(_WalkPhase.DONE)
             with m.Case(_WalkPhase.DONE):
                 m.d.comb += self.res.valid.eq(1)
                 with m.If(self.res.ready):
-                    m.d.sync += phase.eq(_WalkPhase.IDLE)
+                    set_phase(_WalkPhase.IDLE)
         return m
 
-    def _walk_cache(self, m, fs, gs, phase, context):
+    def _walk_cache(self, m, fs, gs, phase, context, pending):
         """The first stage's G-stage requests through the walk cache (FIRST_STAGE phase).
+
+        ``pending`` is the G-stage walker's request register: taken from the first
+        stage here, looked up, and handed to the G-stage walker on a miss.
 
         LOOKUP: the request is taken and looked up (the answer is registered). HIT: an
         implicit read that hits is answered from the cache; anything else goes to the
@@ -774,7 +886,6 @@ class PageTableWalker(wiring.Component):
         m.submodules.walk_cache = cache = WalkCache(self.walk_cache_entries)
         m.d.comb += [cache.inval.valid.eq(self.inval.valid),
                      cache.inval.payload.eq(self.inval.payload)]
-        pending = Signal(layouts.GStageRequest)
         cacheable = ((pending.access == layouts.Access.READ)
                      & (pending.iotval2_flags == 0b01))
         stale = Signal()
@@ -794,8 +905,7 @@ class PageTableWalker(wiring.Component):
                 # Both answers' payloads are driven whatever the hit: only the valids
                 # wait for it (issue 7, timing).
                 m.d.comb += [fs.gpa_res.payload.ppn.eq(cache.ppn),
-                             fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT),
-                             gs.req.payload.eq(pending)]
+                             fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT)]
                 with m.If(cacheable & cache.hit):
                     m.d.comb += fs.gpa_res.valid.eq(1)
                     with m.If(fs.gpa_res.ready):

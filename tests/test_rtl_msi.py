@@ -485,8 +485,9 @@ def test_verilog_has_the_msi_translator():
 
 def test_msi_pages_within_matches_the_model():
     """The walker's per-size MSI tests (rtl.msi.msi_pages_within: fixed slices, picked
-    by the leaf's size) against the model's _covers_msi_page for every leaf size, on
-    random GPAs near and far from random patterns (seeded)."""
+    by the leaf's size; made of msi_pages_within_parts, as the walker uses them)
+    against the model's _covers_msi_page for every leaf size, on random GPAs near and
+    far from random patterns (seeded); and monotonic in the size."""
     from types import SimpleNamespace
 
     from amaranth.hdl import Module, Signal
@@ -517,6 +518,12 @@ def test_msi_pages_within_matches_the_model():
             ctx.set(pattern, p)
             got = ctx.get(within)
             model = SimpleNamespace(msi_mask=mk, msi_pattern=p)
+            # The walker relies on this (a page covers an MSI page iff both stages'
+            # pages do): a size's verdict implies every larger size's.
+            for bit in range(len(LEAF_SIZES_LOG2) - 1):
+                if got >> bit & 1 and not got >> (bit + 1) & 1:
+                    problems.append(f"gpa {a:#x} mask {mk:#x} pattern {p:#x}: within "
+                                    f"{got:#08b} is not monotonic in the size")
             for bit, size in enumerate(LEAF_SIZES_LOG2):
                 want = TranslationEngine._covers_msi_page(model, a, 1 << size)
                 if bool(got >> bit & 1) != want:
