@@ -101,34 +101,45 @@ class ContextCache(wiring.Component):
         m.d.sync += [fill_q.eq(self.fill_en & ~inval_covers(fill_tag)),
                      fill_q_tag.eq(fill_tag), fill_q_data.eq(Value.cast(self.fill_data))]
 
-        # The victim of the fill being registered, as a one-hot registered with it. The
-        # fill written at this edge (``fill_q`` into ``victim``) is taken into account:
-        # its entry is occupied, holds ``fill_q_tag`` (a second fill of that tag goes to
-        # the same entry), and it moves the round-robin pointer.
+        # The victim of the fill being registered, chosen now and registered with it in
+        # three parts, so that no reduction over the entries sits in front of their
+        # write enables (issue 7: the tag compare, its OR over the entries and the
+        # priority were 11-13 LUT levels into one victim register):
+        #   ``match_q``   the entry that holds this tag (at most one: a tag is never
+        #                 held twice, so no priority is needed among the matches),
+        #   ``alloc_q``   the entry to take otherwise: the lowest free one, else the
+        #                 round-robin pointer's,
+        #   ``matched_q`` whether ``match_q`` names one.
+        # ``victim`` is then one LUT of registers. The fill written at this edge
+        # (``fill_q`` into ``victim``) is taken into account: its entry is occupied,
+        # holds ``fill_q_tag`` (a second fill of that tag goes to the same entry), and
+        # it moves the round-robin pointer.
         rr = Signal(range(n))
+        match_q = Signal(n)
+        alloc_q = Signal(n)
+        matched_q = Signal()
         victim = Signal(n)  # one-hot: the entry ``fill_q`` is written into
+        m.d.comb += victim.eq(Mux(matched_q, match_q, alloc_q))
         in_flight = victim & fill_q.replicate(n)
         occupied = Signal(n)
         fill_match = Signal(n)
+        refill = Signal()  # this fill's tag is the one being written at this edge
         m.d.comb += [
             occupied.eq(valid | in_flight),
-            fill_match.eq(Cat((tags[i] == fill_tag) & valid[i] & ~in_flight[i]
-                              for i in range(n))
-                          | Mux(fill_q & (fill_q_tag == fill_tag), in_flight, 0)),
+            refill.eq(fill_q_tag == fill_tag),
+            fill_match.eq(Cat(Mux(in_flight[i], refill, (tags[i] == fill_tag) & valid[i])
+                              for i in range(n))),
         ]
         rr_next = Mux(fill_q, Mux(rr == n - 1, 0, rr + 1), rr)
-        next_victim = Signal(n)
+        alloc = Signal(n)
         with m.Switch(rr_next):
             for i in range(n):
                 with m.Case(i):
-                    m.d.comb += next_victim.eq(1 << i)
+                    m.d.comb += alloc.eq(1 << i)
         for i in reversed(range(n)):
             with m.If(~occupied[i]):
-                m.d.comb += next_victim.eq(1 << i)
-        for i in reversed(range(n)):
-            with m.If(fill_match[i]):
-                m.d.comb += next_victim.eq(1 << i)
-        m.d.sync += victim.eq(next_victim)
+                m.d.comb += alloc.eq(1 << i)
+        m.d.sync += [match_q.eq(fill_match), alloc_q.eq(alloc), matched_q.eq(fill_match.any())]
 
         # ------------------------------------------------------- invalidation
         inval_match = Signal(n)
