@@ -87,6 +87,7 @@ class State(enum.Enum, shape=4):
     XLATE_WAIT = 8  # the G-stage walker is translating it
     DC_VERDICT = 9  # the DC's faults in priority order, the rules' result registered
     PC_VERDICT = 10  # the same for the PC
+    ENTRY_CHECK = 11  # a non-leaf DDTE / PDTE is in (registered): §2.4's checks, next read
 
 
 # Capabilities this block cannot honour: a DC asking for them must still be refused
@@ -275,7 +276,10 @@ class ContextFetch(wiring.Component):
         dc_dwords = 8 if self.extended else 4
         dword = Signal(range(dc_dwords))  # dword of the DC / PC being read
         leaf = [Signal(64, name=f"leaf_dw{i}") for i in range(dc_dwords)]
-        leaf_access_fault = Signal()
+        # The non-leaf DDTE / PDTE being checked (ENTRY_CHECK) shares leaf_dw0, unused
+        # until the leaf's first dword arrives; its error flags share the leaf's.
+        nonleaf = leaf[0]
+        leaf_access_fault = Signal()  # a response of the entry / leaf read had an error
         leaf_poison = Signal()
 
         pid = Signal(layouts.PROCESS_ID_BITS)  # the PID in force: 0 without pv (DPE)
@@ -521,23 +525,17 @@ class ContextFetch(wiring.Component):
                 resp = self.mem_resp.payload
                 rdata = resp.rdata
                 with m.If(self.mem_resp.valid):
-                    with m.If(level != 0):  # a non-leaf DDTE / PDTE (§2.4)
-                        dtf = dc.dtf & pdt
-                        with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
-                            fault(Mux(pdt, C.PDT_ENTRY_LOAD_ACCESS_FAULT,
-                                       C.DDT_LOAD_ACCESS_FAULT), dtf)
-                        with m.Elif(resp.err == layouts.MemErr.POISON):
-                            fault(Mux(pdt, C.PDT_DATA_CORRUPTION, C.DDT_DATA_CORRUPTION), dtf)
-                        with m.Elif(~_field(rdata, arch.Ddte.V)):
-                            fault(Mux(pdt, C.PDT_ENTRY_NOT_VALID, C.DDT_ENTRY_NOT_VALID), dtf)
-                        with m.Elif((rdata & arch.Ddte.RESERVED_MASK) != 0):
-                            fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED,
-                                       C.DDT_ENTRY_MISCONFIGURED), dtf)
-                        with m.Else():
-                            m.d.sync += level.eq(level - 1)
-                            read_entry(entry_address(_field(rdata, arch.Ddte.PPN),
-                                                     (level - 1)[:2], pdt),
-                                       pdt & (dc.gs_mode != 0))
+                    with m.If(level != 0):
+                        # A non-leaf DDTE / PDTE (§2.4) is registered and checked in
+                        # ENTRY_CHECK: its checks, the fault priority and the next
+                        # read's address straight from the response were the context
+                        # fetch's longest path from the memory port (issue 7).
+                        m.d.sync += [
+                            nonleaf.eq(rdata),
+                            leaf_access_fault.eq(resp.err == layouts.MemErr.ACCESS_FAULT),
+                            leaf_poison.eq(resp.err == layouts.MemErr.POISON),
+                            state.eq(State.ENTRY_CHECK),
+                        ]
                     with m.Else():  # a dword of the DC / PC: all are read, then checked
                         with m.Switch(dword):
                             for i in range(dc_dwords):
@@ -558,6 +556,22 @@ class ContextFetch(wiring.Component):
                                 own_addr.eq(own_addr + 8),
                                 dword.eq(dword + 1),
                             ]
+
+            with m.Case(State.ENTRY_CHECK):
+                dtf = dc.dtf & pdt
+                with m.If(leaf_access_fault):
+                    fault(Mux(pdt, C.PDT_ENTRY_LOAD_ACCESS_FAULT, C.DDT_LOAD_ACCESS_FAULT), dtf)
+                with m.Elif(leaf_poison):
+                    fault(Mux(pdt, C.PDT_DATA_CORRUPTION, C.DDT_DATA_CORRUPTION), dtf)
+                with m.Elif(~_field(nonleaf, arch.Ddte.V)):
+                    fault(Mux(pdt, C.PDT_ENTRY_NOT_VALID, C.DDT_ENTRY_NOT_VALID), dtf)
+                with m.Elif((nonleaf & arch.Ddte.RESERVED_MASK) != 0):
+                    fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED, C.DDT_ENTRY_MISCONFIGURED), dtf)
+                with m.Else():
+                    m.d.sync += [level.eq(level - 1), state.eq(State.WALK)]
+                    read_entry(entry_address(_field(nonleaf, arch.Ddte.PPN),
+                                             (level - 1)[:2], pdt),
+                               pdt & (dc.gs_mode != 0))
 
             if self.gstage:
                 with m.Case(State.XLATE):

@@ -843,6 +843,9 @@ def test_cache_hits_make_no_reads_and_answer_in_three_cycles():
 
 
 def test_walk_issues_each_read_the_cycle_after_the_previous_response():
+    """A leaf's next dword is read the cycle after the previous response; a non-leaf
+    entry is checked in a cycle of its own first (ENTRY_CHECK, issue 7), so the read it
+    points to leaves 2 cycles after its response."""
     async def body(ctx, bench, memory):
         _, ddt, _ = _simple_device(memory)
         await bench.configure(ctx, ddt.ddtp())
@@ -850,9 +853,10 @@ def test_walk_issues_each_read_the_cycle_after_the_previous_response():
         assert len(reads) == DDT_READS + PDT_READS
         gaps = [bench.read_cycles[i + 1] - bench.resp_cycles[i] for i in range(len(reads) - 1)]
         # The DDT-walk reads (2 DDTEs, the DC's dwords), then the PDT-walk reads (2 PDTEs,
-        # 2 PC dwords); within each walk no idle cycle (gap DDT_READS - 1 is the DC check).
-        assert (gaps[:DDT_READS - 1] == [1] * (DDT_READS - 1)
-                and gaps[DDT_READS:] == [1] * (PDT_READS - 1)), gaps
+        # 2 PC dwords); within each walk no idle cycle but each entry's check (gap
+        # DDT_READS - 1 is the DC check).
+        assert (gaps[:DDT_READS - 1] == [2, 2] + [1] * (DDT_READS - 3)
+                and gaps[DDT_READS:] == [2, 2] + [1] * (PDT_READS - 3)), gaps
 
     run_bench(RTL_CAPS, body, latency=1)
 
@@ -946,16 +950,17 @@ def test_invalid_and_misconfigured_contexts_are_not_cached():
 
 # Timeline of _simple_device's fetch with 1-cycle memory, relative to the request
 # handshake: the first read at cycle 2, each next one 2 cycles later (1 cycle of memory
-# latency, issued the cycle after the response); the DC's rules are checked 2 cycles
+# latency, issued the cycle after the response) or 3 after a non-leaf entry (checked in
+# ENTRY_CHECK first, issue 7); the DC's rules are checked 2 cycles
 # after the last DDT-walk read (DC_CHECK) and the DC is filled the cycle after (DC_VERDICT:
 # the rules' result registered, issue 7), the PDT walk starts 2 cycles after that, the
 # PC's rules are checked 2 cycles after its last read and it is filled the cycle after
 # (PC_VERDICT, likewise), and the result leaves the cycle after that. Base DC: DDT reads
-# 2..12, DC 15, PDT reads 17..23, PC 26, result 27; extended DC: 4 more reads,
+# 2..14, DC 17, PDT reads 19..27, PC 30, result 31; extended DC: 4 more reads,
 # everything from the DC check on 8 cycles later.
-LAST_DDT_READ = 2 + 2 * (DDT_READS - 1)
+LAST_DDT_READ = 2 + 2 * (DDT_READS - 1) + 2  # 2 DDTEs
 DC_FILL = LAST_DDT_READ + 3
-PC_FILL = DC_FILL + 2 + 2 * (PDT_READS - 1) + 3
+PC_FILL = DC_FILL + 2 + 2 * (PDT_READS - 1) + 2 + 3  # 2 PDTEs
 RESULT = PC_FILL + 1
 
 
