@@ -282,12 +282,11 @@ class ContextFetch(wiring.Component):
         leaf_access_fault = Signal()  # a response of the entry / leaf read had an error
         leaf_poison = Signal()
 
-        pid = Signal(layouts.PROCESS_ID_BITS)  # the PID in force: 0 without pv (DPE)
+        # The PID in force: 0 without pv (DPE). A register loaded with ``q``, so that the
+        # PC cache's lookup and fill tags come straight from flip-flops (issue 7).
+        pid = Signal(layouts.PROCESS_ID_BITS)
         supervisor = Signal()
-        m.d.comb += [
-            pid.eq(q.process_id & q.pv.replicate(layouts.PROCESS_ID_BITS)),
-            supervisor.eq(q.priv & q.pv),
-        ]
+        m.d.comb += supervisor.eq(q.priv & q.pv)
 
         # -------------------------------------------------------- invalidation
         inval = self.inval.payload
@@ -321,13 +320,16 @@ class ContextFetch(wiring.Component):
             accept.eq(self.req.valid & self.req.ready),
             dc_cache.lookup_en.eq(accept),
             dc_cache.lookup_tag.eq(req.device_id),
-            pc_cache.lookup_en.eq(accept),
-            pc_cache.lookup_tag.device_id.eq(req.device_id),
-            pc_cache.lookup_tag.process_id.eq(
-                req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS)),
+            # The PC cache is looked up a cycle later, from the registered request: its
+            # hit is first needed in DECIDE, and the request's PID masking and the
+            # 44-bit compare in one cycle were 8 levels into its hit vector (issue 7).
+            pc_cache.lookup_en.eq(state == State.LOOKUP),
+            pc_cache.lookup_tag.device_id.eq(q.device_id),
+            pc_cache.lookup_tag.process_id.eq(pid),
         ]
         with m.If(accept):
-            m.d.sync += [q.eq(req), stale.eq(inval_fire), state.eq(State.LOOKUP)]
+            m.d.sync += [q.eq(req), stale.eq(inval_fire), state.eq(State.LOOKUP),
+                         pid.eq(req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS))]
         with m.Elif(inval_fire):
             m.d.sync += stale.eq(1)
 
@@ -436,9 +438,27 @@ class ContextFetch(wiring.Component):
         lvl1_bits, lvl2_bits = (6, 15) if self.extended else (7, 16)
         id_fits = (((mode != arch.DdtpMode.LVL1) | (did[lvl1_bits:] == 0))
                    & ((mode != arch.DdtpMode.LVL2) | (did[lvl2_bits:] == 0)))
-        pd_mode = dc_now.fsc_mode
+
+        # Step 7's checks and steps 10-13's choice of first stage, computed in the cycle
+        # before DECIDE from the DC that DECIDE will use (the DC cache's data in LOOKUP,
+        # the fetched DC, already in ``dc``, in DC_VERDICT) and registered: loaded in
+        # every cycle, they are only looked at in DECIDE. From the request and the DC
+        # through these checks, the PC cache's hit and the walk start into the result
+        # and the memory request was 11-12 levels (issue 7). No cycle added.
+        dc_next = Signal(DeviceContextEntry)
+        m.d.comb += dc_next.eq(Mux(state == State.LOOKUP, dc_cache.data, dc))
+        pd_mode = dc_next.fsc_mode
         pid_fits = (((pd_mode != arch.PdtpMode.PD8) | (q.process_id[8:] == 0))
                     & ((pd_mode != arch.PdtpMode.PD17) | (q.process_id[17:] == 0)))
+        decide_refuse = Signal()  # step 7 (and the PID checks of 8-9): cause 260
+        decide_iosatp = Signal()  # step 10: first stage from iosatp
+        decide_bare = Signal()  # steps 12, 13: first stage Bare
+        m.d.sync += [
+            decide_refuse.eq((q.addr_type != layouts.AddrType.UNTRANSLATED)
+                             | (q.pv & ~dc_next.pdtv) | (q.pv & ~pid_fits)),
+            decide_iosatp.eq(~dc_next.pdtv),
+            decide_bare.eq((~q.pv & ~dc_next.dpe) | (dc_next.fsc_mode == arch.PdtpMode.BARE)),
+        ]
 
         if self.gstage:
             # §4.5 step 2: the PDT entry's GPA through the G-stage as an implicit read;
@@ -551,9 +571,12 @@ class ContextFetch(wiring.Component):
                         with m.Else():
                             # The PC's second dword is in the same page as its first:
                             # its GPA needs no second translation.
+                            # A DC (32 or 64 bytes) and a PC (16) are aligned to their
+                            # size: the next dword's address only counts in bits [3:6]
+                            # (no 56-bit carry chain in front of own_addr, issue 7).
                             m.d.sync += [
                                 own_valid.eq(1),
-                                own_addr.eq(own_addr + 8),
+                                own_addr[3:6].eq(own_addr[3:6] + 1),
                                 dword.eq(dword + 1),
                             ]
 
@@ -651,17 +674,15 @@ class ContextFetch(wiring.Component):
 
         with m.If(decide):
             dtf = dc_now.dtf
-            with m.If(q.addr_type != layouts.AddrType.UNTRANSLATED):
-                fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)  # EN_ATS is 0 in every valid DC
-            with m.Elif(q.pv & ~dc_now.pdtv):
+            with m.If(decide_refuse):
+                # Not untranslated (EN_ATS is 0 in every valid DC), or a PID without a
+                # PDT, or one wider than the PDT's indexes.
                 fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)
-            with m.Elif(q.pv & ~pid_fits):
-                fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)
-            with m.Elif(~dc_now.pdtv):  # step 10: iosatp, PSCID from DC.ta
+            with m.Elif(decide_iosatp):  # step 10: iosatp, PSCID from DC.ta
                 succeed()
                 m.d.comb += [ctx.ens.eq(1), ctx.fs_mode.eq(dc_now.fsc_mode),
                              ctx.fs_ppn.eq(dc_now.fsc_ppn), ctx.pscid.eq(dc_now.pscid)]
-            with m.Elif((~q.pv & ~dc_now.dpe) | (dc_now.fsc_mode == arch.PdtpMode.BARE)):
+            with m.Elif(decide_bare):
                 succeed()  # steps 12, 13: first stage Bare
                 m.d.comb += ctx.ens.eq(1)
             with m.Elif(pc_cache.hit):
