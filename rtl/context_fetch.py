@@ -581,6 +581,13 @@ class ContextFetch(wiring.Component):
                             ]
 
             with m.Case(State.ENTRY_CHECK):
+                # The next read's address and level are loaded whatever the checks find
+                # (a walk that faults never uses them): only own_valid and the state
+                # wait for the checks, not the 56 address bits' enables (issue 7).
+                next_addr = entry_address(_field(nonleaf, arch.Ddte.PPN), (level - 1)[:2], pdt)
+                m.d.sync += [level.eq(level - 1), own_addr.eq(next_addr)]
+                if self.gstage:
+                    m.d.sync += gpa.eq(next_addr)
                 dtf = dc.dtf & pdt
                 with m.If(leaf_access_fault):
                     fault(Mux(pdt, C.PDT_ENTRY_LOAD_ACCESS_FAULT, C.DDT_LOAD_ACCESS_FAULT), dtf)
@@ -590,11 +597,10 @@ class ContextFetch(wiring.Component):
                     fault(Mux(pdt, C.PDT_ENTRY_NOT_VALID, C.DDT_ENTRY_NOT_VALID), dtf)
                 with m.Elif((nonleaf & arch.Ddte.RESERVED_MASK) != 0):
                     fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED, C.DDT_ENTRY_MISCONFIGURED), dtf)
+                with m.Elif(pdt & (dc.gs_mode != 0) if self.gstage else Const(0, 1)):
+                    m.d.sync += state.eq(State.XLATE)  # the PDTE's GPA, in ``gpa``
                 with m.Else():
-                    m.d.sync += [level.eq(level - 1), state.eq(State.WALK)]
-                    read_entry(entry_address(_field(nonleaf, arch.Ddte.PPN),
-                                             (level - 1)[:2], pdt),
-                               pdt & (dc.gs_mode != 0))
+                    m.d.sync += [own_valid.eq(1), state.eq(State.WALK)]
 
             if self.gstage:
                 with m.Case(State.XLATE):
