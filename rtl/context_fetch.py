@@ -327,9 +327,18 @@ class ContextFetch(wiring.Component):
             pc_cache.lookup_tag.device_id.eq(q.device_id),
             pc_cache.lookup_tag.process_id.eq(pid),
         ]
+        # Whether the device_id fits a 1- and a 2-level DDT's indexes (step 5),
+        # registered with the request: their wide zero tests, then the mode and the
+        # LOOKUP's priority in one cycle were 10-12 levels into the walk's registers
+        # in the whole IOMMU (issue 7).
+        did_fits_lvl1 = Signal()
+        did_fits_lvl2 = Signal()
+        lvl1_bits, lvl2_bits = (6, 15) if self.extended else (7, 16)
         with m.If(accept):
             m.d.sync += [q.eq(req), stale.eq(inval_fire), state.eq(State.LOOKUP),
-                         pid.eq(req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS))]
+                         pid.eq(req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS)),
+                         did_fits_lvl1.eq(req.device_id[lvl1_bits:] == 0),
+                         did_fits_lvl2.eq(req.device_id[lvl2_bits:] == 0)]
         with m.Elif(inval_fire):
             m.d.sync += stale.eq(1)
 
@@ -405,23 +414,30 @@ class ContextFetch(wiring.Component):
 
         gpa = Signal(layouts.PA_BITS)  # the PDT entry's GPA being translated
 
-        def read_entry(addr, through_gs):
-            """Read the entry at ``addr``; a GPA goes through the G-stage first (§4.5)."""
-            if self.gstage:
-                with m.If(through_gs):
-                    m.d.sync += [gpa.eq(addr), state.eq(State.XLATE)]
-                with m.Else():
-                    m.d.sync += [own_valid.eq(1), own_addr.eq(addr)]
-            else:
-                m.d.sync += [own_valid.eq(1), own_addr.eq(addr)]
-
-        def start_walk(is_pdt, ppn, top_level, through_gs=0):
+        def prepare_walk(is_pdt, ppn, top_level):
+            """Load a walk's registers (its first read's address too). Called in every
+            cycle of a state that may start the walk, whether it does or not: the
+            registers mean nothing until it does, and their enables then come from the
+            state alone, not from the checks that decide (issue 7)."""
+            addr = entry_address(ppn, top_level, Const(is_pdt, 1))
             m.d.sync += [
                 pdt.eq(is_pdt), level.eq(top_level), dword.eq(0),
-                leaf_access_fault.eq(0), leaf_poison.eq(0),
-                state.eq(State.WALK),
+                leaf_access_fault.eq(0), leaf_poison.eq(0), own_addr.eq(addr),
             ]
-            read_entry(entry_address(ppn, top_level, Const(is_pdt, 1)), through_gs)
+            if self.gstage:
+                m.d.sync += gpa.eq(addr)
+
+        def start_walk(is_pdt, through_gs=None):
+            """Start the walk ``prepare_walk`` loaded: its first read, or with a
+            G-stage its first entry's GPA to translate (§4.5)."""
+            m.d.sync += state.eq(State.WALK)
+            if self.gstage and through_gs is not None:
+                with m.If(through_gs):
+                    m.d.sync += state.eq(State.XLATE)
+                with m.Else():
+                    m.d.sync += own_valid.eq(1)
+            else:
+                m.d.sync += own_valid.eq(1)
             m.d.comb += (self.pdt_walk if is_pdt else self.ddt_walk).eq(1)
 
         # ----------------------------------------- decisions once the DC is known
@@ -435,9 +451,8 @@ class ContextFetch(wiring.Component):
         lvl_mode = ((mode == arch.DdtpMode.LVL1) | (mode == arch.DdtpMode.LVL2)
                     | (mode == arch.DdtpMode.LVL3))
         # Step 5: the device_id must be no wider than the DDT indexes.
-        lvl1_bits, lvl2_bits = (6, 15) if self.extended else (7, 16)
-        id_fits = (((mode != arch.DdtpMode.LVL1) | (did[lvl1_bits:] == 0))
-                   & ((mode != arch.DdtpMode.LVL2) | (did[lvl2_bits:] == 0)))
+        id_fits = (((mode != arch.DdtpMode.LVL1) | did_fits_lvl1)
+                   & ((mode != arch.DdtpMode.LVL2) | did_fits_lvl2))
 
         # Step 7's checks and steps 10-13's choice of first stage, computed in the cycle
         # before DECIDE from the DC that DECIDE will use (the DC cache's data in LOOKUP,
@@ -525,6 +540,10 @@ class ContextFetch(wiring.Component):
 
         with m.Switch(state):
             with m.Case(State.LOOKUP):
+                # The DC and the DDT walk's registers are loaded whatever the checks
+                # below find; only the state, own_valid and the result wait for them.
+                m.d.sync += dc.eq(dc_cache.data)
+                prepare_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
                 with m.If(mode == arch.DdtpMode.OFF):
                     fault(C.ALL_INBOUND_DISALLOWED)
                 with m.Elif(mode == arch.DdtpMode.BARE):
@@ -537,9 +556,9 @@ class ContextFetch(wiring.Component):
                     # Step 7 on waits a cycle (DECIDE): from the cache's select through
                     # the DC's decisions and the PC cache's hit to the result was the
                     # context fetch's longest path (issue 7).
-                    m.d.sync += [dc.eq(dc_cache.data), state.eq(State.DECIDE)]
+                    m.d.sync += state.eq(State.DECIDE)
                 with m.Else():
-                    start_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
+                    start_walk(0)
 
             with m.Case(State.WALK):
                 resp = self.mem_resp.payload
@@ -644,6 +663,7 @@ class ContextFetch(wiring.Component):
 
             with m.Case(State.DECIDE):
                 m.d.comb += decide.eq(1)
+                prepare_walk(1, dc_now.fsc_ppn, (dc_now.fsc_mode - 1)[:2])
 
             with m.Case(State.PC_CHECK):
                 # §4.4's rules get their own cycle, as the DC's do (issue 7).
@@ -694,7 +714,7 @@ class ContextFetch(wiring.Component):
             with m.Elif(pc_cache.hit):
                 m.d.comb += [pc_now.eq(pc_cache.data), use_pc.eq(1)]
             with m.Else():
-                start_walk(1, dc_now.fsc_ppn, (dc_now.fsc_mode - 1)[:2], dc_now.gs_mode != 0)
+                start_walk(1, dc_now.gs_mode != 0)
 
         with m.If(use_pc):  # steps 15, 16
             with m.If(supervisor & ~pc_now.ens):
