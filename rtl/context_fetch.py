@@ -260,10 +260,13 @@ class ContextFetch(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
+        # A DC or PC is filled only after its lookup missed, and one request at a time
+        # is served: no other fill of that tag can come between (fill_missing_only).
         m.submodules.dc_cache = dc_cache = ContextCache(
-            unsigned(layouts.DEVICE_ID_BITS), DeviceContextEntry, self.dc_entries)
+            unsigned(layouts.DEVICE_ID_BITS), DeviceContextEntry, self.dc_entries,
+            fill_missing_only=True)
         m.submodules.pc_cache = pc_cache = ContextCache(
-            ProcessTag, ProcessContextEntry, self.pc_entries)
+            ProcessTag, ProcessContextEntry, self.pc_entries, fill_missing_only=True)
 
         state = Signal(State)
         q = Signal(layouts.ContextRequest)  # the request being served
@@ -318,7 +321,10 @@ class ContextFetch(wiring.Component):
         m.d.comb += [
             self.req.ready.eq(state == State.IDLE),
             accept.eq(self.req.valid & self.req.ready),
-            dc_cache.lookup_en.eq(accept),
+            # The DC cache looks up whatever request is offered, in every idle cycle: the
+            # last such lookup is the accepted request's, and the lookup's enable comes
+            # from the state register, not from ``req.valid`` (issue 7).
+            dc_cache.lookup_en.eq(state == State.IDLE),
             dc_cache.lookup_tag.eq(req.device_id),
             # The PC cache is looked up a cycle later, from the registered request: its
             # hit is first needed in DECIDE, and the request's PID masking and the

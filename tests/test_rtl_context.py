@@ -1149,6 +1149,62 @@ def test_context_cache_fill_lookup_replace_invalidate():
     sim.run()
 
 
+def test_context_cache_that_is_filled_only_with_missing_tags():
+    """``fill_missing_only``: no search for the fill's tag; the victim is the lowest free
+    entry, else the round-robin pointer's, also for fills back to back."""
+    from amaranth.hdl import unsigned
+
+    entries = 3
+    dut = ContextCache(unsigned(8), unsigned(16), entries, fill_missing_only=True)
+
+    async def bench(ctx):
+        async def fill(tag, data):
+            ctx.set(dut.fill_en, 1)
+            ctx.set(dut.fill_tag, tag)
+            ctx.set(dut.fill_data, data)
+            await ctx.tick()
+            ctx.set(dut.fill_en, 0)
+
+        async def lookup(tag):
+            ctx.set(dut.lookup_en, 1)
+            ctx.set(dut.lookup_tag, tag)
+            await ctx.tick()
+            ctx.set(dut.lookup_en, 0)
+            return ctx.get(dut.data) if ctx.get(dut.hit) else None
+
+        async def inval(tag, mask):
+            ctx.set(dut.inval_en, 1)
+            ctx.set(dut.inval_tag, tag)
+            ctx.set(dut.inval_mask, mask)
+            await ctx.tick()
+            ctx.set(dut.inval_en, 0)
+
+        # Back to back, three tags take the three entries.
+        for tag in (1, 2, 3):
+            await fill(tag, 0x100 + tag)
+        assert [await lookup(t) for t in (1, 2, 3)] == [0x101, 0x102, 0x103]
+        # Full: a fourth evicts exactly one; right behind it a fifth evicts another.
+        await fill(4, 0x104)
+        await fill(5, 0x105)
+        present = [await lookup(t) for t in (1, 2, 3, 4, 5)]
+        assert present.count(None) == 2 and present[3:] == [0x104, 0x105], present
+        # An entry an invalidation frees is taken before any held one is evicted.
+        await inval(4, 0xFF)
+        await fill(6, 0x106)
+        assert [await lookup(t) for t in (4, 5, 6)] == [None, 0x105, 0x106]
+        held = [t for t, v in zip((1, 2, 3), present[:3]) if v is not None]
+        assert [await lookup(t) for t in held] == [0x100 + t for t in held]
+        # A lookup in the cycle after the fill hits it.
+        await inval(0, 0)
+        await fill(7, 0x107)
+        assert await lookup(7) == 0x107
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 def test_verilog_conversion():
     text = verilog.convert(ContextFetch(ID_BITS, MEM_ID, 8, 8, RTL_CAPS), name="context_fetch")
     assert "module context_fetch" in text
@@ -1173,3 +1229,8 @@ def test_constructors_refuse_what_they_cannot_do():
     _refused(ContextFetch, (1, 2, 8, 8, RTL_CAPS), "mem_id")
     _refused(ContextFetch, (ID_BITS, MEM_ID, 0, 8, RTL_CAPS), "dc_entries")
     _refused(ContextCache, (8, 8, 65), "entries")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(TypeError, match="fill_missing_only"):
+            ContextCache(8, 8, 4, fill_missing_only=1)
+        gc.collect()
