@@ -196,7 +196,8 @@ class ContextFetch(wiring.Component):
     def _dc_misconfigured(self, tc, iohgatp, ta, fsc, msiptp=None, msi_mask=None,
                           msi_pattern=None, dc_reserved=None):
         """§3.7 for a DC with V=1, under this block's capabilities (the last four
-        dwords only in the extended format)."""
+        dwords only in the extended format): a vector with a bit set if one of its
+        group of rules is broken (the DC is misconfigured if any is set)."""
         caps = self.capabilities
         T = arch.Tc
         en_ats, en_pri, t2gpa, prpr = (_field(tc, f) for f in (T.EN_ATS, T.EN_PRI, T.T2GPA,
@@ -245,10 +246,15 @@ class ContextFetch(wiring.Component):
                 # 23: MSI translation needs an active G-stage
                 (gs_mode == 0) & (msi_mode != arch.MsiptpMode.OFF),
             ]
-        bad = Const(0, 1)
-        for rule in rules:
-            bad = bad | rule
-        return bad
+        # One bit per group of 4 rules: the groups are registered and ORed the next
+        # cycle, so that neither cycle holds the rules and their whole OR (issue 7).
+        groups = []
+        for i in range(0, len(rules), 4):
+            bad = Const(0, 1)
+            for rule in rules[i:i + 4]:
+                bad = bad | rule
+            groups.append(bad)
+        return Cat(groups)
 
     def _pc_misconfigured(self, ta, fsc):
         """§4.4 for a PC with V=1 (SXL is always 0 in an accepted DC)."""
@@ -272,8 +278,7 @@ class ContextFetch(wiring.Component):
         q = Signal(layouts.ContextRequest)  # the request being served
         stale = Signal()  # an invalidation was seen: do not fill the caches
         dc = Signal(DeviceContextEntry)  # the accepted DC, once known
-        dc_bad = Signal()  # DC_CHECK's verdict on §3.7's rules (misconfigured)
-        pc_bad = Signal()  # PC_CHECK's on §4.4's
+        pc_bad = Signal()  # PC_CHECK's verdict on §4.4's rules (misconfigured)
         pdt = Signal()  # the walk in progress is a PDT walk
         level = Signal(2)  # level of the entry being read (0 = the DC / PC itself)
         dc_dwords = 8 if self.extended else 4
@@ -544,6 +549,15 @@ class ContextFetch(wiring.Component):
             pc_cache.fill_data.eq(pc_entry),
         ]
 
+        # §3.7's and §4.4's rules, registered in every cycle from the dwords read: they
+        # are only looked at in DC_VERDICT / PC_VERDICT, the cycle after DC_CHECK /
+        # PC_CHECK (the dwords do not change after the walk's last read), so their
+        # registers need no enable (issue 7).
+        dc_rule_groups = self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])
+        dc_bad = Signal(len(dc_rule_groups))  # a group of §3.7's rules is broken
+        m.d.sync += [dc_bad.eq(dc_rule_groups),
+                     pc_bad.eq(self._pc_misconfigured(pc_ta, pc_fsc))]
+
         with m.Switch(state):
             with m.Case(State.LOOKUP):
                 # The DC and the DDT walk's registers are loaded whatever the checks
@@ -649,10 +663,7 @@ class ContextFetch(wiring.Component):
                 # the DC is loaded whatever they find (a refused one is never used):
                 # rules, verdict, result and the DC's enables in one cycle were the
                 # context fetch's longest path (issue 7).
-                m.d.sync += [
-                    dc_bad.eq(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])),
-                    dc.eq(dc_entry), state.eq(State.DC_VERDICT),
-                ]
+                m.d.sync += [dc.eq(dc_entry), state.eq(State.DC_VERDICT)]
 
             with m.Case(State.DC_VERDICT):
                 with m.If(leaf_access_fault):
@@ -661,7 +672,7 @@ class ContextFetch(wiring.Component):
                     fault(C.DDT_DATA_CORRUPTION)
                 with m.Elif(~_field(tc, arch.Tc.V)):
                     fault(C.DDT_ENTRY_NOT_VALID)
-                with m.Elif(dc_bad):
+                with m.Elif(dc_bad.any()):
                     fault(C.DDT_ENTRY_MISCONFIGURED)
                 with m.Else():
                     m.d.comb += dc_cache.fill_en.eq(~stale & ~inval_fire)
@@ -673,8 +684,7 @@ class ContextFetch(wiring.Component):
 
             with m.Case(State.PC_CHECK):
                 # §4.4's rules get their own cycle, as the DC's do (issue 7).
-                m.d.sync += [pc_bad.eq(self._pc_misconfigured(pc_ta, pc_fsc)),
-                             state.eq(State.PC_VERDICT)]
+                m.d.sync += state.eq(State.PC_VERDICT)
 
             with m.Case(State.PC_VERDICT):
                 with m.If(leaf_access_fault):
