@@ -287,6 +287,8 @@ class ContextFetch(wiring.Component):
         # The non-leaf DDTE / PDTE being checked (ENTRY_CHECK) shares leaf_dw0, unused
         # until the leaf's first dword arrives; its error flags share the leaf's.
         nonleaf = leaf[0]
+        nonleaf_invalid = Signal()  # its V bit is 0
+        nonleaf_reserved = Signal()  # a reserved bit of it is set (§2.4, §4.3)
         leaf_access_fault = Signal()  # a response of the entry / leaf read had an error
         leaf_poison = Signal()
 
@@ -585,14 +587,17 @@ class ContextFetch(wiring.Component):
                 rdata = resp.rdata
                 with m.If(self.mem_resp.valid):
                     with m.If(level != 0):
-                        # A non-leaf DDTE / PDTE (§2.4) is registered and checked in
-                        # ENTRY_CHECK: its checks, the fault priority and the next
-                        # read's address straight from the response were the context
-                        # fetch's longest path from the memory port (issue 7).
+                        # A non-leaf DDTE / PDTE (§2.4) is registered with its V and
+                        # reserved-bit tests, and acted on in ENTRY_CHECK: the tests,
+                        # the fault priority and the next read's address straight from
+                        # the response were the context fetch's longest path from the
+                        # memory port (issue 7).
                         m.d.sync += [
                             nonleaf.eq(rdata),
                             leaf_access_fault.eq(resp.err == layouts.MemErr.ACCESS_FAULT),
                             leaf_poison.eq(resp.err == layouts.MemErr.POISON),
+                            nonleaf_invalid.eq(~_field(rdata, arch.Ddte.V)),
+                            nonleaf_reserved.eq((rdata & arch.Ddte.RESERVED_MASK) != 0),
                             state.eq(State.ENTRY_CHECK),
                         ]
                     with m.Else():  # a dword of the DC / PC: all are read, then checked
@@ -632,9 +637,9 @@ class ContextFetch(wiring.Component):
                     fault(Mux(pdt, C.PDT_ENTRY_LOAD_ACCESS_FAULT, C.DDT_LOAD_ACCESS_FAULT), dtf)
                 with m.Elif(leaf_poison):
                     fault(Mux(pdt, C.PDT_DATA_CORRUPTION, C.DDT_DATA_CORRUPTION), dtf)
-                with m.Elif(~_field(nonleaf, arch.Ddte.V)):
+                with m.Elif(nonleaf_invalid):
                     fault(Mux(pdt, C.PDT_ENTRY_NOT_VALID, C.DDT_ENTRY_NOT_VALID), dtf)
-                with m.Elif((nonleaf & arch.Ddte.RESERVED_MASK) != 0):
+                with m.Elif(nonleaf_reserved):
                     fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED, C.DDT_ENTRY_MISCONFIGURED), dtf)
                 with m.Elif(pdt & (dc.gs_mode != 0) if self.gstage else Const(0, 1)):
                     m.d.sync += state.eq(State.XLATE)  # the PDTE's GPA, in ``gpa``
