@@ -36,16 +36,26 @@ class ContextCache(wiring.Component):
     it (a fill written at that edge counts), so a tag is never held twice; an entry
     an invalidation frees at that edge is not seen as free until the next fill.
 
+    ``fill_missing_only=True`` is a promise of the caller: it fills only a tag that is
+    not in the cache (its lookup of that tag missed, and nothing filled it since). The
+    cache then does not search the entries for the fill's tag (a compare of every
+    entry's tag and an OR over them, 7-9 LUT levels, issue 7): the victim is the lowest
+    free entry, else the round-robin pointer's. A fill that breaks the promise would
+    leave the tag in two entries.
+
     Invalidate: in a cycle with ``inval_en``, every entry whose tag equals
     ``inval_tag`` on the bits set in ``inval_mask`` is dropped (a zero mask flushes
     the cache). An invalidation in the same cycle as a fill, or in the cycle its
     registered copy is written, also applies to the entry being filled.
     """
 
-    def __init__(self, tag_shape, data_shape, entries: int):
+    def __init__(self, tag_shape, data_shape, entries: int, *, fill_missing_only=False):
         if not isinstance(entries, int) or not 1 <= entries <= 64:
             raise ValueError(f"entries must be an integer in 1..64, not {entries!r}")
+        if not isinstance(fill_missing_only, bool):
+            raise TypeError(f"fill_missing_only must be a bool, not {fill_missing_only!r}")
         self.tag_shape, self.data_shape, self.entries = tag_shape, data_shape, entries
+        self.fill_missing_only = fill_missing_only
         super().__init__({
             "lookup_en": In(1),
             "lookup_tag": In(tag_shape),
@@ -101,34 +111,51 @@ class ContextCache(wiring.Component):
         m.d.sync += [fill_q.eq(self.fill_en & ~inval_covers(fill_tag)),
                      fill_q_tag.eq(fill_tag), fill_q_data.eq(Value.cast(self.fill_data))]
 
-        # The victim of the fill being registered, as a one-hot registered with it. The
-        # fill written at this edge (``fill_q`` into ``victim``) is taken into account:
-        # its entry is occupied, holds ``fill_q_tag`` (a second fill of that tag goes to
-        # the same entry), and it moves the round-robin pointer.
+        # The victim of the fill being registered, chosen now and registered with it in
+        # three parts, so that no reduction over the entries sits in front of their
+        # write enables (issue 7: the tag compare, its OR over the entries and the
+        # priority were 11-13 LUT levels into one victim register):
+        #   ``match_q``   the entry that holds this tag (at most one: a tag is never
+        #                 held twice, so no priority is needed among the matches),
+        #   ``alloc_q``   the entry to take otherwise: the lowest free one, else the
+        #                 round-robin pointer's,
+        #   ``matched_q`` whether ``match_q`` names one.
+        # (With ``fill_missing_only`` there is no match to look for: ``alloc_q`` alone.)
+        # ``victim`` is then one LUT of registers. The fill written at this edge
+        # (``fill_q`` into ``victim``) is taken into account: its entry is occupied,
+        # holds ``fill_q_tag`` (a second fill of that tag goes to the same entry), and
+        # it moves the round-robin pointer.
         rr = Signal(range(n))
+        alloc_q = Signal(n)
         victim = Signal(n)  # one-hot: the entry ``fill_q`` is written into
-        in_flight = victim & fill_q.replicate(n)
         occupied = Signal(n)
-        fill_match = Signal(n)
-        m.d.comb += [
-            occupied.eq(valid | in_flight),
-            fill_match.eq(Cat((tags[i] == fill_tag) & valid[i] & ~in_flight[i]
-                              for i in range(n))
-                          | Mux(fill_q & (fill_q_tag == fill_tag), in_flight, 0)),
-        ]
+        if self.fill_missing_only:
+            m.d.comb += victim.eq(alloc_q)
+        else:
+            match_q = Signal(n)
+            matched_q = Signal()
+            m.d.comb += victim.eq(Mux(matched_q, match_q, alloc_q))
+        in_flight = victim & fill_q.replicate(n)
+        m.d.comb += occupied.eq(valid | in_flight)
+        if not self.fill_missing_only:
+            fill_match = Signal(n)
+            refill = Signal()  # this fill's tag is the one being written at this edge
+            m.d.comb += [
+                refill.eq(fill_q_tag == fill_tag),
+                fill_match.eq(Cat(Mux(in_flight[i], refill, (tags[i] == fill_tag) & valid[i])
+                                  for i in range(n))),
+            ]
+            m.d.sync += [match_q.eq(fill_match), matched_q.eq(fill_match.any())]
         rr_next = Mux(fill_q, Mux(rr == n - 1, 0, rr + 1), rr)
-        next_victim = Signal(n)
+        alloc = Signal(n)
         with m.Switch(rr_next):
             for i in range(n):
                 with m.Case(i):
-                    m.d.comb += next_victim.eq(1 << i)
+                    m.d.comb += alloc.eq(1 << i)
         for i in reversed(range(n)):
             with m.If(~occupied[i]):
-                m.d.comb += next_victim.eq(1 << i)
-        for i in reversed(range(n)):
-            with m.If(fill_match[i]):
-                m.d.comb += next_victim.eq(1 << i)
-        m.d.sync += victim.eq(next_victim)
+                m.d.comb += alloc.eq(1 << i)
+        m.d.sync += alloc_q.eq(alloc)
 
         # ------------------------------------------------------- invalidation
         inval_match = Signal(n)

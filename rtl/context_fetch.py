@@ -87,6 +87,7 @@ class State(enum.Enum, shape=4):
     XLATE_WAIT = 8  # the G-stage walker is translating it
     DC_VERDICT = 9  # the DC's faults in priority order, the rules' result registered
     PC_VERDICT = 10  # the same for the PC
+    ENTRY_CHECK = 11  # a non-leaf DDTE / PDTE is in (registered): §2.4's checks, next read
 
 
 # Capabilities this block cannot honour: a DC asking for them must still be refused
@@ -195,7 +196,8 @@ class ContextFetch(wiring.Component):
     def _dc_misconfigured(self, tc, iohgatp, ta, fsc, msiptp=None, msi_mask=None,
                           msi_pattern=None, dc_reserved=None):
         """§3.7 for a DC with V=1, under this block's capabilities (the last four
-        dwords only in the extended format)."""
+        dwords only in the extended format): a vector with a bit set if one of its
+        group of rules is broken (the DC is misconfigured if any is set)."""
         caps = self.capabilities
         T = arch.Tc
         en_ats, en_pri, t2gpa, prpr = (_field(tc, f) for f in (T.EN_ATS, T.EN_PRI, T.T2GPA,
@@ -244,10 +246,15 @@ class ContextFetch(wiring.Component):
                 # 23: MSI translation needs an active G-stage
                 (gs_mode == 0) & (msi_mode != arch.MsiptpMode.OFF),
             ]
-        bad = Const(0, 1)
-        for rule in rules:
-            bad = bad | rule
-        return bad
+        # One bit per group of 4 rules: the groups are registered and ORed the next
+        # cycle, so that neither cycle holds the rules and their whole OR (issue 7).
+        groups = []
+        for i in range(0, len(rules), 4):
+            bad = Const(0, 1)
+            for rule in rules[i:i + 4]:
+                bad = bad | rule
+            groups.append(bad)
+        return Cat(groups)
 
     def _pc_misconfigured(self, ta, fsc):
         """§4.4 for a PC with V=1 (SXL is always 0 in an accepted DC)."""
@@ -259,31 +266,37 @@ class ContextFetch(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
+        # A DC or PC is filled only after its lookup missed, and one request at a time
+        # is served: no other fill of that tag can come between (fill_missing_only).
         m.submodules.dc_cache = dc_cache = ContextCache(
-            unsigned(layouts.DEVICE_ID_BITS), DeviceContextEntry, self.dc_entries)
+            unsigned(layouts.DEVICE_ID_BITS), DeviceContextEntry, self.dc_entries,
+            fill_missing_only=True)
         m.submodules.pc_cache = pc_cache = ContextCache(
-            ProcessTag, ProcessContextEntry, self.pc_entries)
+            ProcessTag, ProcessContextEntry, self.pc_entries, fill_missing_only=True)
 
         state = Signal(State)
         q = Signal(layouts.ContextRequest)  # the request being served
         stale = Signal()  # an invalidation was seen: do not fill the caches
         dc = Signal(DeviceContextEntry)  # the accepted DC, once known
-        dc_bad = Signal()  # DC_CHECK's verdict on §3.7's rules (misconfigured)
-        pc_bad = Signal()  # PC_CHECK's on §4.4's
+        pc_bad = Signal()  # PC_CHECK's verdict on §4.4's rules (misconfigured)
         pdt = Signal()  # the walk in progress is a PDT walk
         level = Signal(2)  # level of the entry being read (0 = the DC / PC itself)
         dc_dwords = 8 if self.extended else 4
         dword = Signal(range(dc_dwords))  # dword of the DC / PC being read
         leaf = [Signal(64, name=f"leaf_dw{i}") for i in range(dc_dwords)]
-        leaf_access_fault = Signal()
+        # The non-leaf DDTE / PDTE being checked (ENTRY_CHECK) shares leaf_dw0, unused
+        # until the leaf's first dword arrives; its error flags share the leaf's.
+        nonleaf = leaf[0]
+        nonleaf_invalid = Signal()  # its V bit is 0
+        nonleaf_reserved = Signal()  # a reserved bit of it is set (§2.4, §4.3)
+        leaf_access_fault = Signal()  # a response of the entry / leaf read had an error
         leaf_poison = Signal()
 
-        pid = Signal(layouts.PROCESS_ID_BITS)  # the PID in force: 0 without pv (DPE)
+        # The PID in force: 0 without pv (DPE). A register loaded with ``q``, so that the
+        # PC cache's lookup and fill tags come straight from flip-flops (issue 7).
+        pid = Signal(layouts.PROCESS_ID_BITS)
         supervisor = Signal()
-        m.d.comb += [
-            pid.eq(q.process_id & q.pv.replicate(layouts.PROCESS_ID_BITS)),
-            supervisor.eq(q.priv & q.pv),
-        ]
+        m.d.comb += supervisor.eq(q.priv & q.pv)
 
         # -------------------------------------------------------- invalidation
         inval = self.inval.payload
@@ -315,15 +328,30 @@ class ContextFetch(wiring.Component):
         m.d.comb += [
             self.req.ready.eq(state == State.IDLE),
             accept.eq(self.req.valid & self.req.ready),
-            dc_cache.lookup_en.eq(accept),
+            # The DC cache looks up whatever request is offered, in every idle cycle: the
+            # last such lookup is the accepted request's, and the lookup's enable comes
+            # from the state register, not from ``req.valid`` (issue 7).
+            dc_cache.lookup_en.eq(state == State.IDLE),
             dc_cache.lookup_tag.eq(req.device_id),
-            pc_cache.lookup_en.eq(accept),
-            pc_cache.lookup_tag.device_id.eq(req.device_id),
-            pc_cache.lookup_tag.process_id.eq(
-                req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS)),
+            # The PC cache is looked up a cycle later, from the registered request: its
+            # hit is first needed in DECIDE, and the request's PID masking and the
+            # 44-bit compare in one cycle were 8 levels into its hit vector (issue 7).
+            pc_cache.lookup_en.eq(state == State.LOOKUP),
+            pc_cache.lookup_tag.device_id.eq(q.device_id),
+            pc_cache.lookup_tag.process_id.eq(pid),
         ]
+        # Whether the device_id fits a 1- and a 2-level DDT's indexes (step 5),
+        # registered with the request: their wide zero tests, then the mode and the
+        # LOOKUP's priority in one cycle were 10-12 levels into the walk's registers
+        # in the whole IOMMU (issue 7).
+        did_fits_lvl1 = Signal()
+        did_fits_lvl2 = Signal()
+        lvl1_bits, lvl2_bits = (6, 15) if self.extended else (7, 16)
         with m.If(accept):
-            m.d.sync += [q.eq(req), stale.eq(inval_fire), state.eq(State.LOOKUP)]
+            m.d.sync += [q.eq(req), stale.eq(inval_fire), state.eq(State.LOOKUP),
+                         pid.eq(req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS)),
+                         did_fits_lvl1.eq(req.device_id[lvl1_bits:] == 0),
+                         did_fits_lvl2.eq(req.device_id[lvl2_bits:] == 0)]
         with m.Elif(inval_fire):
             m.d.sync += stale.eq(1)
 
@@ -399,23 +427,30 @@ class ContextFetch(wiring.Component):
 
         gpa = Signal(layouts.PA_BITS)  # the PDT entry's GPA being translated
 
-        def read_entry(addr, through_gs):
-            """Read the entry at ``addr``; a GPA goes through the G-stage first (§4.5)."""
-            if self.gstage:
-                with m.If(through_gs):
-                    m.d.sync += [gpa.eq(addr), state.eq(State.XLATE)]
-                with m.Else():
-                    m.d.sync += [own_valid.eq(1), own_addr.eq(addr)]
-            else:
-                m.d.sync += [own_valid.eq(1), own_addr.eq(addr)]
-
-        def start_walk(is_pdt, ppn, top_level, through_gs=0):
+        def prepare_walk(is_pdt, ppn, top_level):
+            """Load a walk's registers (its first read's address too). Called in every
+            cycle of a state that may start the walk, whether it does or not: the
+            registers mean nothing until it does, and their enables then come from the
+            state alone, not from the checks that decide (issue 7)."""
+            addr = entry_address(ppn, top_level, Const(is_pdt, 1))
             m.d.sync += [
                 pdt.eq(is_pdt), level.eq(top_level), dword.eq(0),
-                leaf_access_fault.eq(0), leaf_poison.eq(0),
-                state.eq(State.WALK),
+                leaf_access_fault.eq(0), leaf_poison.eq(0), own_addr.eq(addr),
             ]
-            read_entry(entry_address(ppn, top_level, Const(is_pdt, 1)), through_gs)
+            if self.gstage:
+                m.d.sync += gpa.eq(addr)
+
+        def start_walk(is_pdt, through_gs=None):
+            """Start the walk ``prepare_walk`` loaded: its first read, or with a
+            G-stage its first entry's GPA to translate (§4.5)."""
+            m.d.sync += state.eq(State.WALK)
+            if self.gstage and through_gs is not None:
+                with m.If(through_gs):
+                    m.d.sync += state.eq(State.XLATE)
+                with m.Else():
+                    m.d.sync += own_valid.eq(1)
+            else:
+                m.d.sync += own_valid.eq(1)
             m.d.comb += (self.pdt_walk if is_pdt else self.ddt_walk).eq(1)
 
         # ----------------------------------------- decisions once the DC is known
@@ -429,12 +464,29 @@ class ContextFetch(wiring.Component):
         lvl_mode = ((mode == arch.DdtpMode.LVL1) | (mode == arch.DdtpMode.LVL2)
                     | (mode == arch.DdtpMode.LVL3))
         # Step 5: the device_id must be no wider than the DDT indexes.
-        lvl1_bits, lvl2_bits = (6, 15) if self.extended else (7, 16)
-        id_fits = (((mode != arch.DdtpMode.LVL1) | (did[lvl1_bits:] == 0))
-                   & ((mode != arch.DdtpMode.LVL2) | (did[lvl2_bits:] == 0)))
-        pd_mode = dc_now.fsc_mode
+        id_fits = (((mode != arch.DdtpMode.LVL1) | did_fits_lvl1)
+                   & ((mode != arch.DdtpMode.LVL2) | did_fits_lvl2))
+
+        # Step 7's checks and steps 10-13's choice of first stage, computed in the cycle
+        # before DECIDE from the DC that DECIDE will use (the DC cache's data in LOOKUP,
+        # the fetched DC, already in ``dc``, in DC_VERDICT) and registered: loaded in
+        # every cycle, they are only looked at in DECIDE. From the request and the DC
+        # through these checks, the PC cache's hit and the walk start into the result
+        # and the memory request was 11-12 levels (issue 7). No cycle added.
+        dc_next = Signal(DeviceContextEntry)
+        m.d.comb += dc_next.eq(Mux(state == State.LOOKUP, dc_cache.data, dc))
+        pd_mode = dc_next.fsc_mode
         pid_fits = (((pd_mode != arch.PdtpMode.PD8) | (q.process_id[8:] == 0))
                     & ((pd_mode != arch.PdtpMode.PD17) | (q.process_id[17:] == 0)))
+        decide_refuse = Signal()  # step 7 (and the PID checks of 8-9): cause 260
+        decide_iosatp = Signal()  # step 10: first stage from iosatp
+        decide_bare = Signal()  # steps 12, 13: first stage Bare
+        m.d.sync += [
+            decide_refuse.eq((q.addr_type != layouts.AddrType.UNTRANSLATED)
+                             | (q.pv & ~dc_next.pdtv) | (q.pv & ~pid_fits)),
+            decide_iosatp.eq(~dc_next.pdtv),
+            decide_bare.eq((~q.pv & ~dc_next.dpe) | (dc_next.fsc_mode == arch.PdtpMode.BARE)),
+        ]
 
         if self.gstage:
             # §4.5 step 2: the PDT entry's GPA through the G-stage as an implicit read;
@@ -499,8 +551,21 @@ class ContextFetch(wiring.Component):
             pc_cache.fill_data.eq(pc_entry),
         ]
 
+        # §3.7's and §4.4's rules, registered in every cycle from the dwords read: they
+        # are only looked at in DC_VERDICT / PC_VERDICT, the cycle after DC_CHECK /
+        # PC_CHECK (the dwords do not change after the walk's last read), so their
+        # registers need no enable (issue 7).
+        dc_rule_groups = self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])
+        dc_bad = Signal(len(dc_rule_groups))  # a group of §3.7's rules is broken
+        m.d.sync += [dc_bad.eq(dc_rule_groups),
+                     pc_bad.eq(self._pc_misconfigured(pc_ta, pc_fsc))]
+
         with m.Switch(state):
             with m.Case(State.LOOKUP):
+                # The DC and the DDT walk's registers are loaded whatever the checks
+                # below find; only the state, own_valid and the result wait for them.
+                m.d.sync += dc.eq(dc_cache.data)
+                prepare_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
                 with m.If(mode == arch.DdtpMode.OFF):
                     fault(C.ALL_INBOUND_DISALLOWED)
                 with m.Elif(mode == arch.DdtpMode.BARE):
@@ -513,31 +578,28 @@ class ContextFetch(wiring.Component):
                     # Step 7 on waits a cycle (DECIDE): from the cache's select through
                     # the DC's decisions and the PC cache's hit to the result was the
                     # context fetch's longest path (issue 7).
-                    m.d.sync += [dc.eq(dc_cache.data), state.eq(State.DECIDE)]
+                    m.d.sync += state.eq(State.DECIDE)
                 with m.Else():
-                    start_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
+                    start_walk(0)
 
             with m.Case(State.WALK):
                 resp = self.mem_resp.payload
                 rdata = resp.rdata
                 with m.If(self.mem_resp.valid):
-                    with m.If(level != 0):  # a non-leaf DDTE / PDTE (§2.4)
-                        dtf = dc.dtf & pdt
-                        with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
-                            fault(Mux(pdt, C.PDT_ENTRY_LOAD_ACCESS_FAULT,
-                                       C.DDT_LOAD_ACCESS_FAULT), dtf)
-                        with m.Elif(resp.err == layouts.MemErr.POISON):
-                            fault(Mux(pdt, C.PDT_DATA_CORRUPTION, C.DDT_DATA_CORRUPTION), dtf)
-                        with m.Elif(~_field(rdata, arch.Ddte.V)):
-                            fault(Mux(pdt, C.PDT_ENTRY_NOT_VALID, C.DDT_ENTRY_NOT_VALID), dtf)
-                        with m.Elif((rdata & arch.Ddte.RESERVED_MASK) != 0):
-                            fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED,
-                                       C.DDT_ENTRY_MISCONFIGURED), dtf)
-                        with m.Else():
-                            m.d.sync += level.eq(level - 1)
-                            read_entry(entry_address(_field(rdata, arch.Ddte.PPN),
-                                                     (level - 1)[:2], pdt),
-                                       pdt & (dc.gs_mode != 0))
+                    with m.If(level != 0):
+                        # A non-leaf DDTE / PDTE (§2.4) is registered with its V and
+                        # reserved-bit tests, and acted on in ENTRY_CHECK: the tests,
+                        # the fault priority and the next read's address straight from
+                        # the response were the context fetch's longest path from the
+                        # memory port (issue 7).
+                        m.d.sync += [
+                            nonleaf.eq(rdata),
+                            leaf_access_fault.eq(resp.err == layouts.MemErr.ACCESS_FAULT),
+                            leaf_poison.eq(resp.err == layouts.MemErr.POISON),
+                            nonleaf_invalid.eq(~_field(rdata, arch.Ddte.V)),
+                            nonleaf_reserved.eq((rdata & arch.Ddte.RESERVED_MASK) != 0),
+                            state.eq(State.ENTRY_CHECK),
+                        ]
                     with m.Else():  # a dword of the DC / PC: all are read, then checked
                         with m.Switch(dword):
                             for i in range(dc_dwords):
@@ -553,11 +615,36 @@ class ContextFetch(wiring.Component):
                         with m.Else():
                             # The PC's second dword is in the same page as its first:
                             # its GPA needs no second translation.
+                            # A DC (32 or 64 bytes) and a PC (16) are aligned to their
+                            # size: the next dword's address only counts in bits [3:6]
+                            # (no 56-bit carry chain in front of own_addr, issue 7).
                             m.d.sync += [
                                 own_valid.eq(1),
-                                own_addr.eq(own_addr + 8),
+                                own_addr[3:6].eq(own_addr[3:6] + 1),
                                 dword.eq(dword + 1),
                             ]
+
+            with m.Case(State.ENTRY_CHECK):
+                # The next read's address and level are loaded whatever the checks find
+                # (a walk that faults never uses them): only own_valid and the state
+                # wait for the checks, not the 56 address bits' enables (issue 7).
+                next_addr = entry_address(_field(nonleaf, arch.Ddte.PPN), (level - 1)[:2], pdt)
+                m.d.sync += [level.eq(level - 1), own_addr.eq(next_addr)]
+                if self.gstage:
+                    m.d.sync += gpa.eq(next_addr)
+                dtf = dc.dtf & pdt
+                with m.If(leaf_access_fault):
+                    fault(Mux(pdt, C.PDT_ENTRY_LOAD_ACCESS_FAULT, C.DDT_LOAD_ACCESS_FAULT), dtf)
+                with m.Elif(leaf_poison):
+                    fault(Mux(pdt, C.PDT_DATA_CORRUPTION, C.DDT_DATA_CORRUPTION), dtf)
+                with m.Elif(nonleaf_invalid):
+                    fault(Mux(pdt, C.PDT_ENTRY_NOT_VALID, C.DDT_ENTRY_NOT_VALID), dtf)
+                with m.Elif(nonleaf_reserved):
+                    fault(Mux(pdt, C.PDT_ENTRY_MISCONFIGURED, C.DDT_ENTRY_MISCONFIGURED), dtf)
+                with m.Elif(pdt & (dc.gs_mode != 0) if self.gstage else Const(0, 1)):
+                    m.d.sync += state.eq(State.XLATE)  # the PDTE's GPA, in ``gpa``
+                with m.Else():
+                    m.d.sync += [own_valid.eq(1), state.eq(State.WALK)]
 
             if self.gstage:
                 with m.Case(State.XLATE):
@@ -581,10 +668,7 @@ class ContextFetch(wiring.Component):
                 # the DC is loaded whatever they find (a refused one is never used):
                 # rules, verdict, result and the DC's enables in one cycle were the
                 # context fetch's longest path (issue 7).
-                m.d.sync += [
-                    dc_bad.eq(self._dc_misconfigured(tc, iohgatp, ta, fsc, *leaf[4:])),
-                    dc.eq(dc_entry), state.eq(State.DC_VERDICT),
-                ]
+                m.d.sync += [dc.eq(dc_entry), state.eq(State.DC_VERDICT)]
 
             with m.Case(State.DC_VERDICT):
                 with m.If(leaf_access_fault):
@@ -593,7 +677,7 @@ class ContextFetch(wiring.Component):
                     fault(C.DDT_DATA_CORRUPTION)
                 with m.Elif(~_field(tc, arch.Tc.V)):
                     fault(C.DDT_ENTRY_NOT_VALID)
-                with m.Elif(dc_bad):
+                with m.Elif(dc_bad.any()):
                     fault(C.DDT_ENTRY_MISCONFIGURED)
                 with m.Else():
                     m.d.comb += dc_cache.fill_en.eq(~stale & ~inval_fire)
@@ -601,11 +685,11 @@ class ContextFetch(wiring.Component):
 
             with m.Case(State.DECIDE):
                 m.d.comb += decide.eq(1)
+                prepare_walk(1, dc_now.fsc_ppn, (dc_now.fsc_mode - 1)[:2])
 
             with m.Case(State.PC_CHECK):
                 # §4.4's rules get their own cycle, as the DC's do (issue 7).
-                m.d.sync += [pc_bad.eq(self._pc_misconfigured(pc_ta, pc_fsc)),
-                             state.eq(State.PC_VERDICT)]
+                m.d.sync += state.eq(State.PC_VERDICT)
 
             with m.Case(State.PC_VERDICT):
                 with m.If(leaf_access_fault):
@@ -637,23 +721,21 @@ class ContextFetch(wiring.Component):
 
         with m.If(decide):
             dtf = dc_now.dtf
-            with m.If(q.addr_type != layouts.AddrType.UNTRANSLATED):
-                fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)  # EN_ATS is 0 in every valid DC
-            with m.Elif(q.pv & ~dc_now.pdtv):
+            with m.If(decide_refuse):
+                # Not untranslated (EN_ATS is 0 in every valid DC), or a PID without a
+                # PDT, or one wider than the PDT's indexes.
                 fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)
-            with m.Elif(q.pv & ~pid_fits):
-                fault(C.TRANSACTION_TYPE_DISALLOWED, dtf)
-            with m.Elif(~dc_now.pdtv):  # step 10: iosatp, PSCID from DC.ta
+            with m.Elif(decide_iosatp):  # step 10: iosatp, PSCID from DC.ta
                 succeed()
                 m.d.comb += [ctx.ens.eq(1), ctx.fs_mode.eq(dc_now.fsc_mode),
                              ctx.fs_ppn.eq(dc_now.fsc_ppn), ctx.pscid.eq(dc_now.pscid)]
-            with m.Elif((~q.pv & ~dc_now.dpe) | (dc_now.fsc_mode == arch.PdtpMode.BARE)):
+            with m.Elif(decide_bare):
                 succeed()  # steps 12, 13: first stage Bare
                 m.d.comb += ctx.ens.eq(1)
             with m.Elif(pc_cache.hit):
                 m.d.comb += [pc_now.eq(pc_cache.data), use_pc.eq(1)]
             with m.Else():
-                start_walk(1, dc_now.fsc_ppn, (dc_now.fsc_mode - 1)[:2], dc_now.gs_mode != 0)
+                start_walk(1, dc_now.gs_mode != 0)
 
         with m.If(use_pc):  # steps 15, 16
             with m.If(supervisor & ~pc_now.ens):

@@ -843,6 +843,9 @@ def test_cache_hits_make_no_reads_and_answer_in_three_cycles():
 
 
 def test_walk_issues_each_read_the_cycle_after_the_previous_response():
+    """A leaf's next dword is read the cycle after the previous response; a non-leaf
+    entry is checked in a cycle of its own first (ENTRY_CHECK, issue 7), so the read it
+    points to leaves 2 cycles after its response."""
     async def body(ctx, bench, memory):
         _, ddt, _ = _simple_device(memory)
         await bench.configure(ctx, ddt.ddtp())
@@ -850,9 +853,10 @@ def test_walk_issues_each_read_the_cycle_after_the_previous_response():
         assert len(reads) == DDT_READS + PDT_READS
         gaps = [bench.read_cycles[i + 1] - bench.resp_cycles[i] for i in range(len(reads) - 1)]
         # The DDT-walk reads (2 DDTEs, the DC's dwords), then the PDT-walk reads (2 PDTEs,
-        # 2 PC dwords); within each walk no idle cycle (gap DDT_READS - 1 is the DC check).
-        assert (gaps[:DDT_READS - 1] == [1] * (DDT_READS - 1)
-                and gaps[DDT_READS:] == [1] * (PDT_READS - 1)), gaps
+        # 2 PC dwords); within each walk no idle cycle but each entry's check (gap
+        # DDT_READS - 1 is the DC check).
+        assert (gaps[:DDT_READS - 1] == [2, 2] + [1] * (DDT_READS - 3)
+                and gaps[DDT_READS:] == [2, 2] + [1] * (PDT_READS - 3)), gaps
 
     run_bench(RTL_CAPS, body, latency=1)
 
@@ -946,16 +950,17 @@ def test_invalid_and_misconfigured_contexts_are_not_cached():
 
 # Timeline of _simple_device's fetch with 1-cycle memory, relative to the request
 # handshake: the first read at cycle 2, each next one 2 cycles later (1 cycle of memory
-# latency, issued the cycle after the response); the DC's rules are checked 2 cycles
+# latency, issued the cycle after the response) or 3 after a non-leaf entry (checked in
+# ENTRY_CHECK first, issue 7); the DC's rules are checked 2 cycles
 # after the last DDT-walk read (DC_CHECK) and the DC is filled the cycle after (DC_VERDICT:
 # the rules' result registered, issue 7), the PDT walk starts 2 cycles after that, the
 # PC's rules are checked 2 cycles after its last read and it is filled the cycle after
 # (PC_VERDICT, likewise), and the result leaves the cycle after that. Base DC: DDT reads
-# 2..12, DC 15, PDT reads 17..23, PC 26, result 27; extended DC: 4 more reads,
+# 2..14, DC 17, PDT reads 19..27, PC 30, result 31; extended DC: 4 more reads,
 # everything from the DC check on 8 cycles later.
-LAST_DDT_READ = 2 + 2 * (DDT_READS - 1)
+LAST_DDT_READ = 2 + 2 * (DDT_READS - 1) + 2  # 2 DDTEs
 DC_FILL = LAST_DDT_READ + 3
-PC_FILL = DC_FILL + 2 + 2 * (PDT_READS - 1) + 3
+PC_FILL = DC_FILL + 2 + 2 * (PDT_READS - 1) + 2 + 3  # 2 PDTEs
 RESULT = PC_FILL + 1
 
 
@@ -1144,6 +1149,62 @@ def test_context_cache_fill_lookup_replace_invalidate():
     sim.run()
 
 
+def test_context_cache_that_is_filled_only_with_missing_tags():
+    """``fill_missing_only``: no search for the fill's tag; the victim is the lowest free
+    entry, else the round-robin pointer's, also for fills back to back."""
+    from amaranth.hdl import unsigned
+
+    entries = 3
+    dut = ContextCache(unsigned(8), unsigned(16), entries, fill_missing_only=True)
+
+    async def bench(ctx):
+        async def fill(tag, data):
+            ctx.set(dut.fill_en, 1)
+            ctx.set(dut.fill_tag, tag)
+            ctx.set(dut.fill_data, data)
+            await ctx.tick()
+            ctx.set(dut.fill_en, 0)
+
+        async def lookup(tag):
+            ctx.set(dut.lookup_en, 1)
+            ctx.set(dut.lookup_tag, tag)
+            await ctx.tick()
+            ctx.set(dut.lookup_en, 0)
+            return ctx.get(dut.data) if ctx.get(dut.hit) else None
+
+        async def inval(tag, mask):
+            ctx.set(dut.inval_en, 1)
+            ctx.set(dut.inval_tag, tag)
+            ctx.set(dut.inval_mask, mask)
+            await ctx.tick()
+            ctx.set(dut.inval_en, 0)
+
+        # Back to back, three tags take the three entries.
+        for tag in (1, 2, 3):
+            await fill(tag, 0x100 + tag)
+        assert [await lookup(t) for t in (1, 2, 3)] == [0x101, 0x102, 0x103]
+        # Full: a fourth evicts exactly one; right behind it a fifth evicts another.
+        await fill(4, 0x104)
+        await fill(5, 0x105)
+        present = [await lookup(t) for t in (1, 2, 3, 4, 5)]
+        assert present.count(None) == 2 and present[3:] == [0x104, 0x105], present
+        # An entry an invalidation frees is taken before any held one is evicted.
+        await inval(4, 0xFF)
+        await fill(6, 0x106)
+        assert [await lookup(t) for t in (4, 5, 6)] == [None, 0x105, 0x106]
+        held = [t for t, v in zip((1, 2, 3), present[:3]) if v is not None]
+        assert [await lookup(t) for t in held] == [0x100 + t for t in held]
+        # A lookup in the cycle after the fill hits it.
+        await inval(0, 0)
+        await fill(7, 0x107)
+        assert await lookup(7) == 0x107
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 def test_verilog_conversion():
     text = verilog.convert(ContextFetch(ID_BITS, MEM_ID, 8, 8, RTL_CAPS), name="context_fetch")
     assert "module context_fetch" in text
@@ -1168,3 +1229,8 @@ def test_constructors_refuse_what_they_cannot_do():
     _refused(ContextFetch, (1, 2, 8, 8, RTL_CAPS), "mem_id")
     _refused(ContextFetch, (ID_BITS, MEM_ID, 0, 8, RTL_CAPS), "dc_entries")
     _refused(ContextCache, (8, 8, 65), "entries")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(TypeError, match="fill_missing_only"):
+            ContextCache(8, 8, 4, fill_missing_only=1)
+        gc.collect()
