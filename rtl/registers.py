@@ -464,8 +464,10 @@ class RegisterFile(wiring.Component):
         res = self.tr_result.payload
         ppn = res.spa[arch.PAGE_SHIFT:arch.PAGE_SHIFT + TrResponse.PPN.width]
         pages_m1 = Signal(TrResponse.PPN.width)  # pages - 1 of the translation
-        m.d.comb += pages_m1.eq((Const(1, TrResponse.PPN.width + 1)
-                                 << (res.size_log2 - arch.PAGE_SHIFT)[:6]) - 1)
+        # Bit i is set for a page of more than 2^i 4 KiB pages: compares with constants,
+        # no shift and no carry chain behind the core's result (issue 7).
+        m.d.comb += pages_m1.eq(Cat(res.size_log2 > arch.PAGE_SHIFT + i
+                                    for i in range(TrResponse.PPN.width)))
         encoded = Signal(64)
         m.d.comb += encoded.eq(Cat(
             Const(0, TrResponse.PBMT.lo), res.pbmt, pages_m1.any(),
