@@ -247,6 +247,13 @@ class CommandQueue(wiring.Component):
         ]
         resp_ok = self.mem_resp.payload.err == layouts.MemErr.OK
 
+        # inval_pending registered (issue 7: the core's walker states are not in front
+        # of FENCE_WAIT's decisions). Seeing it a cycle late is safe: the core holds it
+        # from the cycle an invalidation is offered, and an IOFENCE.C reaches FENCE_WAIT
+        # at least a fetch, DECODE and EXECUTE after the command before it was accepted.
+        inval_pending = Signal()
+        m.d.sync += inval_pending.eq(self.inval_pending)
+
         def advance():
             m.d.sync += self.cqh.eq((self.cqh + 1) & index_mask)
             m.next = "IDLE"
@@ -269,6 +276,7 @@ class CommandQueue(wiring.Component):
 
             with m.State("IDLE"):
                 m.d.sync += [
+                    dword.eq(0),
                     self.mem_req.payload.op.eq(layouts.MemOp.READ),
                     self.mem_req.payload.addr.eq(Cat(
                         C(0, _DWORD_LOG2 + 1), entry_addr[_COMMAND_LOG2:layouts.PA_BITS])),
@@ -280,7 +288,6 @@ class CommandQueue(wiring.Component):
                     with m.If(entry_beyond_pas):
                         stop(self.set_cqmf)
                     with m.Else():
-                        m.d.sync += dword.eq(0)
                         m.next = "FETCH"
 
             with m.State("FETCH"):
@@ -331,7 +338,7 @@ class CommandQueue(wiring.Component):
                 # and writes it translated earlier are already ordered by then.
                 m.d.sync += [self.mem_req.payload.op.eq(layouts.MemOp.WRITE32),
                              self.mem_req.payload.addr.eq(fence_addr[:layouts.PA_BITS])]
-                with m.If(~self.inval_pending):
+                with m.If(~inval_pending):
                     with m.If(~fence_av):
                         m.d.comb += self.set_fence_w_ip.eq(fence_wsi)
                         advance()
