@@ -75,7 +75,9 @@ class RegisterFile(wiring.Component):
     Ports (configuration outputs hold their register's value):
       mmio_req / mmio_resp: register accesses (layouts.MmioRequest / MmioResponse), one
                     response per request, 2 cycles after it is accepted; one access
-                    per cycle. The access takes effect 1 cycle after it is accepted.
+                    per cycle. The access takes effect 1 cycle after it is accepted;
+                    after a write to cqb, fqb or an HPM register (which settles a
+                    cycle later) the next access is performed and answered a cycle later.
       ddtp, fctl:   to the translation core.
       cqb_ppn, cqb_log2szm1, cqt, cqen, cq_stopped: to the command queue; it answers with
                     cqh, cqon, cq_busy and the pulses set_cmd_ill, set_cqmf, set_fence_w_ip.
