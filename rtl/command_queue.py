@@ -5,8 +5,8 @@ Software writes 16-byte commands into a circular buffer in memory (base ``cqb``,
 one at a time from the head ``cqh``, executes each and moves ``cqh`` on, until the
 queue is empty, disabled or stopped by an error:
 
-    IDLE ─(cqh != cqt)─► FETCH ⇄ FETCH_WAIT (dword 0, then dword 1) ─► EXECUTE
-      ▲                                                                   │
+    IDLE ─(cqh != cqt)─► FETCH ⇄ FETCH_WAIT (dword 0, then dword 1) ─► DECODE ─► EXECUTE
+      ▲                                                                              │
       ├─ cqh := cqh + 1 ◄── IOTINVAL / IODIR: one ``inval`` transfer ◄────┤
       ├─ cqh := cqh + 1 ◄── ATS.* (only with capabilities.ATS) ◄──────────┤
       ├─ cqh := cqh + 1 ◄── FENCE_WRITE_WAIT ◄── FENCE_WRITE ◄── FENCE_WAIT ◄┘ IOFENCE.C
@@ -17,6 +17,12 @@ queue is empty, disabled or stopped by an error:
 
 The error and ``fence_w_ip`` bits live in the register block (they are RW1C there);
 this block only pulses ``set_*`` for one cycle and stops fetching while ``stopped``.
+DECODE (issue 7, timing) registers the command's decode: its legality, the
+invalidation operands offered to the core (``inval`` comes from flip-flops) and the
+fence's operands, so EXECUTE and the core's invalidation logic start from registers;
+each command takes one cycle more. The memory request (``mem_req``) is driven from
+flip-flops too: its address is loaded in the state before the request.
+
 Invalidations take effect in the core in the cycle they are accepted; walks that
 started before them may still be in flight, which the core reports as
 ``inval_pending``. An IOFENCE.C waits for it to clear, so when it completes every
@@ -35,7 +41,7 @@ from . import layouts
 __all__ = ["COMMAND_QUEUE_STATES", "CommandQueue"]
 
 #: The FSM's states in declaration order (Amaranth numbers them this way in the Verilog).
-COMMAND_QUEUE_STATES = ("OFF", "START", "IDLE", "FETCH", "FETCH_WAIT", "EXECUTE",
+COMMAND_QUEUE_STATES = ("OFF", "START", "IDLE", "FETCH", "FETCH_WAIT", "DECODE", "EXECUTE",
                         "FENCE_WAIT", "FENCE_WRITE", "FENCE_WRITE_WAIT", "HALTED")
 
 _COMMAND_BITS = 8 * arch.COMMAND_SIZE
@@ -198,8 +204,10 @@ class CommandQueue(wiring.Component):
             m.d.comb += kind.eq(Mux(pdt, layouts.InvalKind.IODIR_INVAL_PDT,
                                     layouts.InvalKind.IODIR_INVAL_DDT))
         narrowing = _field(command, Cmd.NL) | _field(command, Cmd.S)
+        # Loaded in every cycle: the command is complete and stays from DECODE on, so
+        # the payload is stable while ``inval.valid`` (set in DECODE) is 1.
         inv = self.inval.payload
-        m.d.comb += [
+        m.d.sync += [
             inv.kind.eq(kind),
             inv.gv.eq(is_iotinval & _field(command, Cmd.GV)),
             inv.av.eq(is_iotinval & av & ~narrowing),
@@ -214,21 +222,37 @@ class CommandQueue(wiring.Component):
 
         # IOFENCE.C's store: DATA (4 bytes) at ADDR[63:2] * 4.
         fence_addr = Cat(C(0, 2), _field(command, Cmd.IOFENCE_ADDR))
-        fence_beyond_pas = fence_addr[self.pas:].any()
+
+        # The decode EXECUTE and FENCE_WAIT act on, registered (valid from EXECUTE on).
+        cmd_illegal = Signal()
+        cmd_fence = Signal()  # a legal IOFENCE.C
+        fence_av = Signal()
+        fence_wsi = Signal()
+        fence_beyond_pas = Signal()
+        m.d.sync += [
+            cmd_illegal.eq(illegal),
+            cmd_fence.eq(is_iofence),
+            fence_av.eq(av),
+            fence_wsi.eq(wsi),
+            fence_beyond_pas.eq(fence_addr[self.pas:].any()),
+        ]
 
         # ------------------------------------------------------------ memory port
-        fence_store = Signal()  # the request is the fence store, not a command fetch
+        # op and addr are registers, loaded in the state before the request (IDLE:
+        # dword 0 of the entry at cqh; FETCH_WAIT: dword 1; FENCE_WAIT: the fence store).
         m.d.comb += [
             self.mem_req.payload.id.eq(0),
-            self.mem_req.payload.op.eq(Mux(fence_store, layouts.MemOp.WRITE32,
-                                           layouts.MemOp.READ)),
-            self.mem_req.payload.addr.eq(Mux(
-                fence_store, fence_addr[:layouts.PA_BITS],
-                Cat(C(0, _DWORD_LOG2), dword, entry_addr[_COMMAND_LOG2:layouts.PA_BITS]))),
             self.mem_req.payload.wdata.eq(_field(command, Cmd.DATA)),
             self.mem_req.payload.compare.eq(0),
         ]
         resp_ok = self.mem_resp.payload.err == layouts.MemErr.OK
+
+        # inval_pending registered (issue 7: the core's walker states are not in front
+        # of FENCE_WAIT's decisions). Seeing it a cycle late is safe: the core holds it
+        # from the cycle an invalidation is offered, and an IOFENCE.C reaches FENCE_WAIT
+        # at least a fetch, DECODE and EXECUTE after the command before it was accepted.
+        inval_pending = Signal()
+        m.d.sync += inval_pending.eq(self.inval_pending)
 
         def advance():
             m.d.sync += self.cqh.eq((self.cqh + 1) & index_mask)
@@ -251,6 +275,12 @@ class CommandQueue(wiring.Component):
                 m.next = "IDLE"
 
             with m.State("IDLE"):
+                m.d.sync += [
+                    dword.eq(0),
+                    self.mem_req.payload.op.eq(layouts.MemOp.READ),
+                    self.mem_req.payload.addr.eq(Cat(
+                        C(0, _DWORD_LOG2 + 1), entry_addr[_COMMAND_LOG2:layouts.PA_BITS])),
+                ]
                 with m.If(~self.cqen):
                     m.d.sync += self.cqon.eq(0)
                     m.next = "OFF"
@@ -258,7 +288,6 @@ class CommandQueue(wiring.Component):
                     with m.If(entry_beyond_pas):
                         stop(self.set_cqmf)
                     with m.Else():
-                        m.d.sync += dword.eq(0)
                         m.next = "FETCH"
 
             with m.State("FETCH"):
@@ -274,20 +303,27 @@ class CommandQueue(wiring.Component):
                     with m.Else():
                         with m.If(dword == 0):
                             m.d.sync += [command[:64].eq(self.mem_resp.payload.rdata),
-                                         dword.eq(1)]
+                                         dword.eq(1),
+                                         self.mem_req.payload.addr[_DWORD_LOG2].eq(1)]
                             m.next = "FETCH"
                         with m.Else():
                             m.d.sync += command[64:].eq(self.mem_resp.payload.rdata)
-                            m.next = "EXECUTE"
+                            m.next = "DECODE"
+
+            with m.State("DECODE"):
+                # The command is complete: its decode is registered at the end of this
+                # cycle (issue 7), and so is the offer of its invalidation.
+                m.d.sync += self.inval.valid.eq(~illegal & (is_iotinval | is_iodir))
+                m.next = "EXECUTE"
 
             with m.State("EXECUTE"):
-                with m.If(illegal):
+                with m.If(cmd_illegal):
                     stop(self.set_cmd_ill)  # cqh keeps pointing at the illegal command
-                with m.Elif(is_iotinval | is_iodir):
-                    m.d.comb += self.inval.valid.eq(1)
+                with m.Elif(self.inval.valid):
                     with m.If(self.inval.ready):
+                        m.d.sync += self.inval.valid.eq(0)
                         advance()
-                with m.Elif(is_iofence):
+                with m.Elif(cmd_fence):
                     m.next = "FENCE_WAIT"
                 with m.Else():
                     # ATS.INVAL / ATS.PRGR (legal only with capabilities.ATS): there is
@@ -300,9 +336,11 @@ class CommandQueue(wiring.Component):
                 # once no walk older than them is in flight. PR/PW: this IOMMU moves no
                 # device data itself (translations go back to the requester), so reads
                 # and writes it translated earlier are already ordered by then.
-                with m.If(~self.inval_pending):
-                    with m.If(~av):
-                        m.d.comb += self.set_fence_w_ip.eq(wsi)
+                m.d.sync += [self.mem_req.payload.op.eq(layouts.MemOp.WRITE32),
+                             self.mem_req.payload.addr.eq(fence_addr[:layouts.PA_BITS])]
+                with m.If(~inval_pending):
+                    with m.If(~fence_av):
+                        m.d.comb += self.set_fence_w_ip.eq(fence_wsi)
                         advance()
                     with m.Elif(fence_beyond_pas):
                         stop(self.set_cqmf)
@@ -310,7 +348,7 @@ class CommandQueue(wiring.Component):
                         m.next = "FENCE_WRITE"
 
             with m.State("FENCE_WRITE"):
-                m.d.comb += [fence_store.eq(1), self.mem_req.valid.eq(1)]
+                m.d.comb += self.mem_req.valid.eq(1)
                 with m.If(self.mem_req.ready):
                     m.next = "FENCE_WRITE_WAIT"
 
@@ -320,7 +358,7 @@ class CommandQueue(wiring.Component):
                     with m.If(~resp_ok):
                         stop(self.set_cqmf)  # the command's own store faulted: no WSI
                     with m.Else():
-                        m.d.comb += self.set_fence_w_ip.eq(wsi)
+                        m.d.comb += self.set_fence_w_ip.eq(fence_wsi)
                         advance()
 
             with m.State("HALTED"):

@@ -4,17 +4,23 @@ The queue is a circular buffer in memory (base ``fqb``, 2^(LOG2SZ-1+1) records o
 bytes). The IOMMU is the producer: it writes a record at the tail ``fqt`` and moves
 the tail on; software reads records from the head ``fqh`` and moves the head on.
 
-    IDLE ──report, queue on, not stopped, room──► WRITE ─► WRITE_WAIT ─(4 dwords)─► IDLE
-      │                                            ▲   └──┘               fqt + 1, record_written
-      ├──report, queue full: set_fqof ────────► HALTED (until the register block shows
-      ├── a store faults (WRITE_WAIT): set_fqmf ─┘        fqof/fqmf as ``stopped``)
+    IDLE ──report, queue on, not stopped──► CHECK ──room──► WRITE ─► WRITE_WAIT ─(4 dwords)─► IDLE
+      │                                       │               ▲   └──┘        fqt + 1, record_written
+      │                    queue full: set_fqof ──────────► HALTED (until the register block shows
+      │               a store faults (WRITE_WAIT): set_fqmf ─┘     fqof/fqmf as ``stopped``)
       └──report while off or stopped: dropped
+
+Timing (issue 7): IDLE takes the report into the record in every cycle and registers
+the checks of the slot at ``fqt`` (queue full, record beyond the address space); CHECK
+acts on them a cycle later, so a record costs one cycle more. The checks see the
+indices of the cycle the report was taken, as before. The memory request comes from
+flip-flops: the record is shifted out a dword at a time and its address is registered.
 
 No report is lost silently: one that finds the queue full sets ``fqof`` and one whose
 store faults sets ``fqmf`` (both interrupt sources); either way the register block
 stops the queue until software clears the bit, and reports meanwhile are dropped
 (§6.3). The ``fault`` stream is never held for long: reports are taken at once when
-they cannot be written, and only wait while a record is being stored.
+they cannot be written, and only wait while a record is checked or stored.
 """
 
 from amaranth.hdl import C, Cat, Const, Module, Signal, unsigned
@@ -29,7 +35,7 @@ from .command_queue import queue_index_mask
 __all__ = ["FAULT_QUEUE_STATES", "FAULT_RECORD_LAYOUT", "FaultQueue"]
 
 #: The FSM's states in declaration order (Amaranth numbers them this way in the Verilog).
-FAULT_QUEUE_STATES = ("OFF", "START", "IDLE", "WRITE", "WRITE_WAIT", "HALTED")
+FAULT_QUEUE_STATES = ("OFF", "START", "IDLE", "CHECK", "WRITE", "WRITE_WAIT", "HALTED")
 
 _INDEX_BITS = 32  # fqh / fqt are 32-bit registers (§8.6)
 _RECORD_LOG2 = arch.FAULT_RECORD_SIZE.bit_length() - 1
@@ -60,7 +66,7 @@ class FaultQueue(wiring.Component):
                     owns the RW1C bits and ``ipsr.fip``). After an error pulse reports
                     are dropped until ``stopped`` shows it (or ``fqen`` = 0).
       fault:        reports from the core; taken in the cycle they arrive unless a record
-                    is being stored.
+                    is being checked or stored.
       mem_req, mem_resp: four 8-byte WRITEs per record, always id 0, one outstanding.
 
     ``pas`` is the physical address size: a record beyond 2^pas is an access fault (fqmf)
@@ -103,16 +109,24 @@ class FaultQueue(wiring.Component):
         # fqb + fqt * 32, wide enough to see an address beyond the 56-bit space.
         record_addr = Signal(layouts.PA_BITS + _INDEX_BITS)
         m.d.comb += record_addr.eq((self.fqb_ppn << arch.PAGE_SHIFT) + (self.fqt << _RECORD_LOG2))
-        record_beyond_pas = record_addr[self.pas:].any()  # aligned: fits iff it starts below
+        # The slot's checks and address, registered in every cycle (used in CHECK and
+        # while the record is stored, when fqt does not move).
+        slot_full = Signal()
+        slot_beyond_pas = Signal()
+        slot_addr = Signal(layouts.PA_BITS - _RECORD_LOG2)
+        m.d.sync += [
+            slot_full.eq(full),
+            slot_beyond_pas.eq(record_addr[self.pas:].any()),  # aligned: fits iff it starts below
+            slot_addr.eq(record_addr[_RECORD_LOG2:layouts.PA_BITS]),
+        ]
 
         report = self.fault.payload
-        dwords = record.as_value()
+        dwords = record.as_value()  # dword 0 is the one being stored: shifted out
         m.d.comb += [
             self.mem_req.payload.id.eq(0),
             self.mem_req.payload.op.eq(layouts.MemOp.WRITE),
-            self.mem_req.payload.addr.eq(
-                Cat(C(0, _DWORD_LOG2), dword, record_addr[_RECORD_LOG2:layouts.PA_BITS])),
-            self.mem_req.payload.wdata.eq(dwords.word_select(dword, 64)),
+            self.mem_req.payload.addr.eq(Cat(C(0, _DWORD_LOG2), dword, slot_addr)),
+            self.mem_req.payload.wdata.eq(dwords[:64]),
             self.mem_req.payload.compare.eq(Const(0, 64)),
         ]
 
@@ -134,28 +148,32 @@ class FaultQueue(wiring.Component):
 
             with m.State("IDLE"):
                 m.d.comb += self.fault.ready.eq(1)
+                # Loaded in every cycle: kept only when a report moves to CHECK.
+                m.d.sync += [
+                    record.eq(0),
+                    record.header.cause.eq(report.cause),
+                    record.header.pid.eq(report.process_id),
+                    record.header.pv.eq(report.pv),
+                    record.header.priv.eq(report.priv),
+                    record.header.ttyp.eq(report.ttyp),
+                    record.header.did.eq(report.device_id),
+                    record.iotval.eq(report.iotval),
+                    record.iotval2.eq(report.iotval2),
+                    dword.eq(0),
+                ]
                 with m.If(~self.fqen):
                     m.d.sync += self.fqon.eq(0)
                     m.next = "OFF"
                 with m.Elif(self.fault.valid & ~self.stopped):
-                    with m.If(full):
-                        stop(self.set_fqof)  # this report and later ones are dropped
-                    with m.Elif(record_beyond_pas):
-                        stop(self.set_fqmf)
-                    with m.Else():
-                        m.d.sync += [
-                            record.eq(0),
-                            record.header.cause.eq(report.cause),
-                            record.header.pid.eq(report.process_id),
-                            record.header.pv.eq(report.pv),
-                            record.header.priv.eq(report.priv),
-                            record.header.ttyp.eq(report.ttyp),
-                            record.header.did.eq(report.device_id),
-                            record.iotval.eq(report.iotval),
-                            record.iotval2.eq(report.iotval2),
-                            dword.eq(0),
-                        ]
-                        m.next = "WRITE"
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):
+                with m.If(slot_full):
+                    stop(self.set_fqof)  # this report and later ones are dropped
+                with m.Elif(slot_beyond_pas):
+                    stop(self.set_fqmf)
+                with m.Else():
+                    m.next = "WRITE"
 
             with m.State("WRITE"):
                 m.d.comb += self.mem_req.valid.eq(1)
@@ -172,7 +190,7 @@ class FaultQueue(wiring.Component):
                         m.d.sync += self.fqt.eq(next_fqt)
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += dword.eq(dword + 1)
+                        m.d.sync += [dword.eq(dword + 1), dwords.eq(dwords >> 64)]
                         m.next = "WRITE"
 
             with m.State("HALTED"):

@@ -93,9 +93,32 @@ def _msi(p: P.IOMMUParams):
     return MsiTranslator(p.mem_id_bits, 1, mrif=bool(arch.Cap.MSI_MRIF.get(p.capabilities)))
 
 
-#: One block as the core builds it (one walker: walker1's), for timing work.
+def _registers(p: P.IOMMUParams):
+    from .registers import RegisterFile
+
+    return RegisterFile(p)
+
+
+def _command_queue(p: P.IOMMUParams):
+    from .command_queue import CommandQueue
+
+    return CommandQueue(p.mem_id_bits, p.capabilities)
+
+
+def _fault_queue(p: P.IOMMUParams):
+    from models import arch
+
+    from .fault_queue import FaultQueue
+
+    return FaultQueue(p.mem_id_bits, arch.Cap.PAS.get(p.capabilities))
+
+
+#: One block as the core (or the IOMMU, for the control plane) builds it (one walker:
+#: walker1's), for timing work.
 BLOCK_TOPS = {"walker": _walker, "stage_walker": _stage_walker,
-              "context_fetch": _context_fetch, "iotlb": _iotlb, "msi": _msi}
+              "context_fetch": _context_fetch, "iotlb": _iotlb, "msi": _msi,
+              "registers": _registers, "command_queue": _command_queue,
+              "fault_queue": _fault_queue}
 
 TOPS = ("iommu", "core", *BLOCK_TOPS)
 

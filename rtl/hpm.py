@@ -14,10 +14,16 @@ sources are registered as they arrive (E), matched against every selector into a
 registered count strobe per counter (M), and added (C). A counter therefore shows
 an event 3 cycles after its pulse (software reads take longer than that). What
 depends on the selector alone is decoded when it is written and kept in registers:
-the events it counts (one-hot) and its DMASK care mask (a carry chain of its own).
+the events it counts (one-hot) and its DMASK care mask.
+
+Register writes are registered too (W, issue 7): the strobe, the written halves and
+the data arrive from the register file's decode and are applied one cycle later,
+merged then with the half that is kept, so the address decode is not in front of
+the counters' 64-bit adders and the selector decode. The register file holds the
+next access for that cycle, so a read still sees every earlier write.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -62,13 +68,14 @@ def legal_event_id(value):
 
 def did_gscid_care(selector):
     """The DID_GSCID bits iohpmevt compares: all of them, or with DMASK=1 all but those
-    up to and including the lowest 0 bit of DID_GSCID (§8.10)."""
+    up to and including the lowest 0 bit of DID_GSCID (§8.10).
+
+    Bit i is ignored when every bit below it is 1 (then the lowest 0 is at i or above):
+    a prefix AND per bit, no carry chain (issue 7)."""
     width = Hpmevt.DID_GSCID.width
     want = selector[Hpmevt.DID_GSCID.lo:Hpmevt.DID_GSCID.hi + 1]
-    wide = Cat(want, Const(0, 1))  # one more bit: an all-ones DID_GSCID ignores everything
-    lowest_zero = (~wide & (wide + 1))[:width + 1]
-    ignored = (lowest_zero | (lowest_zero - 1))[:width + 1]
-    return Mux(selector[Hpmevt.DMASK.lo], ~ignored[:width], (1 << width) - 1)
+    dmask = selector[Hpmevt.DMASK.lo]
+    return Cat(~(dmask & want[:i].all()) for i in range(width))
 
 
 def did_gscid_match(selector, value, care):
@@ -105,9 +112,11 @@ class Hpm(wiring.Component):
     Ports:
       inhibit:      iocountinh (bit 0 cycles, bit n counter n).
       write_cycles / write_ctr[n] / write_evt[n]: one-cycle write strobes from the
-                    register file, value in ``wdata`` (already merged for half writes).
-                    A write wins over a count in the same cycle; events pulsed in the
-                    3 cycles before a write may count on top of the written value.
+                    register file, value in ``wdata``, ``write_halves`` the 4-byte
+                    halves written (bit 0 low, bit 1 high; the other half is kept).
+                    The write takes effect 1 cycle after its strobe (W) and wins over
+                    a count in that cycle; events pulsed in the 3 cycles before it
+                    may count on top of the written value.
       cycles, ctr[n], evt[n]: the registers' values (``ctr[0]`` is iohpmctr1).
       ev_request (+ev_request_src): a request was accepted (events 1-3 by addr_type);
                     every ev_* is counted 3 cycles after its pulse (see above).
@@ -115,7 +124,8 @@ class Hpm(wiring.Component):
       ev_walk (+ev_walk_src): a miss with a known context goes to the page tables:
                     TLB_MISS (4) when a stage is active, S_VS_PT_WALK (7) when the first
                     stage is. G_PT_WALK (8) is never raised: the RTL has no G-stage.
-      overflow:     an OF bit went 0 -> 1 this cycle (ipsr.pmip).
+      overflow:     an OF bit went 0 -> 1 in the previous cycle (ipsr.pmip). Registered
+                    (issue 7): the 64-bit all-ones checks are not in front of ipsr.
     """
 
     def __init__(self, counters: int):
@@ -127,6 +137,7 @@ class Hpm(wiring.Component):
             "write_cycles": In(1),
             "write_ctr": In(counters),
             "write_evt": In(counters),
+            "write_halves": In(2),
             "wdata": In(64),
             "cycles": Out(64),
             "ctr": Out(64).array(counters),
@@ -145,17 +156,34 @@ class Hpm(wiring.Component):
         m = Module()
         overflows = []
 
+        # ------------------------------------------------ W: writes registered
+        write_cycles = Signal(name="w_cycles")
+        write_ctr = Signal(self.counters, name="w_ctr")
+        write_evt = Signal(self.counters, name="w_evt")
+        write_halves = Signal(2, name="w_halves")
+        wdata = Signal(64, name="w_data")
+        m.d.sync += [write_cycles.eq(self.write_cycles), write_ctr.eq(self.write_ctr),
+                     write_evt.eq(self.write_evt)]
+        # Loaded by any strobe only, so the halves and data stay with their strobe.
+        with m.If(self.write_cycles | self.write_ctr.any() | self.write_evt.any()):
+            m.d.sync += [write_halves.eq(self.write_halves), wdata.eq(self.wdata)]
+
+        def written(current):
+            """``current`` with the written halves replaced (a 4-byte write keeps the other)."""
+            return Cat(Mux(write_halves[0], wdata[:32], current[:32]),
+                       Mux(write_halves[1], wdata[32:], current[32:]))
+
         # ---------------------------------------------------------- iohpmcycles
         count_width = Iohpmcycles.COUNTER.width
         counter = self.cycles[:count_width]
         of = self.cycles[Iohpmcycles.OF.lo]
-        with m.If(self.write_cycles):
-            m.d.sync += self.cycles.eq(self.wdata)
+        with m.If(write_cycles):
+            m.d.sync += self.cycles.eq(written(self.cycles))
         with m.Elif(~self.inhibit[0]):
             wrap = counter.all()
             m.d.sync += [counter.eq(counter + 1), of.eq(of | wrap)]
         # With OF already 1 the counter just wraps (no new interrupt).
-        overflows.append(~self.write_cycles & ~self.inhibit[0] & counter.all() & ~of)
+        overflows.append(~write_cycles & ~self.inhibit[0] & counter.all() & ~of)
 
         # ------------------------------------------------ E: events registered
         def registered(port, name):
@@ -189,8 +217,9 @@ class Hpm(wiring.Component):
             counted = Signal(len(events), name=f"counted{n + 1}")
             care = Signal(Hpmevt.DID_GSCID.width, name=f"did_care{n + 1}",
                           init=(1 << Hpmevt.DID_GSCID.width) - 1)
-            with m.If(self.write_evt[n]):
-                new_evt = Cat(legal_event_id(self.wdata), self.wdata[Hpmevt.EVENT_ID.width:])
+            with m.If(write_evt[n]):
+                merged = written(evt)
+                new_evt = Cat(legal_event_id(merged), merged[Hpmevt.EVENT_ID.width:])
                 m.d.sync += [evt.eq(new_evt), care.eq(did_gscid_care(new_evt)),
                              counted.eq(Cat(counts_event(new_evt, eid) for _, eid, _ in events))]
             # M: this cycle's events matched against the selector, registered.
@@ -201,15 +230,15 @@ class Hpm(wiring.Component):
                 by_source.append(raised & filter_matches(evt, src, care))
             count = Signal(name=f"count{n + 1}")
             m.d.sync += count.eq(Cat(*by_source).any() & ~self.inhibit[n + 1])
-            with m.If(self.write_ctr[n]):
-                m.d.sync += ctr.eq(self.wdata)
+            with m.If(write_ctr[n]):
+                m.d.sync += ctr.eq(written(ctr))
             with m.Elif(count):
                 # iohpmctrN is 64 bits wide; its wrap sets iohpmevtN.OF (§8.10).
                 wrap = ctr.all()
                 m.d.sync += ctr.eq(ctr + 1)
-                with m.If(wrap & ~self.write_evt[n]):
+                with m.If(wrap & ~write_evt[n]):
                     m.d.sync += ctr_of.eq(1)
-            overflows.append(~self.write_ctr[n] & count & ctr.all() & ~ctr_of)
+            overflows.append(~write_ctr[n] & count & ctr.all() & ~ctr_of)
 
-        m.d.comb += self.overflow.eq(Cat(*overflows).any())
+        m.d.sync += self.overflow.eq(Cat(*overflows).any())
         return m

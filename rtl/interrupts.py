@@ -10,7 +10,7 @@
 pip is never set: this IOMMU has no page-request queue (capabilities.ATS = 0).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -92,47 +92,63 @@ class Interrupts(wiring.Component):
         owed = Signal(VECTORS)
         sendable = Signal(VECTORS)
         m.d.comb += sendable.eq(owed & ~Cat(*self.msi_masked))
-        pick = Signal(range(VECTORS))
-        for v in reversed(range(VECTORS)):
-            with m.If(sendable[v]):
-                m.d.comb += pick.eq(v)
 
-        sending = Signal()  # the MSI store is on the port or awaits its response
-        in_flight = Signal()
-        sent_addr = Signal(MSI_ADDR_BITS)
+        # The store is built from registers (issue 7): IDLE registers the lowest
+        # sendable vector (one-hot), SELECT loads its address and data into the request
+        # with an AND-OR (if it is still owed and unmasked), SEND offers it, WAIT takes
+        # the response. An MSI leaves 2 cycles after it is owed (was at once); the
+        # owed bit clears as the store is accepted, as before.
+        pick = Signal(VECTORS)
+        lowest = Cat(sendable[v] & ~sendable[:v].any() for v in range(VECTORS))
         req = self.mem_req.payload
         taken = Signal(VECTORS)  # the owed bit that leaves this cycle
-        with m.If(self.mem_req.valid & self.mem_req.ready):
-            m.d.comb += taken.eq(1 << pick)
-            m.d.sync += [in_flight.eq(1), sent_addr.eq(req.addr)]
-        m.d.comb += [
-            sending.eq(in_flight | self.fault.valid),
-            self.mem_req.valid.eq(sendable.any() & ~sending),
-            req.op.eq(layouts.MemOp.WRITE32),
-            req.addr.eq(Array(self.msi_addr)[pick]),
-            req.wdata.eq(Array(self.msi_data)[pick]),
-            self.mem_resp.ready.eq(1),
-        ]
+        m.d.comb += [req.op.eq(layouts.MemOp.WRITE32), self.mem_resp.ready.eq(1)]
+        with m.FSM(name="msi"):
+            with m.State("IDLE"):
+                m.d.sync += pick.eq(lowest)
+                with m.If(sendable.any() & ~self.fault.valid):
+                    m.next = "SELECT"
+            with m.State("SELECT"):
+                with m.If((pick & sendable).any()):
+                    m.d.sync += [self.mem_req.valid.eq(1),
+                                 req.addr.eq(_select(pick, self.msi_addr)),
+                                 req.wdata.eq(_select(pick, self.msi_data))]
+                    m.next = "SEND"
+                with m.Else():
+                    m.next = "IDLE"  # masked meanwhile: it waits in owed
+            with m.State("SEND"), m.If(self.mem_req.ready):
+                m.d.comb += taken.eq(pick)
+                m.d.sync += self.mem_req.valid.eq(0)
+                m.next = "WAIT"
+            # A refused store is reported as cause 273 with iotval = msi_addr (§8.9); the
+            # request's address register still holds it.
+            with m.State("WAIT"), m.If(self.mem_resp.valid):
+                m.next = "IDLE"
+                with m.If(self.mem_resp.payload.err != layouts.MemErr.OK):
+                    m.d.sync += [
+                        self.fault.valid.eq(1),
+                        self.fault.payload.eq(0),
+                        self.fault.payload.cause.eq(arch.Cause.IOMMU_MSI_WRITE_ACCESS_FAULT),
+                        self.fault.payload.ttyp.eq(arch.Ttyp.NONE),
+                        self.fault.payload.iotval.eq(req.addr),
+                    ]
         new_owed = Signal(VECTORS)
         m.d.comb += new_owed.eq(_or_all(
             Mux(edge & ~self.wsi_enable, Const(1, VECTORS) << vector, 0)
             for edge, vector in rising))
         m.d.sync += owed.eq((owed & ~taken) | new_owed)
-
-        # A refused store is reported as cause 273 with iotval = msi_addr (§8.9).
-        with m.If(self.mem_resp.valid & in_flight):
-            m.d.sync += in_flight.eq(0)
-            with m.If(self.mem_resp.payload.err != layouts.MemErr.OK):
-                m.d.sync += [
-                    self.fault.valid.eq(1),
-                    self.fault.payload.eq(0),
-                    self.fault.payload.cause.eq(arch.Cause.IOMMU_MSI_WRITE_ACCESS_FAULT),
-                    self.fault.payload.ttyp.eq(arch.Ttyp.NONE),
-                    self.fault.payload.iotval.eq(sent_addr),
-                ]
         with m.If(self.fault.valid & self.fault.ready):
             m.d.sync += self.fault.valid.eq(0)
         return m
+
+
+def _select(one_hot, values):
+    """The element of ``values`` that ``one_hot`` names, as an AND-OR (no priority)."""
+    width = len(values[0])
+    result = Const(0, width)
+    for bit, value in zip(one_hot, values, strict=True):
+        result = result | (value & bit.replicate(width))
+    return result
 
 
 def _or_all(values):

@@ -75,7 +75,9 @@ class RegisterFile(wiring.Component):
     Ports (configuration outputs hold their register's value):
       mmio_req / mmio_resp: register accesses (layouts.MmioRequest / MmioResponse), one
                     response per request, 2 cycles after it is accepted; one access
-                    per cycle. The access takes effect 1 cycle after it is accepted.
+                    per cycle. The access takes effect 1 cycle after it is accepted;
+                    after a write to cqb, fqb or an HPM register (which settles a
+                    cycle later) the next access is performed and answered a cycle later.
       ddtp, fctl:   to the translation core.
       cqb_ppn, cqb_log2szm1, cqt, cqen, cq_stopped: to the command queue; it answers with
                     cqh, cqon, cq_busy and the pulses set_cmd_ill, set_cqmf, set_fence_w_ip.
@@ -169,13 +171,20 @@ class RegisterFile(wiring.Component):
         #      reads what every earlier one wrote.
         # No address compare sits between a flip-flop and a register's enable or the
         # read data; the response comes 2 cycles after the request is accepted.
+        # Some writes finish a cycle after they leave A (issue 7: the HPM registers
+        # them before its counters, a queue base masks its index a cycle later); the
+        # access after such a "settling" write waits in A for that cycle, so it
+        # still reads what every earlier one wrote.
         req = self.mmio_req.payload
         fire = Signal()
         acc_valid = Signal()
         acc = Signal.like(req, name="acc")
         acc_move = Signal()  # the access in A is performed and its response loaded
+        settling = Signal()  # the previous access was a settling write, finishing now
+        settling_hits = []  # the decode flags of the registers whose writes settle
         m.d.comb += [
-            acc_move.eq(acc_valid & (~self.mmio_resp.valid | self.mmio_resp.ready)),
+            acc_move.eq(acc_valid & ~settling
+                        & (~self.mmio_resp.valid | self.mmio_resp.ready)),
             self.mmio_req.ready.eq(~acc_valid | acc_move),
             fire.eq(self.mmio_req.valid & self.mmio_req.ready),
         ]
@@ -193,10 +202,11 @@ class RegisterFile(wiring.Component):
                 m.d.sync += flag.eq(condition)
             return flag
 
-        def register(offset: int, size: int, value, on_write=None, merge_base=None):
-            """Decode one register; ``on_write(m, v)`` runs on a write with ``v`` the new
+        def register(offset: int, size: int, value, on_write=None, merge_base=None,
+                     settles=False):
+            """Decode one register; ``on_write(v)`` runs on a write with ``v`` the new
             full-width value (a 4-byte half merged with ``merge_base``, default the
-            register's read value)."""
+            register's read value). ``settles``: the write finishes a cycle later."""
             value = Cat(value, Const(0, 64))[:8 * size]
             if size == 8:
                 full = decoded(f"acc_{offset:03x}_full", req.wide & (req.addr == offset))
@@ -213,6 +223,8 @@ class RegisterFile(wiring.Component):
                 hit = decoded(f"acc_{offset:03x}", ~req.wide & (req.addr == offset))
                 read_terms.append(value & hit.replicate(32))
                 merged = acc.wdata[:32]
+            if settles:
+                settling_hits.append(hit)
             if on_write is not None:
                 new = Signal(8 * size, name=f"write_{offset:03x}")
                 m.d.comb += new.eq(merged)
@@ -247,11 +259,17 @@ class RegisterFile(wiring.Component):
             return Cat(log2szm1, Const(0, QueueBase.PPN.lo - 5), ppn)
 
         def write_base(log2szm1, ppn, sw_index):
+            # The SW-owned index keeps only its low LOG2SZ bits (§8.6). It is masked
+            # the cycle after the write, with the new LOG2SZ from its register, so no
+            # write decode sits in front of the mask (issue 7); the write settles.
+            remask = Signal(name=f"remask_{sw_index.name}")
+            m.d.sync += remask.eq(0)
+            with m.If(remask):
+                m.d.sync += sw_index.eq(sw_index & index_mask(log2szm1))
+
             def write(v):
-                new_log2 = field(v, QueueBase.LOG2SZ_1)
-                m.d.sync += [log2szm1.eq(new_log2), ppn.eq(field(v, QueueBase.PPN) & ppn_mask),
-                             # the SW-owned index keeps only its low LOG2SZ bits (§8.6)
-                             sw_index.eq(sw_index & index_mask(new_log2))]
+                m.d.sync += [log2szm1.eq(field(v, QueueBase.LOG2SZ_1)),
+                             ppn.eq(field(v, QueueBase.PPN) & ppn_mask), remask.eq(1)]
             return write
 
         def write_index(log2szm1, sw_index):
@@ -260,11 +278,11 @@ class RegisterFile(wiring.Component):
             return write
 
         register(Reg.CQB, 8, queue_base_value(self.cqb_log2szm1, self.cqb_ppn),
-                 write_base(self.cqb_log2szm1, self.cqb_ppn, self.cqt))
+                 write_base(self.cqb_log2szm1, self.cqb_ppn, self.cqt), settles=True)
         register(Reg.CQH, 4, self.cqh)  # owned by the command queue: RO
         register(Reg.CQT, 4, self.cqt, write_index(self.cqb_log2szm1, self.cqt))
         register(Reg.FQB, 8, queue_base_value(self.fqb_log2szm1, self.fqb_ppn),
-                 write_base(self.fqb_log2szm1, self.fqb_ppn, self.fqh))
+                 write_base(self.fqb_log2szm1, self.fqb_ppn, self.fqh), settles=True)
         register(Reg.FQH, 4, self.fqh, write_index(self.fqb_log2szm1, self.fqh))
         register(Reg.FQT, 4, self.fqt)  # owned by the fault queue: RO
         # pqb, pqh, pqt, pqcsr: no page-request queue without ATS; they read 0.
@@ -357,19 +375,30 @@ class RegisterFile(wiring.Component):
             inhibit = Signal(counters + 1)
             m.d.comb += [hpm.inhibit.eq(inhibit), irq.hpm_overflow.eq(hpm.overflow)]
 
+            # The HPM merges a 4-byte write with the half it keeps when it applies it
+            # (a cycle later, rtl/hpm.py), so it gets the raw data in place and the
+            # halves written, not this file's merged value.
+            low_half = acc.wide | ~acc.addr[2]
+            m.d.comb += [
+                hpm.wdata.eq(Cat(acc.wdata[:32], Mux(acc.wide, acc.wdata[32:], acc.wdata[:32]))),
+                hpm.write_halves.eq(Cat(low_half, acc.wide | acc.addr[2])),
+            ]
+
             def write_hpm(strobe):
                 def write(v):
-                    m.d.comb += [strobe.eq(1), hpm.wdata.eq(v)]
+                    m.d.comb += strobe.eq(1)
                 return write
 
             register(Reg.IOCOUNTOVF, 4, Cat(hpm.cycles[63], *(hpm.evt[n][63]
                                                               for n in range(counters))))
             register(Reg.IOCOUNTINH, 4, inhibit,
                      lambda v: m.d.sync.__iadd__(inhibit.eq(v[:counters + 1])))
-            register(Reg.IOHPMCYCLES, 8, hpm.cycles, write_hpm(hpm.write_cycles))
+            register(Reg.IOHPMCYCLES, 8, hpm.cycles, write_hpm(hpm.write_cycles), settles=True)
             for n in range(counters):
-                register(arch.iohpmctr(n + 1), 8, hpm.ctr[n], write_hpm(hpm.write_ctr[n]))
-                register(arch.iohpmevt(n + 1), 8, hpm.evt[n], write_hpm(hpm.write_evt[n]))
+                register(arch.iohpmctr(n + 1), 8, hpm.ctr[n], write_hpm(hpm.write_ctr[n]),
+                         settles=True)
+                register(arch.iohpmevt(n + 1), 8, hpm.evt[n], write_hpm(hpm.write_evt[n]),
+                         settles=True)
 
         # ----------------------------------------------------- debug translation
         if has_dbg:
@@ -378,6 +407,7 @@ class RegisterFile(wiring.Component):
             m.d.comb += self.tr_result.ready.eq(1)
 
         # ------------------------------------------------------------- response
+        m.d.sync += settling.eq(write & Cat(*settling_hits).any())
         rdata = Signal(64)
         m.d.comb += rdata.eq(_or_all(read_terms))  # at most one term is nonzero
         with m.If(acc_move):
@@ -436,8 +466,10 @@ class RegisterFile(wiring.Component):
         res = self.tr_result.payload
         ppn = res.spa[arch.PAGE_SHIFT:arch.PAGE_SHIFT + TrResponse.PPN.width]
         pages_m1 = Signal(TrResponse.PPN.width)  # pages - 1 of the translation
-        m.d.comb += pages_m1.eq((Const(1, TrResponse.PPN.width + 1)
-                                 << (res.size_log2 - arch.PAGE_SHIFT)[:6]) - 1)
+        # Bit i is set for a page of more than 2^i 4 KiB pages: compares with constants,
+        # no shift and no carry chain behind the core's result (issue 7).
+        m.d.comb += pages_m1.eq(Cat(res.size_log2 > arch.PAGE_SHIFT + i
+                                    for i in range(TrResponse.PPN.width)))
         encoded = Signal(64)
         m.d.comb += encoded.eq(Cat(
             Const(0, TrResponse.PBMT.lo), res.pbmt, pages_m1.any(),

@@ -3,7 +3,8 @@
 ``python -m rtl.synth [--preset small|default|large|all] [--top iommu|core|BLOCK] [--jobs N]
 [--no-pnr] [--no-route] [--report-only]``
 
-``BLOCK`` (walker, stage_walker, context_fetch, iotlb, msi) synthesizes one block built
+``BLOCK`` (walker, stage_walker, context_fetch, iotlb, msi, and the control plane's
+registers, command_queue, fault_queue) synthesizes one block built
 from the preset's parameters with a register on each port bit: out of context only
 register-to-register paths are timed, and inside the IOMMU a block's inputs come from
 registers of its neighbours (``rtl.generate.RegisteredBoundary``).
@@ -703,8 +704,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--top", choices=tops, default=default_top(),
                     help=f"what to synthesize (default {default_top()}): core is the "
                          "translation core (IOTLB, context fetch, walkers), iommu the whole "
-                         "IOMMU; walker, stage_walker, context_fetch, iotlb and msi are one "
-                         "block with a register on every port bit (rtl.generate."
+                         "IOMMU; walker, stage_walker, context_fetch, iotlb, msi, registers, "
+                         "command_queue and fault_queue are one block with a register on every port bit (rtl.generate."
                          "RegisteredBoundary), so that its input-to-register paths are "
                          "timed too; the Verilog module is named iommu either way")
     ap.add_argument("--no-route", action="store_true",
