@@ -64,8 +64,10 @@ class WalkCache(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # The walker fills a tag only after its lookup missed, one walk at a time, so
+        # the cache need not search for the fill's tag (issue 7, timing).
         m.submodules.cache = cache = ContextCache(WalkCacheTag, unsigned(layouts.PPN_BITS),
-                                                  self.entries)
+                                                  self.entries, fill_missing_only=True)
         inv = self.inval.payload
         m.d.comb += [
             cache.lookup_en.eq(self.lookup_en),

@@ -894,7 +894,10 @@ class PageTableWalker(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [
                     fs.gpa_req.ready.eq(in_first_stage),
-                    cache.lookup_en.eq(fs.gpa_req.valid & in_first_stage),
+                    # Looked up in every idle cycle: the last one before LOOKUP is
+                    # the accepted request's, and the enable is a state bit, not the
+                    # first stage's request logic (issue 7, timing).
+                    cache.lookup_en.eq(1),
                     cache.lookup_tag.gscid.eq(context.gscid),
                     cache.lookup_tag.gpn.eq(fs.gpa_req.payload.gpa[arch.PAGE_SHIFT:]),
                 ]
