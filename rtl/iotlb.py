@@ -612,8 +612,10 @@ class IOTLB(wiring.Component):
             m.d.sync += [f1_valid.eq(0), f2_valid.eq(0), f3_valid.eq(0), f4_valid.eq(0)]
             for s in range(sets):
                 m.d.sync += f4_replace[s * ways:(s + 1) * ways].eq(0)
+        # The way a fill wrote, for the PLRU: registered like a lookup's (a hint).
         fill_touch = Signal(ways)
-        m.d.comb += fill_touch.eq(Mux(f4_keep, f4_target, 0))
+        fill_touch_set = Signal(max(set_bits, 1))
+        m.d.sync += [fill_touch.eq(Mux(f4_keep, f4_target, 0)), fill_touch_set.eq(f4_set)]
 
         # ------------------------------------------------------------ invalidation
         for s in range(sets):
@@ -654,13 +656,13 @@ class IOTLB(wiring.Component):
                     m.d.sync += valid[s][w].eq(0)
 
         # ------------------------------------------------------------------ PLRU
-        # A lookup uses its way when its result enters stage 3 (registered, applied a
-        # cycle later); a fill when it is written. Both may use a set in one cycle: the
+        # A lookup uses its way when its result enters stage 3, a fill when it is
+        # written (both registered, applied a cycle later). Both may use a set in one cycle: the
         # fill is the later use.
         if plru.bits:
             for s in range(sets):
                 used_by_hit = Mux(Const(1) if sets == 1 else touch_set == s, hit_touch, 0)
-                used_by_fill = Mux(Const(1) if sets == 1 else f4_set == s, fill_touch, 0)
+                used_by_fill = Mux(Const(1) if sets == 1 else fill_touch_set == s, fill_touch, 0)
                 m.d.sync += plru_state[s].eq(
                     plru.touch(plru.touch(plru_state[s], used_by_hit), used_by_fill))
         return m

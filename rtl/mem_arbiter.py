@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pick import round_robin
+from .pick import and_or, one_hot_index, round_robin_one_hot
 
 
 class MemoryArbiter(wiring.Component):
@@ -38,25 +38,23 @@ class MemoryArbiter(wiring.Component):
 
         # Round-robin: the client after the last one granted has priority. The grant
         # is held while the shared request waits for ready (a stream must not change
-        # its payload while valid), so the choice only moves after a handshake.
-        last = Signal(range(n), init=n - 1)
-        grant = Signal(range(n))
+        # its payload while valid), so the choice only moves after a handshake. Grants
+        # are one-hot and the payload an AND-OR of the clients' (issue 7: no index to
+        # decode, no priority chain between a client's valid and the port).
+        last = Signal(n, init=1 << (n - 1))  # one-hot
         locked = Signal()
-        held = Signal(range(n))
-        # Candidates are constants per value of ``last`` (issue 7: no modulo adder).
-        pick = round_robin(m, Cat(c.valid for c in self.client_req), last, n, "rr_pick")
-        m.d.comb += grant.eq(Mux(locked, held, pick))
+        held = Signal(n)  # one-hot
+        valids = Cat(c.valid for c in self.client_req)
+        grant = Signal(n)
+        m.d.comb += grant.eq(Mux(locked, held, round_robin_one_hot(valids, last)))
 
-        with m.Switch(grant):
-            for i in range(n):
-                with m.Case(i):
-                    m.d.comb += [
-                        self.mem_req.valid.eq(self.client_req[i].valid),
-                        self.mem_req.payload.eq(self.client_req[i].payload),
-                    ]
-        m.d.comb += self.mem_req.payload.id.eq(grant)
+        m.d.comb += [
+            self.mem_req.valid.eq((grant & valids).any()),
+            self.mem_req.payload.eq(and_or(grant, [c.payload for c in self.client_req])),
+            self.mem_req.payload.id.eq(one_hot_index(grant, n)),
+        ]
         for i in range(n):
-            m.d.comb += self.client_req[i].ready.eq((grant == i) & self.mem_req.ready)
+            m.d.comb += self.client_req[i].ready.eq(grant[i] & self.mem_req.ready)
         with m.If(self.mem_req.valid & ~self.mem_req.ready):
             m.d.sync += [locked.eq(1), held.eq(grant)]
         with m.If(self.mem_req.valid & self.mem_req.ready):

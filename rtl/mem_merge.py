@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pick import round_robin
+from .pick import and_or, one_hot_index, round_robin_one_hot
 
 
 class MemoryMerge(wiring.Component):
@@ -43,29 +43,26 @@ class MemoryMerge(wiring.Component):
 
         # Round-robin from the client after the last one served; the grant is held
         # while the shared request waits for ready (a stream payload must not change).
-        last = Signal(range(n), init=n - 1)
-        grant = Signal(range(n))
+        # One-hot grants and an AND-OR payload (issue 7, as in MemoryArbiter).
+        last = Signal(n, init=1 << (n - 1))  # one-hot
         locked = Signal()
-        held = Signal(range(n))
-        # Candidates are constants per value of ``last`` (issue 7: no modulo adder).
-        pick = round_robin(m, Cat(c.valid for c in self.client_req), last, n, "rr_pick")
-        m.d.comb += grant.eq(Mux(locked, held, pick))
+        held = Signal(n)  # one-hot
+        valids = Cat(c.valid for c in self.client_req)
+        grant = Signal(n)
+        m.d.comb += grant.eq(Mux(locked, held, round_robin_one_hot(valids, last)))
 
         payload = self.mem_req.payload
-        with m.Switch(grant):
-            for i in range(n):
-                with m.Case(i):
-                    c = self.client_req[i]
-                    m.d.comb += [
-                        self.mem_req.valid.eq(c.valid),
-                        payload.op.eq(c.payload.op),
-                        payload.addr.eq(c.payload.addr),
-                        payload.wdata.eq(c.payload.wdata),
-                        payload.compare.eq(c.payload.compare),
-                        payload.id.eq(Cat(c.payload.id, grant)),
-                    ]
+        chosen = and_or(grant, [Cat(c.payload.op, c.payload.addr, c.payload.wdata,
+                                    c.payload.compare, c.payload.id)
+                                for c in self.client_req])
+        m.d.comb += [
+            self.mem_req.valid.eq((grant & valids).any()),
+            Cat(payload.op, payload.addr, payload.wdata, payload.compare,
+                payload.id[:self.inner_bits]).eq(chosen),
+            payload.id[self.inner_bits:].eq(one_hot_index(grant, n)),
+        ]
         for i in range(n):
-            m.d.comb += self.client_req[i].ready.eq((grant == i) & self.mem_req.ready)
+            m.d.comb += self.client_req[i].ready.eq(grant[i] & self.mem_req.ready)
         with m.If(self.mem_req.valid & ~self.mem_req.ready):
             m.d.sync += [locked.eq(1), held.eq(grant)]
         with m.If(self.mem_req.valid & self.mem_req.ready):

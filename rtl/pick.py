@@ -6,7 +6,10 @@ set bit of a wide vector is isolated with a carry chain (``bits & -bits``), whic
 ECP5's fast carry logic resolves in a fraction of a LUT level per bit.
 """
 
-from amaranth.hdl import Module, Signal
+from functools import reduce
+from operator import or_
+
+from amaranth.hdl import Cat, Const, Module, Signal, Value
 
 
 def round_robin(m: Module, bits, last, n: int, name: str):
@@ -37,3 +40,38 @@ def lowest_one_hot(bits):
     """One-hot of the lowest set bit of ``bits`` (zero when none), as ``bits & -bits``."""
     width = len(bits)
     return (bits & (~bits + 1)[:width])[:width]
+
+
+def round_robin_one_hot(bits, last):
+    """One-hot of the first set bit of ``bits`` after the one-hot ``last``, wrapping
+    around (``last``'s own bit comes last; zero when none is set).
+
+    Each grant bit is its request AND "no request ahead of it in the order ``last``
+    gives": a sum of products over the request bits and ``last``, two or three LUT
+    levels, with no index to decode afterwards (issue 7)."""
+    n = len(bits)
+    grant = []
+    for i in range(n):
+        blocked = []
+        for prev in range(n):
+            order = [(prev + k) % n for k in range(1, n + 1)]  # served after ``prev``
+            ahead = order[:order.index(i)]
+            if ahead:
+                blocked.append(last[prev] & Cat(bits[j] for j in ahead).any())
+        grant.append(bits[i] & ~Cat(*blocked).any() if blocked else bits[i])
+    return Cat(*grant)
+
+
+def one_hot_index(one_hot, n: int):
+    """The index of the set bit of a one-hot (or zero) vector, as an OR of constants."""
+    width = max(1, (n - 1).bit_length())
+    return Cat(Cat(one_hot[i] for i in range(n) if (i >> b) & 1).any()
+               if any((i >> b) & 1 for i in range(n)) else Const(0, 1)
+               for b in range(width))
+
+
+def and_or(one_hot, values):
+    """``values[i]`` for the set bit ``i`` of ``one_hot`` (zero when none): an AND-OR."""
+    width = len(Value.cast(values[0]))
+    return reduce(or_, (Value.cast(v) & one_hot[i].replicate(width)
+                        for i, v in enumerate(values)))
