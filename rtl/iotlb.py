@@ -209,8 +209,9 @@ class IOTLB(wiring.Component):
                invalidation was applied meanwhile: a miss is always safe).
       fill:    In stream of ``Fill``. Ready while the fill register is empty (a
                registered signal); a fill accepted at clock edge k into an idle fill
-               path is written at edge k + ``FILL_LATENCY``, so a lookup accepted at that
-               edge or later sees it. One fill per ``FILL_LATENCY + 1`` cycles at most
+               path is written at edge k + ``FILL_LATENCY`` + 1, and a lookup accepted
+               at edge k + ``FILL_LATENCY`` or later sees it (one accepted then compares
+               with the fill as it is written). One fill per ``FILL_LATENCY + 2`` cycles at most
                (fills come from walks, far rarer). A fill overlapping a cached page of
                the same requester in its set replaces it.
       inval:   In stream of ``layouts.Invalidation``, always ready; registered, each
@@ -232,7 +233,7 @@ class IOTLB(wiring.Component):
     """
 
     LOOKUP_LATENCY = 3  # clock edges from a lookup's acceptance to its result
-    FILL_LATENCY = 4  # clock edges from a fill's acceptance to its write
+    FILL_LATENCY = 3  # clock edges from a fill's acceptance to the first lookup that sees it
     INVAL_CYCLES = 3  # cycles ``inval_busy`` is high after an invalidation's acceptance
 
     def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
@@ -326,6 +327,13 @@ class IOTLB(wiring.Component):
             m.d.sync += inv.eq(self.inval.payload)
         m.d.comb += self.inval_busy.eq(inv_valid | inv_match | inv_apply)
         drop_q = per_entry(1, "drop")  # dropped at the edge ending inv_apply
+        # The fill being written (F4, below): its entry, and per entry (set-major)
+        # whether it is written at this edge.
+        pend_tag = Signal(EntryTag)
+        pend_scope = Signal(EntryScope)
+        pend_data = Signal(EntryData)
+        f4_write = Signal(sets * ways)
+        f4_keep = Signal()  # the entry written is left valid
 
         s3_in_ready = Signal()  # stage 3 (the result skid buffer) takes a result
         s2_ready = ~s2_valid | s3_in_ready
@@ -348,12 +356,10 @@ class IOTLB(wiring.Component):
         s1_valid_ways = in_set(s1_set, [Cat(valid[s]) for s in range(sets)], ways, "s1_valid")
         s1_tags = ways_of(s1_set, tag, EntryTag, "s1_tag")
         s1_data = ways_of(s1_set, entry, EntryData, "s1_data")
-        s1_changed = in_set(s1_set, [Cat(changed[s]) for s in range(sets)], ways, "s1_changed")
 
-        s1_hit = Signal(ways)
-        for w in range(ways):
-            t, d = s1_tags[w], s1_data[w]
-            permitted = Signal(name=f"s1_permitted_way{w}")
+        def matches(t, d, name):
+            """The lookup in stage 1 hits the entry with tag ``t`` and data ``d``."""
+            permitted = Signal(name=f"s1_permitted_{name}")
             with m.Switch(s1_key.access):
                 with m.Case(Access.READ):
                     m.d.comb += permitted.eq(d.r)
@@ -362,20 +368,36 @@ class IOTLB(wiring.Component):
                 with m.Case(Access.EXECUTE):
                     # A Supervisor may never execute from a U page, whatever SUM says (§5.4).
                     m.d.comb += permitted.eq(d.x & ~(s1_key.priv & d.u))
-            m.d.comb += s1_hit[w].eq(
-                s1_valid_ways[w]
-                & (t.device_id == s1_key.device_id) & (t.pv == s1_key.pv)
-                & (t.process_id == s1_key.process_id) & (t.priv == s1_key.priv)
-                & _same_page(t.vpn, t.span, s1_key.vpn)
-                & permitted)
+            return ((t.device_id == s1_key.device_id) & (t.pv == s1_key.pv)
+                    & (t.process_id == s1_key.process_id) & (t.priv == s1_key.priv)
+                    & _same_page(t.vpn, t.span, s1_key.vpn)
+                    & permitted)
 
-        # A hit on an entry that changes at this edge is dropped (a miss is always safe);
-        # the stage-2 vector keeps dropping them while it waits, and the select below
-        # masks the ones changing as it leaves (``changed`` comes from flip-flops).
+        s1_hit = Signal(ways)
+        for w in range(ways):
+            m.d.comb += s1_hit[w].eq(s1_valid_ways[w] & matches(s1_tags[w], s1_data[w], f"way{w}"))
+        # The fill written at this edge is compared too (forwarded): the way it writes
+        # takes that compare instead of the old entry's, so a lookup in the cycle of a
+        # write sees the new entry, which its stage-2 select will read. Without it, a
+        # requester that asks again as the previous walk's fill is written would miss
+        # every time (the walk and the fill would keep step with its requests).
+        pend_hit = Signal()
+        m.d.comb += pend_hit.eq(f4_keep & matches(pend_tag, pend_data, "fill"))
+        s1_written = in_set(s1_set, [f4_write[s * ways:(s + 1) * ways] for s in range(sets)],
+                            ways, "s1_written")
+        s1_inval = in_set(s1_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s1_inval")
+
+        # A hit on an entry an invalidation drops at this edge is dropped (a miss is
+        # always safe); the stage-2 vector keeps dropping the hits on entries rewritten
+        # or dropped while it waits, and the select below masks the invalidated ones as
+        # it leaves (every mask comes from flip-flops). An entry that an overlapping fill
+        # replaces keeps its data: a hit on it reads what it compared.
         s1_hit_kept = Signal(ways)
-        m.d.comb += s1_hit_kept.eq(s1_hit & ~s1_changed & s1_valid.replicate(ways))
+        m.d.comb += s1_hit_kept.eq(((s1_written & pend_hit.replicate(ways)) | (~s1_written & s1_hit))
+                                   & ~s1_inval & s1_valid.replicate(ways))
         s2_set = Signal(max(set_bits, 1))
         s2_changed = in_set(s2_set, [Cat(changed[s]) for s in range(sets)], ways, "s2_changed")
+        s2_inval = in_set(s2_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s2_inval")
         with m.If(s2_ready):
             m.d.sync += [
                 s2_valid.eq(s1_valid),
@@ -388,8 +410,10 @@ class IOTLB(wiring.Component):
             m.d.sync += s2_hit.eq(s2_hit & ~s2_changed)
 
         # ---------------------------------------------- stage 2: AND-OR data select
+        # (The select reads the entries before this edge: a write at this edge does not
+        # change what a hit leaving now reads.)
         s2_hit_kept = Signal(ways)
-        m.d.comb += s2_hit_kept.eq(s2_hit & ~s2_changed)
+        m.d.comb += s2_hit_kept.eq(s2_hit & ~s2_inval)
         s2_tags = ways_of(s2_set, tag, EntryTag, "s2_tag")
         s2_data = ways_of(s2_set, entry, EntryData, "s2_data")
         hit_data = Signal(EntryData)
@@ -455,7 +479,7 @@ class IOTLB(wiring.Component):
                          skid_way.eq(s2_hit_kept), skid_set.eq(s2_set)]
         # A result selected before the invalidation's matches were registered may use
         # an entry it drops: it becomes a miss at the drop edge, wherever it waits.
-        # (Later selections are masked by ``changed`` on their way through stage 2.)
+        # (Later selections are masked on their way through stage 2.)
         drops = [Cat(drop_q[s]) for s in range(sets)]
         s3_dropped = (s3_way & in_set(s3_set, drops, ways, "s3_drops")).any()
         skid_dropped = (skid_way & in_set(skid_set, drops, ways, "skid_drops")).any()
@@ -472,8 +496,8 @@ class IOTLB(wiring.Component):
         # tag compare, or from a priority pick) to the write enables of the entries
         # (issue 7, timing):
         #   F1  the accepted fill, its entry fields made;
-        #   F2  compared with every way of its set: overlapping, free and PLRU ways;
-        #   F3  the first overlapping and the first free way (one-hot);
+        #   F2  compared with every way of its set: overlapping and free ways;
+        #   F3  the first overlapping and the first free way (one-hot), the PLRU way;
         #   F4  the way to write (one-hot) and the ways it replaces, both registered:
         #       the entries' enables come straight from flip-flops.
         # A fill moves on from F1 only when F2-F4 are empty, so each compare sees
@@ -510,7 +534,7 @@ class IOTLB(wiring.Component):
         # An invalidation in the cycle a fill is accepted, or while it is on its way in,
         # might cover the translation (it was walked before the invalidation took
         # effect): the fill is dropped, still accepted. A fill accepted later is written
-        # after the invalidation is applied (FILL_LATENCY > INVAL_CYCLES).
+        # after the invalidation is applied (FILL_LATENCY + 1 > INVAL_CYCLES).
         inval_now = (self.inval.valid & self.inval.ready) | self.flush
         m.d.comb += self.inval.ready.eq(1)
 
@@ -533,14 +557,10 @@ class IOTLB(wiring.Component):
             m.d.sync += f1_valid.eq(0)
 
         # F2-F4 never hold more than one fill, so they share its fields.
-        pend_tag = Signal(EntryTag)
-        pend_scope = Signal(EntryScope)
-        pend_data = Signal(EntryData)
         f1_set = Signal(max(set_bits, 1))
         m.d.comb += f1_set.eq(set_of(f1_tag.vpn))
         f1_valid_ways = in_set(f1_set, [Cat(valid[s]) for s in range(sets)], ways, "f1_valid")
         f1_tags = ways_of(f1_set, tag, EntryTag, "f1_tag")
-        f1_plru = in_set(f1_set, plru_state, plru.bits, "f1_plru")
 
         # Two entries of one requester must never cover the same page: the AND-OR select
         # would merge them. So a fill replaces every entry of the set it overlaps.
@@ -554,7 +574,6 @@ class IOTLB(wiring.Component):
         f2_set = Signal(max(set_bits, 1))
         f2_overlap = Signal(ways)
         f2_free = Signal(ways)
-        f2_victim = Signal(ways)
         m.d.sync += f2_valid.eq(f1_advance)
         with m.If(f1_advance):
             m.d.sync += [
@@ -562,7 +581,6 @@ class IOTLB(wiring.Component):
                 f2_set.eq(f1_set),
                 f2_overlap.eq(overlap),
                 f2_free.eq(~f1_valid_ways),
-                f2_victim.eq(plru.victim(f1_plru)),
             ]
 
         # F3: the two priority picks, each registered on its own.
@@ -579,7 +597,9 @@ class IOTLB(wiring.Component):
             f3_first_overlap.eq(lowest_one_hot(f2_overlap)),
             f3_first_free.eq(lowest_one_hot(f2_free)),
             f3_any_free.eq(f2_free.any()),
-            f3_victim.eq(f2_victim),
+            # The PLRU victim is read here, not in F2: the previous fill's and the
+            # lookups' uses are applied a cycle after they happen.
+            f3_victim.eq(plru.victim(in_set(f2_set, plru_state, plru.bits, "f2_plru"))),
         ]
 
         target = Signal(ways)  # one-hot: the way written
@@ -590,7 +610,6 @@ class IOTLB(wiring.Component):
         with m.Else():
             m.d.comb += target.eq(f3_victim)
         # Per entry (set-major): written, or dropped because the new entry covers it.
-        f4_write = Signal(sets * ways)
         f4_replace = Signal(sets * ways)
         f4_set = Signal(max(set_bits, 1))
         f4_target = Signal(ways)
@@ -606,7 +625,6 @@ class IOTLB(wiring.Component):
         # Dropped on the way in: the invalidation is the later event. A fill in F4 is
         # still written (the victim way is given up, which a cache may always do) but
         # left invalid, so the write enables need no invalidation term.
-        f4_keep = Signal()
         m.d.comb += f4_keep.eq(f4_valid & ~inval_now)
         with m.If(inval_now):
             m.d.sync += [f1_valid.eq(0), f2_valid.eq(0), f3_valid.eq(0), f4_valid.eq(0)]

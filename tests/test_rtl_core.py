@@ -34,7 +34,8 @@ def test_testbench_on_a_stub(sim):
 # One pytest item per group of cocotb tests, so pytest-xdist spreads them over the cores.
 CORE_GROUPS = {
     "off-bare": ["ddtp_off_blocks_everything", "ddtp_bare_passes_untranslated_through"],
-    "sv39": ["one_level_ddt_sv39", "invalidation_makes_table_changes_visible"],
+    "sv39": ["one_level_ddt_sv39", "invalidation_makes_table_changes_visible",
+             "repeated_page_hits_after_one_walk"],
     "invalidation": ["invalidation_under_traffic"],
     "random-1lvl": ["random_traffic/system=lvl1"],
     "random-2lvl": ["random_traffic/system=lvl2"],

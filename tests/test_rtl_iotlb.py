@@ -121,8 +121,9 @@ class TB:
 
     async def fill(self, ctx, t: Translation, inval: Inval | None = None, settle=True):
         """One fill (and, if given, an invalidation in the cycle it is accepted). With
-        ``settle``, return once it is written (``IOTLB.FILL_LATENCY`` edges after it was
-        accepted), so that whatever is driven next comes after the write."""
+        ``settle``, return once it is written (``IOTLB.FILL_LATENCY`` + 1 edges after it
+        was accepted; lookups see it an edge earlier), so that whatever is driven next,
+        an invalidation included, comes after the write."""
         self._drive_fill(ctx, t)
         waited = 0
         while not ctx.get(self.dut.fill.ready):
@@ -136,7 +137,7 @@ class TB:
         ctx.set(self.dut.fill.valid, 0)
         ctx.set(self.dut.inval.valid, 0)
         if settle:
-            await self.tick(ctx, IOTLB.FILL_LATENCY)
+            await self.tick(ctx, IOTLB.FILL_LATENCY + 1)
 
     async def invalidate(self, ctx, cmd: Inval):
         self._drive_inval(ctx, cmd)
@@ -326,6 +327,28 @@ def test_hit_latency_is_fixed_at_one_lookup_per_cycle():
             assert res.hit == (want is not None), f"page {vpn:#x}"
             if want:
                 assert res.ppn == want.ppn
+
+    tb.run(bench)
+
+
+@pytest.mark.parametrize("delay", range(IOTLB.FILL_LATENCY + 3))
+def test_a_refill_of_a_cached_page_never_hides_it(delay):
+    """A second walk of a cached page (a request that missed while the first fill was on
+    its way in) fills it again: every lookup hits, whenever it falls against that
+    write. (Before the written entry was forwarded to stage 1, a lookup in the cycle
+    of the write lost its hit, and a device asking again at that moment after every
+    walk missed every time.)"""
+    tb = TB(entries=8)
+    host = Requester(device_id=5)
+    page = Translation(host, 0x321, 0x654)
+
+    async def bench(ctx):
+        await tb.fill(ctx, page)
+        await tb.fill(ctx, page, settle=False)  # the same translation again
+        await tb.tick(ctx, delay)
+        [(_, _, res)] = await tb.lookups(ctx, [(host, page.vpn, Access.READ)])
+        assert res.hit and res.ppn == page.ppn, \
+            f"a lookup accepted {delay + 1} edges after a refill missed"
 
     tb.run(bench)
 
@@ -635,7 +658,7 @@ def test_a_fill_in_the_cycle_of_an_invalidation_does_not_survive_it():
     tb.run(bench)
 
 
-@pytest.mark.parametrize("delay", range(IOTLB.FILL_LATENCY))
+@pytest.mark.parametrize("delay", range(IOTLB.FILL_LATENCY + 1))  # + 1: as it is written
 def test_a_fill_on_its_way_in_does_not_survive_an_invalidation(delay):
     """An invalidation accepted ``delay`` cycles after a fill, before the fill is
     written, drops it (and one that does not cover the fill drops it too: harmless)."""

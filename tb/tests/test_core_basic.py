@@ -136,6 +136,34 @@ async def one_level_ddt_sv39(dut, stress):
         assert misses < figures["events"]["ev_request"], "repeated pages should hit the IOTLB"
 
 
+@cocotb.test()
+async def repeated_page_hits_after_one_walk(dut):
+    """A device that asks for the same page again as soon as it has its answer, and after
+    0-9 idle cycles: one walk per page, every later request a hit. (The IOTLB's fill
+    must be visible however the next request falls against it; a miss is legal but
+    this pattern must not keep missing.)"""
+    memory = Memory()
+    alloc = FrameAllocator(memory)
+    ddt = DeviceDirectory(memory, alloc, DdtpMode.LVL1, extended=extended_dc())
+    table = PageTable(memory, alloc, arch.SV39)
+    gaps = range(10)
+    for gap in gaps:
+        table.map(0x10_0000 + (gap << 12), 0x9_0000_0000 + (gap << 12))
+    ddt.install(3, DeviceContext(tc=Tc.V.put(1), ta=Ta.PSCID.put(2), fsc=table.atp()))
+    tb = TB(dut, memory)
+    await tb.reset()
+    tb.configure(ddt.ddtp())
+    before = tb.events.counts.get("ev_iotlb_miss", 0)
+    for gap in gaps:
+        for k in range(4):
+            response = await tb.translate(Request(device_id=3, iova=0x10_0000 + (gap << 12) + 8 * k))
+            assert response.ok, f"gap {gap}: request {k} faulted"
+            await ClockCycles(dut.clk, gap)
+    tb.report()
+    misses = tb.events.counts.get("ev_iotlb_miss", 0) - before
+    assert misses == len(gaps), f"{misses} IOTLB misses for {len(gaps)} pages asked 4 times each"
+
+
 # Names are short identifiers so cocotb puts them in the test name (random_traffic/system=lvl1).
 SYSTEMS = {
     "lvl1": {"ddt_mode": "1LVL", "schemes": ("Sv39",), "pd_modes": ("PD8",)},
