@@ -144,21 +144,19 @@ class TranslationCore(wiring.Component):
         # ``inval_seen``, the cycle the caches see it: what is busy then may have read a
         # cache before the invalidation reached it; what finished before left with the
         # data it had, as it would have a cycle earlier.
-        inv_valid = Signal()
+        inval_seen = Signal()  # the registered invalidation's valid
         inv = Signal(layouts.Invalidation)
-        inval_seen = Signal()
-        m.d.sync += inv_valid.eq(self.inval.valid)
+        m.d.sync += inval_seen.eq(self.inval.valid)
         with m.If(self.inval.valid):
             m.d.sync += inv.eq(self.inval.payload)
         m.d.comb += [
-            inval_seen.eq(inv_valid),
             self.inval.ready.eq(1),
-            iotlb.inval.valid.eq(inv_valid),
+            iotlb.inval.valid.eq(inval_seen),
             iotlb.inval.payload.eq(inv),
-            ctx.inval.valid.eq(inv_valid),
+            ctx.inval.valid.eq(inval_seen),
             ctx.inval.payload.eq(inv),
             # The walkers' walk caches (IOTINVAL.GVMA).
-            *(w.inval.valid.eq(inv_valid) for w in walkers),
+            *(w.inval.valid.eq(inval_seen) for w in walkers),
             *(w.inval.payload.eq(inv) for w in walkers),
         ]
 
@@ -361,6 +359,8 @@ class TranslationCore(wiring.Component):
         # while ``out`` is held waits in ``out_skid``. Every entry waiting during an
         # invalidation becomes stale.
         out_moves = ~out_valid | out_taken
+        with m.If(out_skid_valid):
+            m.d.sync += out_skid.stale.eq(out_skid.stale | inval_seen)
         with m.If(out_moves):
             with m.If(out_skid_valid):
                 m.d.sync += [out.eq(out_skid), out.stale.eq(out_skid.stale | inval_seen),
@@ -370,12 +370,9 @@ class TranslationCore(wiring.Component):
                              out_valid.eq(out_load)]
         with m.Else():
             m.d.sync += out.stale.eq(out.stale | inval_seen)
-            with m.If(out_load):
-                m.d.sync += [out_skid.eq(incoming), out_skid_valid.eq(1)]
-        with m.If(out_skid_valid):
-            m.d.sync += out_skid.stale.eq(out_skid.stale | inval_seen)
-        with m.If(~out_moves & out_load):
-            m.d.sync += out_skid.stale.eq(incoming.stale | inval_seen)
+            with m.If(out_load):  # only while the skid is empty (``out_free``)
+                m.d.sync += [out_skid.eq(incoming), out_skid.stale.eq(incoming.stale | inval_seen),
+                             out_skid_valid.eq(1)]
 
         # The fault record of whatever enters ``out`` (§6.2): no PID → PID/PRIV 0.
         report = Signal(layouts.FaultReport)

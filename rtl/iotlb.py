@@ -15,16 +15,13 @@ the stages' enables come from flip-flops, not from the consumer's ``result.ready
 (issue 7: that chain ran through the core's decide logic into ~600 enables).
 """
 
-from functools import reduce
-from operator import or_
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
 from .layouts import Access, InvalKind
-from .pick import lowest_one_hot
+from .pick import and_or, lowest_one_hot
 
 # A superpage ignores whole groups of VPN bits. Bit i of an entry's ``span`` is set
 # when VPN group i lies inside its page; sizes nest, so ``span`` is a thermometer code.
@@ -315,7 +312,8 @@ class IOTLB(wiring.Component):
         #   apply     the matching entries are dropped at the edge ending ``inv_apply``.
         # While it is on its way (``inval_busy``) no result leaves; hits a lookup in
         # flight found on a matching entry are dropped on the way, and the results
-        # waiting at the apply edge lose their hits (rare; a miss is always safe).
+        # waiting at the apply edge lose the hits on entries it drops (a miss is always
+        # safe).
         inv_valid = Signal()
         inv = Signal(layouts.Invalidation)
         inv_match = Signal()
@@ -419,11 +417,8 @@ class IOTLB(wiring.Component):
         hit_data = Signal(EntryData)
         hit_span = Signal(SPAN_BITS)
         m.d.comb += [
-            hit_data.as_value().eq(reduce(or_, (
-                d.as_value() & s2_hit_kept[w].replicate(len(d.as_value()))
-                for w, d in enumerate(s2_data)))),
-            hit_span.eq(reduce(or_, (t.span & s2_hit_kept[w].replicate(SPAN_BITS)
-                                     for w, t in enumerate(s2_tags)))),
+            hit_data.as_value().eq(and_or(s2_hit_kept, [d.as_value() for d in s2_data])),
+            hit_span.eq(and_or(s2_hit_kept, [t.span for t in s2_tags])),
         ]
         selected = Signal(self.result_layout)  # the result, as it enters stage 3
         m.d.comb += [
@@ -436,7 +431,7 @@ class IOTLB(wiring.Component):
             selected.u.eq(hit_data.u), selected.g.eq(hit_data.g),
             selected.pbmt.eq(hit_data.pbmt),
         ]
-        # The page size: the span is a thermometer code, so its population is the size.
+        # The page size of the hit's span (SPAN_OF_SIZE_LOG2); 0 on a miss.
         with m.Switch(hit_span):
             for size_log2, span in SPAN_OF_SIZE_LOG2.items():
                 with m.Case(span):
@@ -450,7 +445,7 @@ class IOTLB(wiring.Component):
                      touch_set.eq(s2_set)]
 
         # ------------------------------------------- stage 3: the registered result
-        # A skid buffer: ``s3`` drives the result port, ``s3_skid`` takes the result
+        # A skid buffer: ``s3`` drives the result port, ``skid`` takes the result
         # stage 2 sent in the cycle the consumer stalled; ``s3_in_ready`` is a flip-flop.
         s3_valid = Signal()
         s3 = Signal(self.result_layout)

@@ -1,11 +1,11 @@
 """One memory master port shared by the IOMMU's walkers and its context fetch."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pick import and_or, one_hot_index, round_robin_one_hot
+from .pick import and_or, held_round_robin, one_hot_index
 
 
 class MemoryArbiter(wiring.Component):
@@ -36,29 +36,17 @@ class MemoryArbiter(wiring.Component):
         m = Module()
         n = self.ports
 
-        # Round-robin: the client after the last one granted has priority. The grant
-        # is held while the shared request waits for ready (a stream must not change
-        # its payload while valid), so the choice only moves after a handshake. Grants
-        # are one-hot and the payload an AND-OR of the clients' (issue 7: no index to
-        # decode, no priority chain between a client's valid and the port).
-        last = Signal(n, init=1 << (n - 1))  # one-hot
-        locked = Signal()
-        held = Signal(n)  # one-hot
-        valids = Cat(c.valid for c in self.client_req)
-        grant = Signal(n)
-        m.d.comb += grant.eq(Mux(locked, held, round_robin_one_hot(valids, last)))
-
+        # Round-robin, one-hot grants and an AND-OR payload (issue 7: no index to decode,
+        # no priority chain between a client's valid and the port).
+        grant, valid = held_round_robin(m, Cat(c.valid for c in self.client_req),
+                                        self.mem_req.ready)
         m.d.comb += [
-            self.mem_req.valid.eq((grant & valids).any()),
+            self.mem_req.valid.eq(valid),
             self.mem_req.payload.eq(and_or(grant, [c.payload for c in self.client_req])),
             self.mem_req.payload.id.eq(one_hot_index(grant, n)),
         ]
         for i in range(n):
             m.d.comb += self.client_req[i].ready.eq(grant[i] & self.mem_req.ready)
-        with m.If(self.mem_req.valid & ~self.mem_req.ready):
-            m.d.sync += [locked.eq(1), held.eq(grant)]
-        with m.If(self.mem_req.valid & self.mem_req.ready):
-            m.d.sync += [locked.eq(0), last.eq(grant)]
 
         # Responses go back to the client named by the id.
         for i in range(n):

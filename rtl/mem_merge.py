@@ -1,11 +1,11 @@
 """One memory port for the whole IOMMU: the core, the queues and the MSI sender."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pick import and_or, one_hot_index, round_robin_one_hot
+from .pick import and_or, held_round_robin, one_hot_index
 
 
 class MemoryMerge(wiring.Component):
@@ -41,32 +41,21 @@ class MemoryMerge(wiring.Component):
         m = Module()
         n = self.clients
 
-        # Round-robin from the client after the last one served; the grant is held
-        # while the shared request waits for ready (a stream payload must not change).
-        # One-hot grants and an AND-OR payload (issue 7, as in MemoryArbiter).
-        last = Signal(n, init=1 << (n - 1))  # one-hot
-        locked = Signal()
-        held = Signal(n)  # one-hot
-        valids = Cat(c.valid for c in self.client_req)
-        grant = Signal(n)
-        m.d.comb += grant.eq(Mux(locked, held, round_robin_one_hot(valids, last)))
-
+        # Round-robin, one-hot grants and an AND-OR payload (issue 7, as in MemoryArbiter).
+        grant, valid = held_round_robin(m, Cat(c.valid for c in self.client_req),
+                                        self.mem_req.ready)
         payload = self.mem_req.payload
         chosen = and_or(grant, [Cat(c.payload.op, c.payload.addr, c.payload.wdata,
                                     c.payload.compare, c.payload.id)
                                 for c in self.client_req])
         m.d.comb += [
-            self.mem_req.valid.eq((grant & valids).any()),
+            self.mem_req.valid.eq(valid),
             Cat(payload.op, payload.addr, payload.wdata, payload.compare,
                 payload.id[:self.inner_bits]).eq(chosen),
             payload.id[self.inner_bits:].eq(one_hot_index(grant, n)),
         ]
         for i in range(n):
             m.d.comb += self.client_req[i].ready.eq(grant[i] & self.mem_req.ready)
-        with m.If(self.mem_req.valid & ~self.mem_req.ready):
-            m.d.sync += [locked.eq(1), held.eq(grant)]
-        with m.If(self.mem_req.valid & self.mem_req.ready):
-            m.d.sync += [locked.eq(0), last.eq(grant)]
 
         resp = self.mem_resp.payload
         owner = resp.id[self.inner_bits:]
