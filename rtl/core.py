@@ -28,11 +28,12 @@ from models import arch
 from . import layouts
 from .context_fetch import ContextFetch
 from .hpm import EventSource
-from .iotlb import IOTLB, Fill
+from .iotlb import Fill
 from .mem_arbiter import MemoryArbiter
 from .params import DEFAULT, IOMMUParams
 from .pick import lowest_set, round_robin
 from .skid import SkidBuffer
+from .split_iotlb import make_iotlb
 from .walker import PageTableWalker
 
 # Causes a DC with DTF=1 still reports (§6.3); everything else is suppressed.
@@ -111,7 +112,7 @@ class TranslationCore(wiring.Component):
         request_layout = layouts.translation_request(p.tag_bits)
         response_layout = layouts.translation_response(p.tag_bits)
 
-        m.submodules.iotlb = iotlb = IOTLB(p.iotlb_entries, p.iotlb_ways, request_layout)
+        m.submodules.iotlb = iotlb = make_iotlb(p, request_layout)
         m.submodules.context_fetch = ctx = ContextFetch(
             p.mem_id_bits, 0, p.dc_cache_entries, p.pc_cache_entries, p.capabilities)
         walkers = [PageTableWalker(p.mem_id_bits, i + 1, p.capabilities,
@@ -137,20 +138,22 @@ class TranslationCore(wiring.Component):
         m.d.comb += [ctx.ddtp.eq(self.ddtp), ctx.fctl.eq(self.fctl)]
 
         # ------------------------------------------------------- invalidations
-        # Registered once here, then broadcast to every cache; always ready (each cache
-        # applies it in a cycle or more). The register keeps the command queue's decode
-        # off the caches' valid bits and write enables (issue 7). The core's own
+        # Registered once here, then broadcast to every cache. Ready when the IOTLB can
+        # take one (it scans its sets, one per cycle) and none is in the register, so
+        # the IOTLB always takes the registered one. The register keeps the command
+        # queue's decode off the caches' valid bits and write enables (issue 7). The core's own
         # bookkeeping (stale slots and results) looks at the registered one too,
         # ``inval_seen``, the cycle the caches see it: what is busy then may have read a
         # cache before the invalidation reached it; what finished before left with the
         # data it had, as it would have a cycle earlier.
         inval_seen = Signal()  # the registered invalidation's valid
         inv = Signal(layouts.Invalidation)
-        m.d.sync += inval_seen.eq(self.inval.valid)
-        with m.If(self.inval.valid):
+        m.d.sync += inval_seen.eq(self.inval.valid & self.inval.ready)
+        with m.If(self.inval.valid & self.inval.ready):
             m.d.sync += inv.eq(self.inval.payload)
         m.d.comb += [
-            self.inval.ready.eq(1),
+            # iotlb.inval.ready is a flip-flop's: it falls only after an acceptance.
+            self.inval.ready.eq(iotlb.inval.ready & ~inval_seen),
             iotlb.inval.valid.eq(inval_seen),
             iotlb.inval.payload.eq(inv),
             ctx.inval.valid.eq(inval_seen),

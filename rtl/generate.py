@@ -80,9 +80,9 @@ def _context_fetch(p: P.IOMMUParams):
 
 def _iotlb(p: P.IOMMUParams):
     from . import layouts
-    from .iotlb import IOTLB
+    from .split_iotlb import make_iotlb
 
-    return IOTLB(p.iotlb_entries, p.iotlb_ways, layouts.translation_request(p.tag_bits))
+    return make_iotlb(p, layouts.translation_request(p.tag_bits))
 
 
 def _msi(p: P.IOMMUParams):

@@ -17,6 +17,7 @@ the stages' enables come from flip-flops, not from the consumer's ``result.ready
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
@@ -150,6 +151,23 @@ def _inside_page_mask(span, width):
     return Cat(*parts, Const(0, width - SPAN_GROUPS[-1][1]))
 
 
+class _InvalCompare(data.Struct):
+    """One way's field compares with an invalidation's operands, and the entry flags
+    they are combined with (registered between the two steps of an invalidation)."""
+
+    vpn_high_eq: unsigned(1)  # the page-number bits above every page size
+    vpn_group_eq: unsigned(SPAN_BITS)  # per SPAN_GROUPS group
+    span: unsigned(SPAN_BITS)
+    gscid_valid: unsigned(1)
+    gscid_eq: unsigned(1)
+    pscid_valid: unsigned(1)
+    pscid_eq: unsigned(1)
+    g: unsigned(1)
+    device_eq: unsigned(1)
+    pv: unsigned(1)
+    process_eq: unsigned(1)
+
+
 class _TreePLRU:
     """Tree pseudo-LRU over ``ways`` ways: node 1 is the root, node k has children 2k and
     2k+1; a node's bit set means "the less recently used half is the upper one"."""
@@ -184,6 +202,57 @@ class _TreePLRU:
             for w in range(lo, hi):
                 way_terms[w].append(state[node - 1] if w >= mid else ~state[node - 1])
         return Cat(Cat(t).all() if t else Const(1) for t in way_terms)
+
+
+class _WayStore:
+    """One way's entries over the sets: tag, scope, data and span.
+
+    With one set (fully associative) they are flip-flops, read as they are. With more,
+    each field group is a memory with one entry per set, which maps to distributed RAM
+    (ECP5 DPR16X4: a 16 x 4 RAM with a clocked write and an unclocked read); the
+    synthesizer makes one copy per read port. Issue 7: flip-flop entries made the IOTLB
+    two thirds of the IOMMU's flip-flops and its widest select; in RAM a set's ways are
+    read by address, like a CPU's set-associative TLB.
+    """
+
+    GROUPS = {"tag": EntryTag, "scope": EntryScope, "data": EntryData,
+              "span": unsigned(SPAN_BITS)}  # span again: the data select needs it too
+
+    def __init__(self, m, sets, way):
+        self.m, self.sets, self.ports = m, sets, {}
+        self.store = {}
+        for group, shape in self.GROUPS.items():
+            if sets == 1:
+                self.store[group] = Signal(shape, name=f"way{way}_{group}")
+            else:
+                mem = Memory(shape=shape, depth=sets, init=[])
+                m.submodules[f"way{way}_{group}"] = mem
+                self.store[group] = mem
+
+    def read(self, group, port, addr):
+        """``group`` of the entry in set ``addr`` through the read port named ``port``
+        (made at its first use; every use of one port must pass the same address)."""
+        store = self.store[group]
+        if self.sets == 1:
+            return store
+        if (group, port) not in self.ports:
+            read_port = store.read_port(domain="comb")
+            self.m.d.comb += read_port.addr.eq(addr)
+            self.ports[group, port] = read_port
+        return self.ports[group, port].data
+
+    def write(self, addr, enable, tag, scope, entry_data):
+        """Write the entry of set ``addr`` at the clock edge when ``enable``."""
+        values = {"tag": tag, "scope": scope, "data": entry_data, "span": tag.span}
+        for group, value in values.items():
+            store = self.store[group]
+            if self.sets == 1:
+                with self.m.If(enable):
+                    self.m.d.sync += store.eq(value)
+            else:
+                write_port = store.write_port()
+                self.m.d.comb += [write_port.addr.eq(addr), write_port.data.eq(value),
+                                  write_port.en.eq(enable)]
 
 
 class IOTLB(wiring.Component):
@@ -231,7 +300,7 @@ class IOTLB(wiring.Component):
 
     LOOKUP_LATENCY = 3  # clock edges from a lookup's acceptance to its result
     FILL_LATENCY = 3  # clock edges from a fill's acceptance to the first lookup that sees it
-    INVAL_CYCLES = 3  # cycles ``inval_busy`` is high after an invalidation's acceptance
+    INVAL_CYCLES = 3  # ``inval_cycles`` when fully associative (one set)
 
     def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
         if ways is None:
@@ -246,6 +315,9 @@ class IOTLB(wiring.Component):
         except TypeError as error:
             raise TypeError(f"payload_shape must be a shape, not {payload_shape!r}") from error
         self.entries, self.ways, self.sets = entries, ways, entries // ways
+        # Cycles ``inval_busy`` is high after an invalidation's acceptance: one per set
+        # scanned, then the registered terms and drops.
+        self.inval_cycles = self.sets + 2
         self.payload_shape = payload_shape
         self.lookup_layout = lookup_layout(payload_shape)
         self.result_layout = result_layout(payload_shape)
@@ -268,15 +340,15 @@ class IOTLB(wiring.Component):
             return vpn[:set_bits] if set_bits else Const(0, 1)
 
         # ---------------------------------------------------------------- storage
-        # Flip-flops: every way of a set is compared at once.
+        # Every way of a set is compared at once. The entries are in ``store`` (RAM when
+        # set-associative); the per-entry state bits (valid, drop) are flip-flops, so
+        # that a flush or an invalidation clears many entries in one edge.
         def per_entry(shape, what):
             return [[Signal(shape, name=f"set{s}_way{w}_{what}") for w in range(ways)]
                     for s in range(sets)]
 
         valid = per_entry(1, "valid")
-        tag = per_entry(EntryTag, "tag")
-        scope = per_entry(EntryScope, "scope")
-        entry = per_entry(EntryData, "data")
+        store = [_WayStore(m, sets, w) for w in range(ways)]
         plru_state = [Signal(plru.bits, name=f"set{s}_plru") for s in range(sets)]
         changed = per_entry(1, "changed")  # rewritten or dropped at the coming edge
 
@@ -288,9 +360,8 @@ class IOTLB(wiring.Component):
             m.d.comb += Value.cast(chosen).eq(Array(Value.cast(v) for v in per_set)[index])
             return chosen
 
-        def ways_of(index, table, shape, what):
-            return [in_set(index, [table[s][w] for s in range(sets)], shape, f"{what}_way{w}")
-                    for w in range(ways)]
+        def ways_of(group, port, index):
+            return [store[w].read(group, port, index) for w in range(ways)]
 
         # --------------------------------------------------- stage 1: compare tags
         s1_valid = Signal()
@@ -301,30 +372,37 @@ class IOTLB(wiring.Component):
         s2_vpn = Signal(layouts.VPN_BITS)
         s2_payload = Signal(self.payload_shape)
 
-        # An invalidation takes four registered steps (issue 7: no wire runs from the
-        # core to the entries, and no per-entry compare sits in front of a lookup's hit
-        # vector or of an entry's valid bit):
-        #   inv       the accepted operands (``inv_valid``);
-        #   terms     per entry, the scope tests (same VM, same PSCID, same page, same
-        #             device, same process) registered (``inv_match``);
-        #   drop_q    per entry: the tests the command's kind asks for, registered
-        #             (``inv_apply``);
-        #   apply     the matching entries are dropped at the edge ending ``inv_apply``.
-        # While it is on its way (``inval_busy``) no result leaves; hits a lookup in
-        # flight found on a matching entry are dropped on the way, and the results
-        # waiting at the apply edge lose the hits on entries it drops (a miss is always
-        # safe).
-        inv_valid = Signal()
+        # An invalidation is applied in registered steps, one set at a time (issue 7:
+        # no wire runs from the core to the entries, and no per-entry compare sits in
+        # front of a lookup's hit vector or of an entry's valid bit):
+        #   scan      the accepted operands (``inv``), compared with the ways of set
+        #             ``scan_set``, one set per cycle (``scan_active``);
+        #   compared  per way, the field compares (same GSCID, same PSCID, same page-number
+        #             bits per page-size group, same device, same process) registered
+        #             with the flags they are combined with (``terms_valid``);
+        #   drop_q    per entry: the scope the command's kind and operands ask for
+        #             (§10.2), registered (``drop_valid``); dropped at the edge ending it.
+        # While it is on its way (``inval_busy``, ``sets`` + 2 cycles) no result leaves
+        # and no fill moves on; hits a lookup in flight found on a matching entry are
+        # dropped on the way, and the results waiting at a drop edge lose the hits on
+        # entries it drops (a miss is always safe).
         inv = Signal(layouts.Invalidation)
-        inv_match = Signal()
-        inv_match_kind = Signal(InvalKind)
-        inv_apply = Signal()
-        m.d.sync += [inv_valid.eq(self.inval.valid), inv_match.eq(inv_valid),
-                     inv_match_kind.eq(inv.kind), inv_apply.eq(inv_match | self.flush)]
-        with m.If(self.inval.valid):
-            m.d.sync += inv.eq(self.inval.payload)
-        m.d.comb += self.inval_busy.eq(inv_valid | inv_match | inv_apply)
-        drop_q = per_entry(1, "drop")  # dropped at the edge ending inv_apply
+        scan_active = Signal()
+        scan_set = Signal(max(set_bits, 1))
+        terms_valid = Signal()
+        terms_set = Signal(max(set_bits, 1))
+        drop_valid = Signal()
+        m.d.comb += [self.inval_busy.eq(scan_active | terms_valid | drop_valid),
+                     self.inval.ready.eq(~self.inval_busy)]
+        with m.If(self.inval.valid & self.inval.ready):
+            m.d.sync += [inv.eq(self.inval.payload), scan_active.eq(1), scan_set.eq(0)]
+        with m.Elif(scan_active):
+            m.d.sync += scan_set.eq(scan_set + 1)
+            with m.If(scan_set == sets - 1):
+                m.d.sync += scan_active.eq(0)
+        m.d.sync += [terms_valid.eq(scan_active), terms_set.eq(scan_set),
+                     drop_valid.eq(terms_valid | self.flush)]
+        drop_q = per_entry(1, "drop")  # dropped at the edge ending drop_valid
         # The fill being written (F4, below): its entry, and per entry (set-major)
         # whether it is written at this edge.
         pend_tag = Signal(EntryTag)
@@ -352,8 +430,8 @@ class IOTLB(wiring.Component):
         s1_set = Signal(max(set_bits, 1))
         m.d.comb += s1_set.eq(set_of(s1_key.vpn))
         s1_valid_ways = in_set(s1_set, [Cat(valid[s]) for s in range(sets)], ways, "s1_valid")
-        s1_tags = ways_of(s1_set, tag, EntryTag, "s1_tag")
-        s1_data = ways_of(s1_set, entry, EntryData, "s1_data")
+        s1_tags = ways_of("tag", "s1", s1_set)
+        s1_data = ways_of("data", "s1", s1_set)
 
         def matches(t, d, name):
             """The lookup in stage 1 hits the entry with tag ``t`` and data ``d``."""
@@ -412,13 +490,13 @@ class IOTLB(wiring.Component):
         # change what a hit leaving now reads.)
         s2_hit_kept = Signal(ways)
         m.d.comb += s2_hit_kept.eq(s2_hit & ~s2_inval)
-        s2_tags = ways_of(s2_set, tag, EntryTag, "s2_tag")
-        s2_data = ways_of(s2_set, entry, EntryData, "s2_data")
+        s2_data = ways_of("data", "s2", s2_set)
+        s2_spans = ways_of("span", "s2", s2_set)
         hit_data = Signal(EntryData)
         hit_span = Signal(SPAN_BITS)
         m.d.comb += [
             hit_data.as_value().eq(and_or(s2_hit_kept, [d.as_value() for d in s2_data])),
-            hit_span.eq(and_or(s2_hit_kept, [t.span for t in s2_tags])),
+            hit_span.eq(and_or(s2_hit_kept, s2_spans)),
         ]
         selected = Signal(self.result_layout)  # the result, as it enters stage 3
         m.d.comb += [
@@ -531,7 +609,6 @@ class IOTLB(wiring.Component):
         # effect): the fill is dropped, still accepted. A fill accepted later is written
         # after the invalidation is applied (FILL_LATENCY + 1 > INVAL_CYCLES).
         inval_now = (self.inval.valid & self.inval.ready) | self.flush
-        m.d.comb += self.inval.ready.eq(1)
 
         f1_valid = Signal()
         f1_tag = Signal(EntryTag)
@@ -543,7 +620,9 @@ class IOTLB(wiring.Component):
         f1_advance = Signal()
         m.d.comb += [
             self.fill.ready.eq(~f1_valid),
-            f1_advance.eq(f1_valid & ~f2_valid & ~f3_valid & ~f4_valid),
+            # Not while an invalidation is on its way: it reads the entries through the
+            # port F1 uses, and a fill written meanwhile could be dropped by it anyway.
+            f1_advance.eq(f1_valid & ~f2_valid & ~f3_valid & ~f4_valid & ~self.inval_busy),
         ]
         with m.If(self.fill.ready):
             m.d.sync += [f1_valid.eq(self.fill.valid & fill_size_ok), f1_tag.eq(new_tag),
@@ -555,7 +634,10 @@ class IOTLB(wiring.Component):
         f1_set = Signal(max(set_bits, 1))
         m.d.comb += f1_set.eq(set_of(f1_tag.vpn))
         f1_valid_ways = in_set(f1_set, [Cat(valid[s]) for s in range(sets)], ways, "f1_valid")
-        f1_tags = ways_of(f1_set, tag, EntryTag, "f1_tag")
+        # F1 and the invalidation scan share one read port ("maint"): never both at once.
+        maint_set = Signal(max(set_bits, 1))
+        m.d.comb += maint_set.eq(Mux(scan_active, scan_set, f1_set))
+        f1_tags = ways_of("tag", "maint", maint_set)
 
         # Two entries of one requester must never cover the same page: the AND-OR select
         # would merge them. So a fill replaces every entry of the set it overlaps.
@@ -631,40 +713,54 @@ class IOTLB(wiring.Component):
         m.d.sync += [fill_touch.eq(Mux(f4_keep, f4_target, 0)), fill_touch_set.eq(f4_set)]
 
         # ------------------------------------------------------------ invalidation
-        for s in range(sets):
-            for w in range(ways):
-                t, sc, d = tag[s][w], scope[s][w], entry[s][w]
-                in_vm = Mux(inv.gv, sc.gscid_valid & (sc.gscid == inv.gscid), ~sc.gscid_valid)
-                # PSCV=1 spares global entries and entries with no first stage (no PSCID).
-                in_pscid = ~inv.pscv | (sc.pscid_valid & (sc.pscid == inv.pscid) & ~d.g)
-                at_addr = ~inv.av | _same_page(t.vpn, t.span, inv.vpn)
-                vma = in_vm & in_pscid & at_addr
-                # A combined VA->SPA entry does not keep its GPA: drop the whole VM (§10.2).
-                gvma = sc.gscid_valid & (~inv.gv | (sc.gscid == inv.gscid))
-                ddt = ~inv.dv | (t.device_id == inv.device_id)
-                pdt = (t.device_id == inv.device_id) & t.pv & (t.process_id == inv.process_id)
-                terms = Signal(4, name=f"set{s}_way{w}_inval_terms")  # vma, gvma, ddt, pdt
-                m.d.sync += terms.eq(Cat(vma, gvma, ddt, pdt))
-                inval_hit = Signal(name=f"set{s}_way{w}_inval")
-                with m.Switch(inv_match_kind):
-                    with m.Case(InvalKind.IOTINVAL_VMA):
-                        m.d.comb += inval_hit.eq(terms[0])
-                    with m.Case(InvalKind.IOTINVAL_GVMA):
-                        m.d.comb += inval_hit.eq(terms[1])
-                    with m.Case(InvalKind.IODIR_INVAL_DDT):
-                        m.d.comb += inval_hit.eq(terms[2])
-                    with m.Case(InvalKind.IODIR_INVAL_PDT):
-                        m.d.comb += inval_hit.eq(terms[3])
-                # Entries written while an invalidation is on its way are left invalid
-                # (f4_keep), so the tests made two cycles before the drop stay right.
-                m.d.sync += drop_q[s][w].eq((inv_match & inval_hit) | self.flush)
+        # The operands in ``inv`` stay until the drop: the next invalidation waits.
+        for w in range(ways):
+            t = store[w].read("tag", "maint", maint_set)
+            sc = store[w].read("scope", "maint", maint_set)
+            d = store[w].read("data", "maint", maint_set)
+            cmp = Signal(_InvalCompare, name=f"way{w}_inval_compared")
+            m.d.sync += [
+                cmp.vpn_high_eq.eq(t.vpn[SPAN_GROUPS[-1][1]:] == inv.vpn[SPAN_GROUPS[-1][1]:]),
+                cmp.vpn_group_eq.eq(Cat(t.vpn[lo:hi] == inv.vpn[lo:hi] for lo, hi in SPAN_GROUPS)),
+                cmp.span.eq(t.span),
+                cmp.gscid_valid.eq(sc.gscid_valid),
+                cmp.gscid_eq.eq(sc.gscid == inv.gscid),
+                cmp.pscid_valid.eq(sc.pscid_valid),
+                cmp.pscid_eq.eq(sc.pscid == inv.pscid),
+                cmp.g.eq(d.g),
+                cmp.device_eq.eq(t.device_id == inv.device_id),
+                cmp.pv.eq(t.pv),
+                cmp.process_eq.eq(t.process_id == inv.process_id),
+            ]
+            in_vm = Mux(inv.gv, cmp.gscid_valid & cmp.gscid_eq, ~cmp.gscid_valid)
+            # PSCV=1 spares global entries and entries with no first stage (no PSCID).
+            in_pscid = ~inv.pscv | (cmp.pscid_valid & cmp.pscid_eq & ~cmp.g)
+            same_page = cmp.vpn_high_eq & (cmp.span | cmp.vpn_group_eq).all()
+            at_addr = ~inv.av | same_page
+            inval_hit = Signal(name=f"way{w}_inval")
+            with m.Switch(inv.kind):
+                with m.Case(InvalKind.IOTINVAL_VMA):
+                    m.d.comb += inval_hit.eq(in_vm & in_pscid & at_addr)
+                with m.Case(InvalKind.IOTINVAL_GVMA):
+                    # A combined VA->SPA entry does not keep its GPA: drop the whole VM
+                    # (§10.2), whatever AV says.
+                    m.d.comb += inval_hit.eq(cmp.gscid_valid & (~inv.gv | cmp.gscid_eq))
+                with m.Case(InvalKind.IODIR_INVAL_DDT):
+                    m.d.comb += inval_hit.eq(~inv.dv | cmp.device_eq)
+                with m.Case(InvalKind.IODIR_INVAL_PDT):
+                    m.d.comb += inval_hit.eq(cmp.device_eq & cmp.pv & cmp.process_eq)
+            store[w].write(f4_set, f4_target[w], pend_tag, pend_scope, pend_data)
+            for s in range(sets):
+                # No fill is written while an invalidation is on its way (F1 waits), so
+                # the tests made two cycles before the drop stay right.
+                scanned = terms_valid & (Const(1) if sets == 1 else terms_set == s)
+                m.d.sync += drop_q[s][w].eq((scanned & inval_hit) | self.flush)
 
                 write = f4_write[s * ways + w]  # already qualified by f4_valid
                 drop = drop_q[s][w] | f4_replace[s * ways + w]
                 m.d.comb += changed[s][w].eq(write | drop)
                 with m.If(write):
-                    m.d.sync += [valid[s][w].eq(f4_keep), tag[s][w].eq(pend_tag),
-                                 scope[s][w].eq(pend_scope), entry[s][w].eq(pend_data)]
+                    m.d.sync += valid[s][w].eq(f4_keep)
                 with m.Elif(drop):
                     m.d.sync += valid[s][w].eq(0)
 

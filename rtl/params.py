@@ -46,7 +46,12 @@ def _power_of_two(name: str, value: int) -> None:
 class IOMMUParams:
     """Sizes and features of one IOMMU instance.
 
-    iotlb_entries / iotlb_ways: IOTLB geometry; ways == entries is fully associative.
+    iotlb_entries / iotlb_ways: IOTLB geometry; ways == entries is fully associative
+      (flip-flops), fewer ways keep the entries in RAM (distributed RAM on an FPGA).
+    iotlb_superpage_entries: with more than 0, ``iotlb_entries`` hold 4 KiB pages only and
+      this many more, fully associative, hold the larger pages (rtl/split_iotlb.py); with
+      0, one IOTLB holds every size (set-associative, a superpage is then cached in
+      the set of each 4 KiB page walked in it).
     walkers: page-table walks in flight (each has its own walker and miss slot).
     dc_cache_entries / pc_cache_entries: device- and process-context caches.
     tag_bits: width of the request tag returned with each response.
@@ -57,7 +62,8 @@ class IOMMUParams:
     """
 
     iotlb_entries: int = 32
-    iotlb_ways: int = 32
+    iotlb_ways: int = 4
+    iotlb_superpage_entries: int = 8
     walkers: int = 4
     dc_cache_entries: int = 8
     pc_cache_entries: int = 8
@@ -73,6 +79,11 @@ class IOMMUParams:
         if self.iotlb_ways > self.iotlb_entries:
             raise ValueError(f"iotlb_ways ({self.iotlb_ways}) cannot exceed iotlb_entries "
                              f"({self.iotlb_entries})")
+        if self.iotlb_superpage_entries:
+            _power_of_two("iotlb_superpage_entries", self.iotlb_superpage_entries)
+            if self.iotlb_superpage_entries > 64:
+                raise ValueError(f"iotlb_superpage_entries must be 0..64, not "
+                                 f"{self.iotlb_superpage_entries!r}")
         if not 1 <= self.walkers <= 16:
             raise ValueError(f"walkers must be 1..16, not {self.walkers!r}")
         for name in ("dc_cache_entries", "pc_cache_entries"):
@@ -97,8 +108,8 @@ class IOMMUParams:
         return max(1, (self.walkers + 1 - 1).bit_length())
 
 
-SMALL = IOMMUParams(iotlb_entries=8, iotlb_ways=8, walkers=2, dc_cache_entries=2,
-                    pc_cache_entries=2)
+SMALL = IOMMUParams(iotlb_entries=8, iotlb_ways=8, iotlb_superpage_entries=0, walkers=2,
+                    dc_cache_entries=2, pc_cache_entries=2)
 DEFAULT = IOMMUParams()
-LARGE = IOMMUParams(iotlb_entries=64, iotlb_ways=64, walkers=8, dc_cache_entries=16,
-                    pc_cache_entries=16)
+LARGE = IOMMUParams(iotlb_entries=128, iotlb_ways=4, iotlb_superpage_entries=16, walkers=8,
+                    dc_cache_entries=16, pc_cache_entries=16)

@@ -431,11 +431,11 @@ def collect_nextpnr(work: Path, res: Result, scopes: list[str]) -> None:
 
 
 def run_preset(preset: str, args, progress: Progress) -> Result:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from .generate import PRESETS, generate
 
-    params = PRESETS[preset]
+    params = replace(PRESETS[preset], **args.overrides)
     res = Result(preset, {k: v for k, v in asdict(params).items() if k != "capabilities"})
     res.top = args.top
     work = args.build_dir / preset
@@ -717,7 +717,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="run no tool: re-read the last run's outputs and rewrite the reports")
     ap.add_argument("--build-dir", type=Path, default=BUILD_DIR,
                     help=f"output folder (default {BUILD_DIR})")
-    return ap.parse_args(argv)
+    ap.add_argument("param", nargs="*",
+                    help="parameter overrides applied to every preset, such as "
+                         "iotlb_ways=4 walkers=8 (rtl/params.py)")
+    args = ap.parse_args(argv)
+    from .generate import parse_overrides
+    try:
+        args.overrides = parse_overrides(args.param)
+        from dataclasses import replace
+
+        from .generate import PRESETS
+        for preset in PRESETS.values():
+            replace(preset, **args.overrides)  # checks the values (IOMMUParams)
+    except ValueError as e:
+        ap.error(str(e))
+    return args
 
 
 def _terminate_like_interrupt(_signum, _frame):

@@ -79,8 +79,8 @@ class Inval:
 class TB:
     """Owns the IOTLB under test and a cycle count; tests ask it for transactions."""
 
-    def __init__(self, entries=32, ways=None):
-        self.dut = IOTLB(entries, ways, PAYLOAD)
+    def __init__(self, entries=32, ways=None, dut=None):
+        self.dut = IOTLB(entries, ways, PAYLOAD) if dut is None else dut
         self.cycle = 0
 
     def run(self, bench):
@@ -571,18 +571,20 @@ def expected_to_survive(t: Translation, cmd: Inval) -> bool:
     raise AssertionError(cmd)
 
 
-def random_population(rng, n):
+def random_population(rng, n, sets=1):
     """``n`` translations whose pages never overlap for one requester: each (requester,
-    region) pair is used once, regions being 2^39-byte slices of the address space."""
+    region) pair is used once, regions being 2^39-byte slices of the address space.
+    The walked pages are spread evenly over ``sets`` sets, so that none is evicted."""
     requesters = [Requester(dev, 0, 0, 0) for dev in (1, 2, 3)]
     requesters += [Requester(dev, 1, pid, priv)
                    for dev in (1, 2, 3) for pid in (0, 5) for priv in (0, 1)]
     slots = rng.sample([(q, region) for q in requesters for region in range(3)], n)
     population = []
-    for q, region in slots:
+    for i, (q, region) in enumerate(slots):
         size_log2 = rng.choice(SIZES[:5])
+        vpn = (region << 27) | (rng.randrange(1 << 27) & -sets) | (i % sets)
         population.append(Translation(
-            q, (region << 27) | rng.randrange(1 << 27), rng.randrange(1 << 44),
+            q, vpn, rng.randrange(1 << 44),
             size_log2=size_log2, r=1, w=rng.randrange(2), x=rng.randrange(2),
             u=1 - q.priv, g=int(rng.random() < 0.25), d=1,
             gscid_valid=rng.randrange(2), gscid=rng.choice((7, 9)),
@@ -615,13 +617,14 @@ def all_commands(rng, population):
     return cmds
 
 
-def test_every_invalidation_scope_removes_exactly_what_it_covers():
+@pytest.mark.parametrize("entries, ways", [(32, 32), (32, 4)])
+def test_every_invalidation_scope_removes_exactly_what_it_covers(entries, ways):
     def test(rng, seed):
-        tb = TB(entries=32)
+        tb = TB(entries, ways)
 
         async def bench(ctx):
             for _ in range(2):
-                population = random_population(rng, 24)
+                population = random_population(rng, 24, sets=entries // ways)
                 for cmd in all_commands(rng, population):
                     await tb.flush(ctx)
                     for t in population:
@@ -681,10 +684,13 @@ def test_a_fill_on_its_way_in_does_not_survive_an_invalidation(delay):
     tb.run(bench)
 
 
-def test_lookups_in_flight_lose_hits_an_invalidation_removes():
-    tb = TB(entries=4)
+@pytest.mark.parametrize("entries, ways, vpn", [(4, 4, 0x50), (16, 4, 0x53), (16, 4, 0x50)])
+def test_lookups_in_flight_lose_hits_an_invalidation_removes(entries, ways, vpn):
+    """Fully associative, and set-associative with the page in the last set scanned and
+    in the first."""
+    tb = TB(entries, ways)
     host = Requester(device_id=3)
-    page = Translation(host, 0x50, 0x60)
+    page = Translation(host, vpn, 0x60)
 
     async def bench(ctx):
         await tb.fill(ctx, page)
@@ -700,10 +706,12 @@ def test_lookups_in_flight_lose_hits_an_invalidation_removes():
         ctx.set(tb.dut.result.ready, 1)
         # The invalidation is registered, matched against every entry (registered),
         # then applied: nothing leaves meanwhile (the held hits use an entry it removes).
-        for _ in range(IOTLB.INVAL_CYCLES):
+        for _ in range(tb.dut.inval_cycles):
             assert ctx.get(tb.dut.inval_busy) and not ctx.get(tb.dut.result.valid)
+            # One invalidation at a time: the next waits for this one's last drop.
+            assert not ctx.get(tb.dut.inval.ready)
             await tb.tick(ctx)
-        assert not ctx.get(tb.dut.inval_busy)
+        assert not ctx.get(tb.dut.inval_busy) and ctx.get(tb.dut.inval.ready)
         for tag in range(2):
             assert ctx.get(tb.dut.result.valid)
             res = ctx.get(tb.dut.result.payload)
