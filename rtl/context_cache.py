@@ -6,9 +6,12 @@ IODIR commands that name some tag fields and leave others as wildcards, so the
 invalidation port takes a *mask* of tag bits that must match.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+
+from .pick import one_hot_index
 
 
 class ContextCache(wiring.Component):
@@ -17,7 +20,8 @@ class ContextCache(wiring.Component):
     Lookup (registered, one cycle): the tag on ``lookup_tag`` is compared with every
     valid entry in a cycle where ``lookup_en`` is 1; the one-hot match vector is
     registered, and in the *next* cycle ``hit`` and ``data`` reflect it. ``data`` is
-    an AND-OR select of the registered one-hot vector (no priority chain). ``hit``
+    read from a RAM (distributed RAM on an FPGA) at the index of the registered
+    one-hot vector (no priority chain); it means something only with ``hit``. ``hit``
     keeps its meaning until the next ``lookup_en`` and drops to 0 as soon as the
     matched entry is invalidated or overwritten, so a registered hit never returns
     an entry that has gone.
@@ -77,7 +81,11 @@ class ContextCache(wiring.Component):
 
         valid = Signal(n)
         tags = [Signal(tag_width, name=f"tag{i}") for i in range(n)]
-        datas = [Signal(data_width, name=f"data{i}") for i in range(n)]
+        # The tags are compared all at once (flip-flops); the data is read by index, so
+        # it lives in a RAM: no flip-flops and no wide AND-OR select for it (issue 7).
+        m.submodules.datas = datas = Memory(shape=data_width, depth=n, init=[])
+        data_read = datas.read_port(domain="comb")
+        data_write = datas.write_port()
         hit_vec = Signal(n)  # registered one-hot match of the last lookup
 
         lookup_tag = Value.cast(self.lookup_tag)
@@ -88,12 +96,10 @@ class ContextCache(wiring.Component):
         # ------------------------------------------------------------- lookup
         lookup_match = Signal(n)
         m.d.comb += lookup_match.eq(Cat((tags[i] == lookup_tag) & valid[i] for i in range(n)))
-        selected = Const(0, data_width)
-        for i in range(n):
-            selected = selected | (datas[i] & hit_vec[i].replicate(data_width))
         m.d.comb += [
+            data_read.addr.eq(one_hot_index(hit_vec, n)),
             self.hit.eq((hit_vec & valid).any()),
-            Value.cast(self.data).eq(selected),
+            Value.cast(self.data).eq(data_read.data),
         ]
 
         # --------------------------------------------------------------- fill
@@ -168,10 +174,12 @@ class ContextCache(wiring.Component):
         m.d.comb += [next_valid.eq(valid), next_hit.eq(hit_vec)]
         with m.If(self.lookup_en):
             m.d.comb += next_hit.eq(lookup_match)
+        m.d.comb += [data_write.addr.eq(one_hot_index(victim, n)),
+                     data_write.data.eq(fill_q_data), data_write.en.eq(fill_q)]
         with m.If(fill_q):
             for i in range(n):
                 with m.If(victim[i]):
-                    m.d.sync += [tags[i].eq(fill_q_tag), datas[i].eq(fill_q_data)]
+                    m.d.sync += tags[i].eq(fill_q_tag)
                     # The entry now holds the new context: a pending hit on the old one
                     # is void, a lookup of the new one hits it, and an invalidation
                     # this cycle is checked against the new tag.
