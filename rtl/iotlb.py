@@ -7,6 +7,11 @@ any granularity as long as every invalidation removes everything it covers (spec
 §10.1-10.2): each entry also keeps the GSCID, PSCID and G bit its translation was made
 under, and invalidations match those (IOTINVAL) or the requester (IODIR).
 
+Storage: with one set (fully associative) the entries are flip-flops; with more, each
+way's entries are RAM read by the set index (distributed RAM on an FPGA), and an
+invalidation visits one set per cycle. ``rtl/split_iotlb.py`` pairs a set-associative
+IOTLB for 4 KiB pages with a fully associative one for superpages.
+
 Timing (DESIGN.md §3, the IOTLB probe): the request is registered, all ways of its set
 are compared into a registered one-hot hit vector, the entry data is selected by an
 AND-OR of that vector into a registered result, and no priority chain sits on the
@@ -280,14 +285,15 @@ class IOTLB(wiring.Component):
                with the fill as it is written). One fill per ``FILL_LATENCY + 2`` cycles at most
                (fills come from walks, far rarer). A fill overlapping a cached page of
                the same requester in its set replaces it.
-      inval:   In stream of ``layouts.Invalidation``, always ready; registered, each
-               entry's scope tests and match registered, then applied at the fourth
-               clock edge after its acceptance (§10.2). No result leaves in between
-               (``result.valid`` is held low for those ``INVAL_CYCLES`` cycles) and the
-               results waiting then lose the hits it removes. A fill accepted in the same cycle, or still on its way in,
-               is dropped.
+      inval:   In stream of ``layouts.Invalidation``, ready (a flip-flop) when no
+               invalidation is on its way. Registered, then compared with the ways of
+               one set per cycle, each way's field compares registered, then its verdict
+               registered and applied (§10.2): ``inval_cycles`` = sets + 2 cycles. No
+               result leaves in between (``result.valid`` is held low) and the results
+               waiting lose the hits it removes. A fill accepted in the same cycle, or
+               still on its way in, is dropped; one accepted later waits in F1.
       inval_busy: Out(1): an accepted invalidation is not applied yet (the
-               ``INVAL_CYCLES`` cycles after its acceptance).
+               ``inval_cycles`` cycles after its acceptance).
       flush:   In(1): drop every entry, as an invalidation matching all of them would
                (dropped at the second edge; results wait meanwhile).
 
@@ -606,8 +612,8 @@ class IOTLB(wiring.Component):
 
         # An invalidation in the cycle a fill is accepted, or while it is on its way in,
         # might cover the translation (it was walked before the invalidation took
-        # effect): the fill is dropped, still accepted. A fill accepted later is written
-        # after the invalidation is applied (FILL_LATENCY + 1 > INVAL_CYCLES).
+        # effect): the fill is dropped, still accepted. A fill accepted later waits in
+        # F1 until the invalidation is applied.
         inval_now = (self.inval.valid & self.inval.ready) | self.flush
 
         f1_valid = Signal()
