@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Module
+from amaranth.hdl import ClockDomain, ClockSignal, Const, DomainRenamer, Instance, Module, ResetSignal
 from amaranth.lib import wiring
 
 from . import params as P
@@ -54,6 +54,38 @@ class RegisteredBoundary(wiring.Component):
                 m.d.sync += inner_value.eq(outer_value)
             else:
                 m.d.sync += outer_value.eq(inner_value)
+        return m
+
+
+class GlobalClock(wiring.Component):
+    """``inner`` clocked through an ECP5 global clock buffer (``DCCA``); same ports.
+
+    For synthesis only (``rtl.synth``). nextpnr promotes a clock to the global network
+    only when a cell drives it; out of context the ``clk`` port has no driver, so the
+    clock of every flip-flop was routed through the general fabric, one net with
+    24,000 sinks. That, not the logic, was what kept the IOMMU from routing (issue 7).
+    On a board the clock reaches the IOMMU through a global buffer anyway (from a
+    clock pin or a PLL), so this is the fair way to time it out of context.
+    """
+
+    def __init__(self, inner: wiring.Component):
+        self.inner = inner
+        super().__init__(inner.signature)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.buffered = buffered = ClockDomain("buffered")
+        m.submodules.block = DomainRenamer("buffered")(self.inner)
+        m.submodules.clock_buffer = Instance("DCCA", i_CLKI=ClockSignal("sync"), i_CE=Const(1),
+                                             o_CLKO=buffered.clk)
+        m.d.comb += buffered.rst.eq(ResetSignal("sync"))
+        outer = self.signature.flatten(self)
+        inner = self.inner.signature.flatten(self.inner)
+        for (_, member, outer_value), (_, _, inner_value) in zip(outer, inner, strict=True):
+            if member.flow == wiring.In:
+                m.d.comb += inner_value.eq(outer_value)
+            else:
+                m.d.comb += outer_value.eq(inner_value)
         return m
 
 
@@ -135,18 +167,22 @@ def build_iommu(params: P.IOMMUParams):
     return Iommu(params)
 
 
-def generate(params: P.IOMMUParams, path: Path, name: str = "iommu", top: str = "core") -> Path:
+def generate(params: P.IOMMUParams, path: Path, name: str = "iommu", top: str = "core",
+             global_clock: bool = False) -> Path:
     """Write the Verilog of ``top`` built from ``params`` to ``path``.
 
     ``top`` defaults to ``"core"`` here because the core's testbench (tb/runner.py) and
     ``make synth`` call this function for the TranslationCore; the command line's
-    default is the whole IOMMU."""
+    default is the whole IOMMU. ``global_clock`` puts an ECP5 global clock buffer on
+    ``clk`` (``GlobalClock``: synthesis only, simulators do not know the cell)."""
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
     if top in BLOCK_TOPS:
         design = RegisteredBoundary(BLOCK_TOPS[top](params))
     else:
         design = build_iommu(params) if top == "iommu" else build_core(params)
+    if global_clock:
+        design = GlobalClock(design)
     text = verilog.convert(design, name=name, emit_src=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -466,7 +466,7 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             t = time.monotonic()
             progress(preset, f"generating Verilog (top {args.top})")
             try:
-                generate(params, work / "iommu.v", **top_argument(args.top))
+                generate(params, work / "iommu.v", global_clock=True, **top_argument(args.top))
             except Exception as e:  # noqa: BLE001 - reported as one line
                 raise FlowError(f"Verilog generation failed: {type(e).__name__}: {e}") from None
             res.seconds["generate"] = round(time.monotonic() - t, 1)
