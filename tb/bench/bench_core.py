@@ -14,6 +14,7 @@ import json
 import os
 
 import cocotb
+from cocotb.triggers import RisingEdge
 
 from models import arch
 from models.arch import DdtpMode, DeviceContext, Ta, Tc
@@ -77,9 +78,17 @@ def request(device_id: int, page: int) -> Request:
                    access=arch.Access.READ)
 
 
+async def invalidated(tb: TB, kind: str, **operands) -> None:
+    """Send an invalidation and wait until it is applied: a request sent earlier would
+    wait for it (the IOTLB visits one set per cycle), and the walk figures time walks."""
+    await tb.invalidate(kind, **operands)
+    while tb.dut.inval_pending.value:
+        await RisingEdge(tb.dut.clk)
+
+
 async def flush_iotlb(tb: TB) -> None:
     # IOTINVAL.VMA GV=0 AV=0 PSCV=0: every host entry (§10.2); contexts stay cached.
-    await tb.invalidate("IOTINVAL_VMA")
+    await invalidated(tb, "IOTINVAL_VMA")
 
 
 @cocotb.test()
@@ -164,7 +173,7 @@ async def bench_nested(dut):
     await tb.invalidate("IOTINVAL_GVMA")  # GV=0: IOTLB and walk caches empty
     cycles = []
     for page in (100, 101):
-        await tb.invalidate("IOTINVAL_VMA", gv=1, gscid=5)  # the IOTLB only
+        await invalidated(tb, "IOTINVAL_VMA", gv=1, gscid=5)  # the IOTLB only
         timing.clear()
         await tb.translate(request(0x21, page))
         cycles.append(timing.answered[0] - timing.sent[0])
