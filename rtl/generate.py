@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import ClockDomain, ClockSignal, Const, DomainRenamer, Instance, Module, ResetSignal
+from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
 from . import params as P
@@ -57,35 +57,48 @@ class RegisteredBoundary(wiring.Component):
         return m
 
 
-class GlobalClock(wiring.Component):
-    """``inner`` clocked through an ECP5 global clock buffer (``DCCA``); same ports.
+class PinHarness(Elaboratable):
+    """``inner`` behind four pins (clk, rst, ``din``, ``dout``), for synthesis only.
 
-    For synthesis only (``rtl.synth``). nextpnr promotes a clock to the global network
-    only when a cell drives it; out of context the ``clk`` port has no driver, so the
-    clock of every flip-flop was routed through the general fabric, one net with
-    24,000 sinks. That, not the logic, was what kept the IOMMU from routing (issue 7).
-    On a board the clock reaches the IOMMU through a global buffer anyway (from a
-    clock pin or a PLL), so this is the fair way to time it out of context.
+    Why (issue 7): the IOMMU has about 925 port bits and the package 365 I/O sites, so
+    it was placed and routed out of context. There nextpnr promotes no clock to the
+    global network (a port has no driver cell), so the clock of every flip-flop, one
+    net with 24,000 sinks, was routed through the general fabric: the congestion that
+    kept the whole IOMMU from routing. With four pins the flow is the ordinary one: the
+    clock pin drives a global buffer, as on a board.
+
+    Every input bit of ``inner`` comes from a flip-flop of a shift register fed by
+    ``din``; every output bit goes into a flip-flop, and those are folded by a tree of
+    registered 4-input XORs into ``dout``. Inside a system the IOMMU's ports meet other
+    blocks' registers too, so the paths from and to its ports are timed as they would
+    be there. The harness's own cells sit at the top of the hierarchy (``inner`` is
+    ``block``), so the flow can count them apart.
     """
 
     def __init__(self, inner: wiring.Component):
         self.inner = inner
-        super().__init__(inner.signature)
+        self.din = Signal()
+        self.dout = Signal()
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.buffered = buffered = ClockDomain("buffered")
-        m.submodules.block = DomainRenamer("buffered")(self.inner)
-        m.submodules.clock_buffer = Instance("DCCA", i_CLKI=ClockSignal("sync"), i_CE=Const(1),
-                                             o_CLKO=buffered.clk)
-        m.d.comb += buffered.rst.eq(ResetSignal("sync"))
-        outer = self.signature.flatten(self)
-        inner = self.inner.signature.flatten(self.inner)
-        for (_, member, outer_value), (_, _, inner_value) in zip(outer, inner, strict=True):
-            if member.flow == wiring.In:
-                m.d.comb += inner_value.eq(outer_value)
-            else:
-                m.d.comb += outer_value.eq(inner_value)
+        m.submodules.block = self.inner
+        members = list(self.inner.signature.flatten(self.inner))
+        inputs = [Value.cast(v) for _, member, v in members if member.flow == wiring.In]
+        outputs = [Value.cast(v) for _, member, v in members if member.flow == wiring.Out]
+        chain = Signal(sum(len(v) for v in inputs))
+        m.d.sync += chain.eq(Cat(self.din, chain[:-1]))
+        at = 0
+        for v in inputs:
+            m.d.comb += v.eq(chain[at:at + len(v)])
+            at += len(v)
+        level = Signal(sum(len(v) for v in outputs))
+        m.d.sync += level.eq(Cat(*outputs))
+        while len(level) > 1:
+            folded = Signal((len(level) + 3) // 4)
+            m.d.sync += folded.eq(Cat(level[i:i + 4].xor() for i in range(0, len(level), 4)))
+            level = folded
+        m.d.comb += self.dout.eq(level)
         return m
 
 
@@ -168,22 +181,25 @@ def build_iommu(params: P.IOMMUParams):
 
 
 def generate(params: P.IOMMUParams, path: Path, name: str = "iommu", top: str = "core",
-             global_clock: bool = False) -> Path:
+             pins: bool = False) -> Path:
     """Write the Verilog of ``top`` built from ``params`` to ``path``.
 
     ``top`` defaults to ``"core"`` here because the core's testbench (tb/runner.py) and
     ``make synth`` call this function for the TranslationCore; the command line's
-    default is the whole IOMMU. ``global_clock`` puts an ECP5 global clock buffer on
-    ``clk`` (``GlobalClock``: synthesis only, simulators do not know the cell)."""
+    default is the whole IOMMU. ``pins`` puts it behind ``PinHarness`` (four pins,
+    for an in-context place and route; synthesis only)."""
     if top not in TOPS:
         raise ValueError(f"top must be one of {', '.join(TOPS)}, not {top!r}")
     if top in BLOCK_TOPS:
         design = RegisteredBoundary(BLOCK_TOPS[top](params))
     else:
         design = build_iommu(params) if top == "iommu" else build_core(params)
-    if global_clock:
-        design = GlobalClock(design)
-    text = verilog.convert(design, name=name, emit_src=False)
+    if pins:
+        harness = PinHarness(design)
+        text = verilog.convert(harness, name=name, emit_src=False,
+                               ports=[harness.din, harness.dout])
+    else:
+        text = verilog.convert(design, name=name, emit_src=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     meta = {"top": top, **asdict(params)}
