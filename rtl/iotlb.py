@@ -81,6 +81,18 @@ class Fill(data.Struct):
     pbmt: unsigned(2)
 
 
+def iotlb_signature(payload_shape) -> wiring.Signature:
+    """The ports of an IOTLB (``IOTLB``, ``rtl.split_iotlb.SplitIOTLB``)."""
+    return wiring.Signature({
+        "lookup": In(stream.Signature(lookup_layout(payload_shape))),
+        "result": Out(stream.Signature(result_layout(payload_shape))),
+        "fill": In(stream.Signature(Fill)),
+        "inval": In(stream.Signature(layouts.Invalidation)),
+        "inval_busy": Out(1),
+        "flush": In(1),
+    })
+
+
 def lookup_layout(payload_shape) -> data.StructLayout:
     return data.StructLayout({"key": LookupKey, "payload": payload_shape})
 
@@ -327,14 +339,7 @@ class IOTLB(wiring.Component):
         self.payload_shape = payload_shape
         self.lookup_layout = lookup_layout(payload_shape)
         self.result_layout = result_layout(payload_shape)
-        super().__init__({
-            "lookup": In(stream.Signature(self.lookup_layout)),
-            "result": Out(stream.Signature(self.result_layout)),
-            "fill": In(stream.Signature(Fill)),
-            "inval": In(stream.Signature(layouts.Invalidation)),
-            "inval_busy": Out(1),
-            "flush": In(1),
-        })
+        super().__init__(iotlb_signature(payload_shape))
 
     def elaborate(self, platform):
         m = Module()

@@ -22,11 +22,9 @@ of the two (the set-associative one scans its sets, one per cycle).
 """
 
 from amaranth.hdl import Module, Mux, unsigned
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import wiring
 
-from . import layouts
-from .iotlb import IOTLB, Fill, lookup_layout, result_layout
+from .iotlb import IOTLB, iotlb_signature
 
 PAGE_SIZE_LOG2 = 12  # fills of this size go to the set-associative IOTLB
 
@@ -47,14 +45,7 @@ class SplitIOTLB(wiring.Component):
         self.entries = page_entries + superpage_entries
         self.inval_cycles = max(self.pages.inval_cycles, self.superpages.inval_cycles)
         self.payload_shape = payload_shape
-        super().__init__({
-            "lookup": In(stream.Signature(lookup_layout(payload_shape))),
-            "result": Out(stream.Signature(result_layout(payload_shape))),
-            "fill": In(stream.Signature(Fill)),
-            "inval": In(stream.Signature(layouts.Invalidation)),
-            "inval_busy": Out(1),
-            "flush": In(1),
-        })
+        super().__init__(iotlb_signature(payload_shape))
 
     def elaborate(self, platform):
         m = Module()
