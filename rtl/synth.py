@@ -205,9 +205,15 @@ def _nextpnr_phase(log: str) -> str:
     return best
 
 
+class RouteStopped(FlowError):
+    """nextpnr was still routing when its time ran out (``--route-minutes``)."""
+
+
 def run_tool(tool: str, args: list[str], cwd: Path, log_name: str, preset: str,
-             progress: Progress) -> None:
-    """Run a yowasp tool in ``cwd``, with a heartbeat line every minute."""
+             progress: Progress, route_limit_s: float | None = None) -> None:
+    """Run a yowasp tool in ``cwd``, with a heartbeat line every minute. With
+    ``route_limit_s``, a nextpnr still routing that long after its start is stopped
+    (``RouteStopped``): its log then holds the placer's estimate."""
     cmd = tool_command(tool) + args
     out_path = cwd / f"{tool}.out"
     log_path = cwd / log_name
@@ -237,6 +243,12 @@ def run_tool(tool: str, args: list[str], cwd: Path, log_name: str, preset: str,
                     except OSError:
                         phase = "starting"
                     progress(preset, f"  {tool} running {time.monotonic() - start:.0f}s: {phase}")
+                    if (route_limit_s is not None and phase.startswith("routing")
+                            and time.monotonic() - start >= route_limit_s):
+                        proc.terminate()
+                        proc.wait()
+                        raise RouteStopped(f"routing stopped after {route_limit_s / 60:g} "
+                                           "minutes (--route-minutes)")
         finally:
             with _RUNNING_LOCK:
                 _RUNNING.discard(proc)
@@ -522,18 +534,24 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
                          f"FF {c.get('TRELLIS_FF', 0)}, DP16KD {c.get('DP16KD', 0)}, "
                          f"DPR16X4 {c.get('TRELLIS_DPR16X4', 0)}")
 
+        stopped = None  # why a route was stopped early
         if not args.no_pnr:
             t = time.monotonic()
             progress(preset, f"nextpnr-ecp5 place and route at {args.freq:g} MHz "
                              f"(behind the pin harness, seed {args.seed}, {args.router}) ...")
-            run_tool("nextpnr", [f"--{DEVICE}", "--package", PACKAGE, "--speed", str(SPEED),
-                                 "--json", "synth.json", "--freq", f"{args.freq:g}",
-                                 "--timing-allow-fail",
-                                 "--seed", str(args.seed), "--router", args.router,
-                                 *(["--no-route"] if args.no_route else []),
-                                 "--report", "pnr_report.json",
-                                 "-l", "nextpnr.log", "-q"],
-                     work, "nextpnr.log", preset, progress)
+            route_limit = None if args.route_minutes is None else args.route_minutes * 60
+            try:
+                run_tool("nextpnr", [f"--{DEVICE}", "--package", PACKAGE, "--speed", str(SPEED),
+                                     "--json", "synth.json", "--freq", f"{args.freq:g}",
+                                     "--timing-allow-fail",
+                                     "--seed", str(args.seed), "--router", args.router,
+                                     *(["--no-route"] if args.no_route else []),
+                                     "--report", "pnr_report.json",
+                                     "-l", "nextpnr.log", "-q"],
+                         work, "nextpnr.log", preset, progress, route_limit_s=route_limit)
+            except RouteStopped as e:
+                stopped = str(e)
+                progress(preset, f"{stopped}: the Fmax is the placer's estimate")
             res.seconds["nextpnr"] = round(time.monotonic() - t, 1)
             collect_nextpnr(work, res, scopes)
             cp = res.critical_path
@@ -542,7 +560,9 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
                              f"Fmax {res.fmax_mhz:.2f} MHz{where}")
         res.run = {"pnr": not args.no_pnr, "freq": args.freq, "seed": args.seed,
                    "router": args.router, "top": args.top,
-                   "routed": not args.no_pnr and not args.no_route}
+                   "routed": not args.no_pnr and not args.no_route and stopped is None}
+        if not args.no_pnr and stopped:
+            res.run["route_stopped"] = stopped
         (work / "run.json").write_text(json.dumps({"seconds": res.seconds, **res.run},
                                                   indent=2) + "\n")
         res.ok = True
@@ -571,8 +591,8 @@ ROUTER2_NOTE = ("* placed and routed with nextpnr --router router2 (router1 need
                 "design this congested); router1 gives a better Fmax on the same placement")
 
 
-UNROUTED_NOTE = ("~ nextpnr --no-route: the placer's estimate (routing delays estimated), "
-                 "not a routed figure")
+UNROUTED_NOTE = ("~ the placer's estimate (routing delays estimated), not a routed figure: "
+                 "nextpnr --no-route, or routing stopped after --route-minutes")
 
 
 def _router2(r: Result) -> bool:
@@ -744,6 +764,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "command_queue and fault_queue are one block with a register on every port bit (rtl.generate."
                          "RegisteredBoundary), so that its input-to-register paths are "
                          "timed too; the Verilog module is named iommu either way")
+    ap.add_argument("--route-minutes", type=_positive_float, default=45.0,
+                    help="stop a route still running this long after nextpnr started and "
+                         "report the placer's estimate (marked ~; default 45)")
     ap.add_argument("--no-route", action="store_true",
                     help="place but do not route: Fmax is nextpnr's estimate after "
                          "placement (marked ~ in the table)")

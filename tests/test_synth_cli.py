@@ -159,3 +159,25 @@ def test_harness_cells_are_counted_apart():
     assert synth.clock_name({"$glbnet$clk$TRELLIS_IO_IN": 1, "<async>": 2}) \
         == "$glbnet$clk$TRELLIS_IO_IN"
     assert synth.clock_name({"clk": 1}) == "clk"
+
+
+def test_a_route_still_running_is_stopped_at_its_limit(monkeypatch, tmp_path):
+    """``--route-minutes``: a nextpnr still routing when its time is up is stopped and
+    reported as ``RouteStopped`` (the flow then quotes the placer's estimate). A fake
+    nextpnr writes a routing log line and would sleep for a minute."""
+    import sys
+    import time
+
+    script = ("import sys, time\n"
+              "open('nextpnr.log', 'w').write(\"Info: Max frequency for clock 'clk': 51.80 MHz"
+              " (FAIL at 100.00 MHz)\\nInfo: Routing..\\n\")\n"
+              "time.sleep(60)\n")
+    monkeypatch.setattr(synth, "tool_command", lambda tool: [sys.executable, "-c", script])
+    monkeypatch.setattr(synth, "HEARTBEAT_S", 0.2)
+    start = time.monotonic()
+    with pytest.raises(synth.RouteStopped, match="routing stopped"):
+        synth.run_tool("nextpnr", [], tmp_path, "nextpnr.log", "default",
+                       lambda *a: None, route_limit_s=0.5)
+    assert time.monotonic() - start < 30
+    info = synth.parse_nextpnr_log((tmp_path / "nextpnr.log").read_text())
+    assert info["fmax_mhz"] == {"clk": 51.80}
