@@ -21,8 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import (Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Instance,
-                          Module, ResetSignal, Signal, Value)
+from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
 from . import params as P
@@ -76,24 +75,14 @@ class PinHarness(Elaboratable):
     ``block``), so the flow can count them apart.
     """
 
-    def __init__(self, inner: wiring.Component, global_reset: bool = False):
+    def __init__(self, inner: wiring.Component):
         self.inner = inner
-        self.global_reset = global_reset
         self.din = Signal()
         self.dout = Signal()
 
     def elaborate(self, platform):
         m = Module()
-        if self.global_reset:
-            # The reset reaches nearly every flip-flop: through a global buffer it
-            # leaves the general routing alone, as the clock does.
-            m.domains.core = core = ClockDomain("core")
-            m.d.comb += core.clk.eq(ClockSignal("sync"))
-            m.submodules.reset_buffer = Instance("DCCA", i_CLKI=ResetSignal("sync"),
-                                                 o_CLKO=core.rst)
-            m.submodules.block = DomainRenamer("core")(self.inner)
-        else:
-            m.submodules.block = self.inner
+        m.submodules.block = self.inner
         members = list(self.inner.signature.flatten(self.inner))
         inputs = [Value.cast(v) for _, member, v in members if member.flow == wiring.In]
         outputs = [Value.cast(v) for _, member, v in members if member.flow == wiring.Out]
@@ -206,7 +195,7 @@ def generate(params: P.IOMMUParams, path: Path, name: str = "iommu", top: str = 
     else:
         design = build_iommu(params) if top == "iommu" else build_core(params)
     if pins:
-        harness = PinHarness(design, global_reset=True)
+        harness = PinHarness(design)
         text = verilog.convert(harness, name=name, emit_src=False,
                                ports=[harness.din, harness.dout])
     else:
