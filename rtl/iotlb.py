@@ -631,8 +631,8 @@ class IOTLB(wiring.Component):
         f1_advance = Signal()
         m.d.comb += [
             self.fill.ready.eq(~f1_valid),
-            # Not while an invalidation is on its way: it reads the entries through the
-            # port F1 uses, and a fill written meanwhile could be dropped by it anyway.
+            # Not while an invalidation is on its way: a fill written meanwhile could be
+            # dropped by it, and its compares would see entries the scan is dropping.
             f1_advance.eq(f1_valid & ~f2_valid & ~f3_valid & ~f4_valid & ~self.inval_busy),
         ]
         with m.If(self.fill.ready):
@@ -645,10 +645,9 @@ class IOTLB(wiring.Component):
         f1_set = Signal(max(set_bits, 1))
         m.d.comb += f1_set.eq(set_of(f1_tag.vpn))
         f1_valid_ways = in_set(f1_set, [Cat(valid[s]) for s in range(sets)], ways, "f1_valid")
-        # F1 and the invalidation scan share one read port ("maint"): never both at once.
-        maint_set = Signal(max(set_bits, 1))
-        m.d.comb += maint_set.eq(Mux(scan_active, scan_set, f1_set))
-        f1_tags = ways_of("tag", "maint", maint_set)
+        # F1 and the invalidation scan have read ports of their own: a shared port's
+        # address mux was the IOTLB's longest routed path (88 MHz, issue 7).
+        f1_tags = ways_of("tag", "f1", f1_set)
 
         # Two entries of one requester must never cover the same page: the AND-OR select
         # would merge them. So a fill replaces every entry of the set it overlaps.
@@ -726,9 +725,9 @@ class IOTLB(wiring.Component):
         # ------------------------------------------------------------ invalidation
         # The operands in ``inv`` stay until the drop: the next invalidation waits.
         for w in range(ways):
-            t = store[w].read("tag", "maint", maint_set)
-            sc = store[w].read("scope", "maint", maint_set)
-            d = store[w].read("data", "maint", maint_set)
+            t = store[w].read("tag", "scan", scan_set)
+            sc = store[w].read("scope", "scan", scan_set)
+            d = store[w].read("data", "scan", scan_set)
             cmp = Signal(_InvalCompare, name=f"way{w}_inval_compared")
             m.d.sync += [
                 cmp.vpn_high_eq.eq(t.vpn[SPAN_GROUPS[-1][1]:] == inv.vpn[SPAN_GROUPS[-1][1]:]),
