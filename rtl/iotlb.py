@@ -232,15 +232,18 @@ class _WayStore:
     read by address, like a CPU's set-associative TLB.
     """
 
-    GROUPS = {"tag": EntryTag, "scope": EntryScope, "data": EntryData,
-              "span": unsigned(SPAN_BITS)}  # span again: the data select needs it too
+    # "span" again in RAM: the data select reads it, and another copy of the whole tag
+    # memory for one read port would cost far more. Flip-flops need no copy.
+    GROUPS = (("tag", EntryTag), ("scope", EntryScope), ("data", EntryData),
+              ("span", unsigned(SPAN_BITS)))
 
     def __init__(self, m, sets, way):
         self.m, self.sets, self.ports = m, sets, {}
         self.store = {}
-        for group, shape in self.GROUPS.items():
+        for group, shape in self.GROUPS:
             if sets == 1:
-                self.store[group] = Signal(shape, name=f"way{way}_{group}")
+                if group != "span":
+                    self.store[group] = Signal(shape, name=f"way{way}_{group}")
             else:
                 mem = Memory(shape=shape, depth=sets, init=[])
                 m.submodules[f"way{way}_{group}"] = mem
@@ -249,9 +252,9 @@ class _WayStore:
     def read(self, group, port, addr):
         """``group`` of the entry in set ``addr`` through the read port named ``port``
         (made at its first use; every use of one port must pass the same address)."""
-        store = self.store[group]
         if self.sets == 1:
-            return store
+            return self.store["tag"].span if group == "span" else self.store[group]
+        store = self.store[group]
         if (group, port) not in self.ports:
             read_port = store.read_port(domain="comb")
             self.m.d.comb += read_port.addr.eq(addr)
@@ -261,8 +264,8 @@ class _WayStore:
     def write(self, addr, enable, tag, scope, entry_data):
         """Write the entry of set ``addr`` at the clock edge when ``enable``."""
         values = {"tag": tag, "scope": scope, "data": entry_data, "span": tag.span}
-        for group, value in values.items():
-            store = self.store[group]
+        for group, store in self.store.items():
+            value = values[group]
             if self.sets == 1:
                 with self.m.If(enable):
                     self.m.d.sync += store.eq(value)

@@ -42,9 +42,7 @@ class SplitIOTLB(wiring.Component):
         # The superpage IOTLB's results are joined with the page IOTLB's, which carries
         # the payload: it needs none of its own.
         self.superpages = IOTLB(superpage_entries, superpage_entries, unsigned(1))
-        self.entries = page_entries + superpage_entries
         self.inval_cycles = max(self.pages.inval_cycles, self.superpages.inval_cycles)
-        self.payload_shape = payload_shape
         super().__init__(iotlb_signature(payload_shape))
 
     def elaborate(self, platform):

@@ -343,20 +343,22 @@ def netlist_scopes_and_blocks(path: Path) -> tuple[list[str], dict[str, dict[str
     return scopes, blocks
 
 
+def _is_clock(name: str) -> bool:
+    """``clk``, or the global net nextpnr made of it (``$glbnet$clk$TRELLIS_IO_IN``
+    behind the clock pin); not the ``<async>`` pseudo-clock of paths from pins."""
+    return "clk" in name and "async" not in name
+
+
 def clock_name(names) -> str | None:
-    """The design clock among nextpnr's clock names: ``clk`` itself, or the global net
-    nextpnr made of it (``$glbnet$clk$TRELLIS_IO_IN`` behind the clock pin)."""
-    names = [n for n in names if "clk" in n and "async" not in n]
+    """The design clock among nextpnr's clock names."""
+    names = [n for n in names if _is_clock(n)]
     return "clk" if "clk" in names else (names[0] if names else None)
 
 
 def summarise_critical_path(report: dict, scopes: list[str]) -> dict | None:
     paths = report.get("critical_paths") or []
-
-    def clocked(end: str) -> bool:
-        return "clk" in end and "async" not in end
-
-    path = next((p for p in paths if clocked(p.get("from", "")) and clocked(p.get("to", ""))),
+    path = next((p for p in paths
+                 if _is_clock(p.get("from", "")) and _is_clock(p.get("to", ""))),
                 paths[0] if paths else None)
     if not path or not path.get("path"):
         return None
@@ -539,7 +541,6 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             t = time.monotonic()
             progress(preset, f"nextpnr-ecp5 place and route at {args.freq:g} MHz "
                              f"(behind the pin harness, seed {args.seed}, {args.router}) ...")
-            route_limit = None if args.route_minutes is None else args.route_minutes * 60
             try:
                 run_tool("nextpnr", [f"--{DEVICE}", "--package", PACKAGE, "--speed", str(SPEED),
                                      "--json", "synth.json", "--freq", f"{args.freq:g}",
@@ -548,7 +549,8 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
                                      *(["--no-route"] if args.no_route else []),
                                      "--report", "pnr_report.json",
                                      "-l", "nextpnr.log", "-q"],
-                         work, "nextpnr.log", preset, progress, route_limit_s=route_limit)
+                         work, "nextpnr.log", preset, progress,
+                         route_limit_s=args.route_minutes * 60)
             except RouteStopped as e:
                 stopped = str(e)
                 progress(preset, f"{stopped}: the Fmax is the placer's estimate")
@@ -561,7 +563,7 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
         res.run = {"pnr": not args.no_pnr, "freq": args.freq, "seed": args.seed,
                    "router": args.router, "top": args.top,
                    "routed": not args.no_pnr and not args.no_route and stopped is None}
-        if not args.no_pnr and stopped:
+        if stopped:
             res.run["route_stopped"] = stopped
         (work / "run.json").write_text(json.dumps({"seconds": res.seconds, **res.run},
                                                   indent=2) + "\n")

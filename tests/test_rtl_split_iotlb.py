@@ -3,15 +3,12 @@ set-associative IOTLB, larger pages in the fully associative one, every lookup a
 by both in step (fixed latency, one per cycle, under random back-pressure), every
 invalidation scope applied to both, and the superpage hit preferred."""
 
-import random
 
-import pytest
 from amaranth.back import verilog
 from amaranth.hdl import unsigned
 from test_rtl_iotlb import (PAYLOAD, SIZES, TB, Inval, Requester, Translation, all_commands,
                             expected_to_survive, run_seeded)
 
-from rtl.iotlb import IOTLB
 from rtl.layouts import Access, InvalKind
 from rtl.split_iotlb import SplitIOTLB
 
@@ -163,11 +160,6 @@ def test_inval_busy_covers_the_longer_scan():
         assert not ctx.get(dut.inval_busy) and ctx.get(dut.inval.ready)
 
     tb.run(bench)
-
-
-def test_latencies_are_the_iotlbs():
-    assert SplitIOTLB.LOOKUP_LATENCY == IOTLB.LOOKUP_LATENCY
-    assert SplitIOTLB.FILL_LATENCY == IOTLB.FILL_LATENCY
 
 
 def test_converts_to_verilog():

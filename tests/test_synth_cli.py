@@ -65,7 +65,6 @@ def test_block_tops_are_registered_at_every_port(tmp_path):
     from amaranth.hdl import Module
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
-    from amaranth.sim import Simulator
 
     from rtl.generate import BLOCK_TOPS, PRESETS, TOPS, RegisteredBoundary, generate
 
@@ -82,18 +81,7 @@ def test_block_tops_are_registered_at_every_port(tmp_path):
             return m
 
     dut = RegisteredBoundary(AddOne())
-    seen = []
-
-    async def bench(ctx):
-        for value in (10, 20, 30, 40, 50):
-            ctx.set(dut.a, value)
-            await ctx.tick()
-            seen.append(ctx.get(dut.b))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    seen = drive(dut, dut.a, dut.b, (10, 20, 30, 40, 50))
     assert seen == [1, 11, 21, 31, 41], seen  # (reset 0 + 1), then a(t-2) + 1
 
 
@@ -113,7 +101,6 @@ def test_pin_harness_feeds_every_input_and_folds_every_output():
     from amaranth.hdl import Module
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
-    from amaranth.sim import Simulator
 
     from rtl.generate import PinHarness
 
@@ -128,18 +115,7 @@ def test_pin_harness_feeds_every_input_and_folds_every_output():
 
     dut = PinHarness(Pair())
     bits = [1, 0, 1, 1]  # shifted in at bit 0: a = 0b1011 after four edges
-    seen = []
-
-    async def bench(ctx):
-        for bit in bits + [0] * 8:
-            ctx.set(dut.din, bit)
-            await ctx.tick()
-            seen.append(ctx.get(dut.dout))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
+    seen = drive(dut, dut.din, dut.dout, bits + [0] * 8)
     def parity(x):
         return bin(x).count("1") % 2
 
@@ -181,3 +157,23 @@ def test_a_route_still_running_is_stopped_at_its_limit(monkeypatch, tmp_path):
     assert time.monotonic() - start < 30
     info = synth.parse_nextpnr_log((tmp_path / "nextpnr.log").read_text())
     assert info["fmax_mhz"] == {"clk": 51.80}
+
+
+def drive(dut, inp, out, values):
+    """Simulate ``dut``: set ``inp`` to each value for one clock edge, and return what
+    ``out`` shows after each edge."""
+    from amaranth.sim import Simulator
+
+    seen = []
+
+    async def bench(ctx):
+        for value in values:
+            ctx.set(inp, value)
+            await ctx.tick()
+            seen.append(ctx.get(out))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen

@@ -79,8 +79,8 @@ def request(device_id: int, page: int) -> Request:
 
 
 async def invalidated(tb: TB, kind: str, **operands) -> None:
-    """Send an invalidation and wait until it is applied: a request sent earlier would
-    wait for it (the IOTLB visits one set per cycle), and the walk figures time walks."""
+    """Send an invalidation and wait until it is applied (the IOTLB visits one set per
+    cycle): a request sent meanwhile would wait for it, and the walk figures time walks."""
     await tb.invalidate(kind, **operands)
     while tb.dut.inval_pending.value:
         await RisingEdge(tb.dut.clk)
