@@ -12,8 +12,9 @@ A level is one LUT4 (a PFUMX or L6MUX21 after its LUTs adds a fraction: it sits 
 same slice; a carry cell a little). On an ECP5 (speed 6) a level costs about 0.25 ns of
 logic and, in a large design, 0.7-1.5 ns of routing, more with a large fanout, so at
 100 MHz the budget is about 6 levels. Each line shows the path's start register, end
-register (the input pin it reaches: DI data, CE enable, LSR reset) and the highest
-fanout on the way, which is what routing pays for.
+register (the input pin it reaches: DI data, CE enable, LSR reset; or a distributed
+RAM's write data, address or enable) and the highest fanout on the way, which is what
+routing pays for. A distributed RAM's read data counts from its read address only.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ CELL_LEVELS = {
 }
 FLOP_TYPES = {"TRELLIS_FF"}
 FLOP_INPUTS = {"DI": "D", "M": "D", "CE": "CE", "LSR": "LSR"}
+# Distributed RAM: only the read address reaches the read data in the same cycle; the
+# write side (data, address, enable) is sampled at the clock edge, like a register's
+# inputs, so a path ends there.
+RAM_TYPES = {"TRELLIS_DPR16X4", "DPR16X4"}
+RAM_COMB_INPUTS = {"RAD"}
+RAM_INPUTS = {"DI": "RAM D", "WAD": "RAM WAD", "WRE": "RAM WRE"}
 
 
 def _best_name(names: list[str]) -> str:
@@ -97,6 +104,7 @@ class Netlist:
             cell = self.cells[drv[0]]
             inputs = [x for port, bits in cell["connections"].items()
                       if cell["port_directions"].get(port) == "input"
+                      and (cell["type"] not in RAM_TYPES or port in RAM_COMB_INPUTS)
                       for x in bits if isinstance(x, int)]
             todo = [x for x in inputs if x not in self._arrival]
             if todo:
@@ -123,11 +131,16 @@ class Netlist:
     def endpoints(self):
         """(levels, end register, pin kind, start bit, path) for every register input."""
         for cname, cell in self.cells.items():
-            if cell["type"] not in FLOP_TYPES:
+            if cell["type"] in FLOP_TYPES:
+                q = cell["connections"].get("Q", [None])[0]
+                pins = FLOP_INPUTS
+            elif cell["type"] in RAM_TYPES:
+                q = cell["connections"].get("DO", [None])[0]
+                pins = RAM_INPUTS
+            else:
                 continue
-            q = cell["connections"].get("Q", [None])[0]
             end = self.name(q) if isinstance(q, int) else cname
-            for port, kind in FLOP_INPUTS.items():
+            for port, kind in pins.items():
                 for bit in cell["connections"].get(port, []):
                     if isinstance(bit, int):
                         levels = self.arrival(bit)

@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
+from amaranth.hdl import Cat, ClockDomain, Elaboratable, Instance, Module, Signal, Value
 from amaranth.lib import wiring
 
 from . import params as P
@@ -40,8 +40,9 @@ class RegisteredBoundary(wiring.Component):
     synthesis only: it delays every handshake by a cycle and breaks stream rules.
     """
 
-    def __init__(self, inner: wiring.Component):
+    def __init__(self, inner: wiring.Component, reset_buffer: bool = True):
         self.inner = inner
+        self.reset_buffer = reset_buffer  # an ECP5 DCCA (False: simulate the harness)
         super().__init__(inner.signature)
 
     def elaborate(self, platform):
@@ -58,7 +59,7 @@ class RegisteredBoundary(wiring.Component):
 
 
 class PinHarness(Elaboratable):
-    """``inner`` behind four pins (clk, rst, ``din``, ``dout``), for synthesis only.
+    """``inner`` behind four pins (``clk``, ``rst``, ``din``, ``dout``), for synthesis only.
 
     Why (issue 7): the IOMMU has about 925 port bits and the package 365 I/O sites, so
     it was placed and routed out of context. There nextpnr promotes no clock to the
@@ -75,13 +76,30 @@ class PinHarness(Elaboratable):
     ``block``), so the flow can count them apart.
     """
 
-    def __init__(self, inner: wiring.Component):
+    def __init__(self, inner: wiring.Component, reset_buffer: bool = True):
         self.inner = inner
+        self.reset_buffer = reset_buffer  # an ECP5 DCCA (False: simulate the harness)
+        self.clk = Signal()
+        self.rst = Signal()
         self.din = Signal()
         self.dout = Signal()
 
     def elaborate(self, platform):
         m = Module()
+        m.domains.sync = sync = ClockDomain("sync")
+        m.domains.pin = pin = ClockDomain("pin", reset_less=True)
+        m.d.comb += [sync.clk.eq(self.clk), pin.clk.eq(self.clk)]
+        # The reset pin is synchronized (two flip-flops, as a board design would) and
+        # then put on a global buffer: it reaches every flip-flop's reset (LSR), and
+        # nextpnr promotes only clocks to the global network by itself. Routed through
+        # the fabric it was the most congested net of the whole IOMMU (issue 7).
+        held = Signal(2, reset_less=True)
+        m.d.pin += held.eq(Cat(self.rst, held[0]))
+        if self.reset_buffer:
+            m.submodules.reset_buffer = Instance("DCCA", i_CLKI=held[1], i_CE=1,
+                                                 o_CLKO=sync.rst)
+        else:
+            m.d.comb += sync.rst.eq(held[1])
         m.submodules.block = self.inner
         members = list(self.inner.signature.flatten(self.inner))
         inputs = [Value.cast(v) for _, member, v in members if member.flow == wiring.In]
@@ -197,7 +215,7 @@ def generate(params: P.IOMMUParams, path: Path, name: str = "iommu", top: str = 
     if pins:
         harness = PinHarness(design)
         text = verilog.convert(harness, name=name, emit_src=False,
-                               ports=[harness.din, harness.dout])
+                               ports=[harness.clk, harness.rst, harness.din, harness.dout])
     else:
         text = verilog.convert(design, name=name, emit_src=False)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """One memory master port shared by the IOMMU's walkers and its context fetch."""
 
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,6 +14,16 @@ class MemoryArbiter(wiring.Component):
     Each client has at most one request outstanding, so the id on the shared
     port is simply the client's index: client ``i`` sends with any id and gets
     its responses back by index. Responses may return in any order.
+
+    Both directions are registered per client (issue 7, timing): a client's request
+    waits in its own register until granted, and its response in another until taken.
+    Without them the shared port's payload was an AND-OR of the clients' *internal*
+    request muxes (8 LUT levels from a walker's state to the port's register), and the
+    memory's response fanned out unregistered to every walker's stages (about 50
+    loads a bit, spread over the chip). Each register holds one transfer, which is all
+    a client with one request outstanding needs: a client's ``ready`` for a request is
+    its register being empty (a flip-flop), and the response's ``ready`` towards memory
+    is the named client's response register being empty. Two cycles more per access.
 
     Ports: ``client_req[i]``/``client_resp[i]`` face the clients (their own
     ``mem_req``/``mem_resp``), ``mem_req``/``mem_resp`` face memory.
@@ -35,27 +45,39 @@ class MemoryArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.ports
+        req_layout = self.mem_req.payload.shape()
+        resp_layout = self.mem_resp.payload.shape()
+
+        # Each client's request register.
+        waiting = Signal(n)  # client i's request register is full
+        waiting_req = [Signal(req_layout, name=f"client{i}_request") for i in range(n)]
+        for i, c in enumerate(self.client_req):
+            m.d.comb += c.ready.eq(~waiting[i])
+            with m.If(c.valid & c.ready):
+                m.d.sync += [waiting[i].eq(1), waiting_req[i].eq(c.payload)]
 
         # Round-robin, one-hot grants and an AND-OR payload (issue 7: no index to decode,
         # no priority chain between a client's valid and the port).
-        grant, valid = held_round_robin(m, Cat(c.valid for c in self.client_req),
-                                        self.mem_req.ready)
+        grant, valid = held_round_robin(m, waiting, self.mem_req.ready)
         m.d.comb += [
             self.mem_req.valid.eq(valid),
-            self.mem_req.payload.eq(and_or(grant, [c.payload for c in self.client_req])),
+            self.mem_req.payload.eq(and_or(grant, waiting_req)),
             self.mem_req.payload.id.eq(one_hot_index(grant, n)),
         ]
         for i in range(n):
-            m.d.comb += self.client_req[i].ready.eq(grant[i] & self.mem_req.ready)
+            with m.If(grant[i] & self.mem_req.ready):
+                m.d.sync += waiting[i].eq(0)
 
-        # Responses go back to the client named by the id.
-        for i in range(n):
-            m.d.comb += [
-                self.client_resp[i].payload.eq(self.mem_resp.payload),
-                self.client_resp[i].valid.eq(self.mem_resp.valid & (self.mem_resp.payload.id == i)),
-            ]
-        with m.Switch(self.mem_resp.payload.id):
-            for i in range(n):
-                with m.Case(i):
-                    m.d.comb += self.mem_resp.ready.eq(self.client_resp[i].ready)
+        # Each client's response register, loaded from the response named by its id.
+        answered = Signal(n)  # client i's response register is full
+        answer = [Signal(resp_layout, name=f"client{i}_response") for i in range(n)]
+        to = Signal(n)  # one-hot: the client the response on the port is for
+        m.d.comb += to.eq(Cat(self.mem_resp.payload.id == i for i in range(n)))
+        m.d.comb += self.mem_resp.ready.eq((to & ~answered).any())
+        for i, c in enumerate(self.client_resp):
+            m.d.comb += [c.valid.eq(answered[i]), c.payload.eq(answer[i])]
+            with m.If(c.valid & c.ready):
+                m.d.sync += answered[i].eq(0)
+            with m.If(self.mem_resp.valid & to[i] & ~answered[i]):
+                m.d.sync += [answered[i].eq(1), answer[i].eq(self.mem_resp.payload)]
         return m

@@ -63,7 +63,7 @@ class IOMMUParams:
 
     iotlb_entries: int = 32
     iotlb_ways: int = 4
-    iotlb_superpage_entries: int = 8
+    iotlb_superpage_entries: int = 4
     walkers: int = 4
     dc_cache_entries: int = 8
     pc_cache_entries: int = 8

@@ -58,3 +58,31 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     bad.write_text(json.dumps({"modules": {}}))
     assert depth.main([str(bad)]) == 2
     assert "not a Yosys ECP5 netlist" in capsys.readouterr().err
+
+
+def test_distributed_ram_is_read_through_its_address_only(tmp_path):
+    # addr_reg -> lut -> RAD ; data_reg -> DI (sampled at the edge) ; DO -> lut -> out
+    ram = {"type": "TRELLIS_DPR16X4",
+           "connections": {"RAD": [20, 20, 20, 20], "DI": [11, 11, 11, 11],
+                           "WAD": [12, 12, 12, 12], "WRE": [13], "WCK": [1],
+                           "DO": [40, 41, 42, 43]},
+           "port_directions": {"RAD": "input", "DI": "input", "WAD": "input",
+                               "WRE": "input", "WCK": "input", "DO": "output"}}
+    cells = {
+        "addr": _ff(2, 10), "data": _ff(2, 11), "waddr": _ff(2, 12), "we": _ff(2, 13),
+        "l1": _lut([10], 20), "w1": _lut([11], 14), "ram": ram, "l2": _lut([40], 50),
+        "out": _ff(50, 60),
+    }
+    ram["connections"]["DI"] = [14, 14, 14, 14]
+    names = {"clk": {"bits": [1]}, "in": {"bits": [2]}, "addr": {"bits": [10]},
+             "data": {"bits": [11]}, "waddr": {"bits": [12]}, "we": {"bits": [13]},
+             "x": {"bits": [20]}, "wd": {"bits": [14]}, "rdata": {"bits": [40, 41, 42, 43]},
+             "y": {"bits": [50]}, "out": {"bits": [60]}}
+    rows = depth.report(_netlist(tmp_path, cells, names), 20, None, out=io.StringIO())
+    by_end = {(r["end"], r["pin"]): r for r in rows}
+    # addr -> l1 -> RAM read -> l2 -> out: 3 levels, starting at the read address.
+    assert by_end[("out", "D")]["levels"] == 3.0
+    assert by_end[("out", "D")]["start"] == "addr"
+    # The write data ends at the RAM (one LUT in front), it does not run through to out.
+    assert by_end[("rdata", "RAM D")]["levels"] == 1.0
+    assert by_end[("rdata", "RAM D")]["start"] == "data"

@@ -113,9 +113,9 @@ def test_pin_harness_feeds_every_input_and_folds_every_output():
             m.d.comb += [self.b.eq(self.a), self.c.eq(self.a + 1)]
             return m
 
-    dut = PinHarness(Pair())
+    dut = PinHarness(Pair(), reset_buffer=False)  # a DCCA cannot be simulated
     bits = [1, 0, 1, 1]  # shifted in at bit 0: a = 0b1011 after four edges
-    seen = drive(dut, dut.din, dut.dout, bits + [0] * 8)
+    seen = drive(dut, dut.din, dut.dout, bits + [0] * 8, clock_pin=dut.clk)
     def parity(x):
         return bin(x).count("1") % 2
 
@@ -125,6 +125,34 @@ def test_pin_harness_feeds_every_input_and_folds_every_output():
     a_after = [0, 0b0001, 0b0010, 0b0101, 0b1011, 0b0110, 0b1100, 0b1000, 0, 0]
     expected = [0, 0] + [parity(a) ^ parity((a + 1) & 0xF) for a in a_after]
     assert seen == expected, (seen, expected)
+
+
+def test_pin_harness_reset_is_synchronized():
+    """The reset pin reaches the design through two flip-flops: the chain holding a 1
+    is cleared at the third edge after ``rst`` rises, not before."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from rtl.generate import PinHarness
+
+    class Wire(wiring.Component):
+        def __init__(self):
+            super().__init__({"a": In(1), "b": Out(1)})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.comb += self.b.eq(self.a)
+            return m
+
+    dut = PinHarness(Wire(), reset_buffer=False)
+    # din is 1 throughout: the chain (a) is 1 from the first edge, dout follows two
+    # edges later (a's register, then b's output register = dout, one level).
+    seen = drive(dut, dut.rst, dut.inner.a, [0, 0, 0, 1, 1, 1, 1, 0], clock_pin=dut.clk,
+                 hold=[(dut.din, 1)])
+    # rst rises before edge 3: the synchronizer passes it at edges 3 and 4, the chain
+    # is held in reset from edge 5 on, and refills after rst falls (two edges later).
+    assert seen == [1, 1, 1, 1, 1, 0, 0, 0], seen
 
 
 def test_harness_cells_are_counted_apart():
@@ -159,21 +187,35 @@ def test_a_route_still_running_is_stopped_at_its_limit(monkeypatch, tmp_path):
     assert info["fmax_mhz"] == {"clk": 51.80}
 
 
-def drive(dut, inp, out, values):
+def drive(dut, inp, out, values, clock_pin=None, hold=None):
     """Simulate ``dut``: set ``inp`` to each value for one clock edge, and return what
-    ``out`` shows after each edge."""
+    ``out`` shows after each edge. ``clock_pin``: the design's clock input, toggled
+    here (a design that drives its own ``sync`` domain from a pin). ``hold``: (input,
+    value) pairs held throughout."""
     from amaranth.sim import Simulator
 
     seen = []
 
     async def bench(ctx):
+        for signal, value in hold or ():
+            ctx.set(signal, value)
         for value in values:
             ctx.set(inp, value)
             await ctx.tick()
             seen.append(ctx.get(out))
 
+    async def clock(ctx):
+        while True:
+            ctx.set(clock_pin, 0)
+            await ctx.delay(5e-9)
+            ctx.set(clock_pin, 1)
+            await ctx.delay(5e-9)
+
     sim = Simulator(dut)
-    sim.add_clock(1e-8)
+    if clock_pin is None:
+        sim.add_clock(1e-8)
+    else:
+        sim.add_process(clock)
     sim.add_testbench(bench)
     sim.run()
     return seen
