@@ -1,8 +1,8 @@
-"""IOTLB: the cache of completed translations, looked up in two pipelined stages.
+"""IOTLB: the cache of completed translations, looked up in pipelined stages.
 
 Entries are tagged by the *requester* (device_id, pv, process_id, priv) and the VPN
 under the entry's page size, so a hit needs no device or process context and answers
-three cycles after the lookup is accepted. This is legal because the IOMMU may cache at
+four cycles after the lookup is accepted. This is legal because the IOMMU may cache at
 any granularity as long as every invalidation removes everything it covers (spec
 §10.1-10.2): each entry also keeps the GSCID, PSCID and G bit its translation was made
 under, and invalidations match those (IOTINVAL) or the requester (IODIR).
@@ -13,7 +13,9 @@ invalidation visits one set per cycle. ``rtl/split_iotlb.py`` pairs a set-associ
 IOTLB for 4 KiB pages with a fully associative one for superpages.
 
 Timing (DESIGN.md §3, the IOTLB probe): the request is registered, all ways of its set
-are compared into a registered one-hot hit vector, the entry data is selected by an
+are compared field by field into registered per-field results (stage 1a: a RAM read and
+a 24-bit equality at most), those are ANDed into a registered one-hot hit vector (stage
+1b; issue 7: the whole compare behind the RAM read was 9 LUT levels), the entry data is selected by an
 AND-OR of that vector into a registered result, and no priority chain sits on the
 lookup path. The result stage is a skid buffer (rtl/skid.py), so ``lookup.ready`` and
 the stages' enables come from flip-flops, not from the consumer's ``result.ready``
@@ -185,6 +187,51 @@ class _InvalCompare(data.Struct):
     process_eq: unsigned(1)
 
 
+class _LookupTerms(data.Struct):
+    """One entry's field compares with a lookup's key, registered between the two
+    steps of the tag compare (stage 1a -> 1b, issue 7): each is at most a 24-bit
+    equality behind the RAM read; their AND is the hit."""
+
+    valid: unsigned(1)  # the entry is valid
+    device_eq: unsigned(1)
+    requester_eq: unsigned(1)  # same pv, process and privilege
+    vpn_high_eq: unsigned(1)  # the page-number bits above every page size
+    vpn_group_eq: unsigned(SPAN_BITS)  # per SPAN_GROUPS group
+    span: unsigned(SPAN_BITS)
+    permitted: unsigned(1)  # the entry's permissions allow the access
+
+
+def _lookup_terms(m, terms, valid, t, d, key):
+    """Drive ``terms`` (a ``_LookupTerms``) from entry tag ``t``, data ``d`` and the
+    normalized lookup ``key``."""
+    permitted = Signal(name=f"{terms.as_value().name}_permitted")
+    with m.Switch(key.access):
+        with m.Case(Access.READ):
+            m.d.comb += permitted.eq(d.r)
+        with m.Case(Access.WRITE):
+            m.d.comb += permitted.eq(d.w & d.d)
+        with m.Case(Access.EXECUTE):
+            # A Supervisor may never execute from a U page, whatever SUM says (§5.4).
+            m.d.comb += permitted.eq(d.x & ~(key.priv & d.u))
+    top = SPAN_GROUPS[-1][1]
+    m.d.comb += [
+        terms.valid.eq(valid),
+        terms.device_eq.eq(t.device_id == key.device_id),
+        terms.requester_eq.eq((t.pv == key.pv) & (t.process_id == key.process_id)
+                              & (t.priv == key.priv)),
+        terms.vpn_high_eq.eq(t.vpn[top:] == key.vpn[top:]),
+        terms.vpn_group_eq.eq(Cat(t.vpn[lo:hi] == key.vpn[lo:hi] for lo, hi in SPAN_GROUPS)),
+        terms.span.eq(t.span),
+        terms.permitted.eq(permitted),
+    ]
+
+
+def _terms_hit(terms):
+    """The lookup hits the entry its ``_LookupTerms`` were made from."""
+    return (terms.valid & terms.device_eq & terms.requester_eq & terms.vpn_high_eq
+            & (terms.span | terms.vpn_group_eq).all() & terms.permitted)
+
+
 class _TreePLRU:
     """Tree pseudo-LRU over ``ways`` ways: node 1 is the root, node k has children 2k and
     2k+1; a node's bit set means "the less recently used half is the upper one"."""
@@ -295,9 +342,9 @@ class IOTLB(wiring.Component):
                invalidation was applied meanwhile: a miss is always safe).
       fill:    In stream of ``Fill``. Ready while the fill register is empty (a
                registered signal); a fill accepted at clock edge k into an idle fill
-               path is written at edge k + ``FILL_LATENCY`` + 1, and a lookup accepted
+               path is written at edge k + ``WRITE_LATENCY``, and a lookup accepted
                at edge k + ``FILL_LATENCY`` or later sees it (one accepted then compares
-               with the fill as it is written). One fill per ``FILL_LATENCY + 2`` cycles at most
+               with the fill as it is written). One fill per ``WRITE_LATENCY + 1`` cycles at most
                (fills come from walks, far rarer). A fill overlapping a cached page of
                the same requester in its set replaces it.
       inval:   In stream of ``layouts.Invalidation``, ready (a flip-flop) when no
@@ -319,8 +366,9 @@ class IOTLB(wiring.Component):
     one compare; the fill's tag compare and way choice are registered steps of their own.
     """
 
-    LOOKUP_LATENCY = 3  # clock edges from a lookup's acceptance to its result
-    FILL_LATENCY = 3  # clock edges from a fill's acceptance to the first lookup that sees it
+    LOOKUP_LATENCY = 4  # clock edges from a lookup's acceptance to its result
+    FILL_LATENCY = 2  # clock edges from a fill's acceptance to the first lookup that sees it
+    WRITE_LATENCY = 4  # clock edges from a fill's acceptance (F1 idle) to its write
     INVAL_CYCLES = 3  # ``inval_cycles`` when fully associative (one set)
 
     def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
@@ -377,10 +425,14 @@ class IOTLB(wiring.Component):
         def ways_of(group, port, index):
             return [store[w].read(group, port, index) for w in range(ways)]
 
-        # --------------------------------------------------- stage 1: compare tags
+        # ----------------------------------------- stages 1a and 1b: compare tags
         s1_valid = Signal()
         s1_key = Signal(LookupKey)
         s1_payload = Signal(self.payload_shape)
+        s1b_valid = Signal()
+        s1b_key = Signal(LookupKey)
+        s1b_payload = Signal(self.payload_shape)
+        s1b_set = Signal(max(set_bits, 1))
         s2_valid = Signal()
         s2_hit = Signal(ways)  # one-hot (or zero) over the ways of s2_set
         s2_vpn = Signal(layouts.VPN_BITS)
@@ -424,77 +476,121 @@ class IOTLB(wiring.Component):
         pend_data = Signal(EntryData)
         f4_write = Signal(sets * ways)
         f4_keep = Signal()  # the entry written is left valid
+        f1_advance = Signal()  # a fill moves from F1 to F2 (``pend_*`` loaded)
 
         s3_in_ready = Signal()  # stage 3 (the result skid buffer) takes a result
         s2_ready = ~s2_valid | s3_in_ready
-        s1_ready = ~s1_valid | s2_ready
+        s1b_ready = ~s1b_valid | s2_ready
+        s1_ready = ~s1_valid | s1b_ready
         m.d.comb += self.lookup.ready.eq(s1_ready)
 
         key = self.lookup.payload.key
+        in_key = Signal(LookupKey)
+        m.d.comb += [
+            in_key.eq(key),
+            # Without a process id the request is User and has no process (§1.1).
+            in_key.process_id.eq(Mux(key.pv, key.process_id, 0)),
+            in_key.priv.eq(key.priv & key.pv),
+        ]
+        # The fill being written (``pend_*``, stable from F2 to its write) is compared
+        # with the key as the lookup comes in, so that stages 1a and 1b can each take
+        # the fill written at their edge with no compare in front of them. ``fresh``
+        # falls if another fill replaces ``pend_*`` meanwhile (only while stalled):
+        # the lookup then misses on a way written under it.
+        in_pend = Signal(_LookupTerms)
+        _lookup_terms(m, in_pend, 1, pend_tag, pend_data, in_key)
+        s1_pend = Signal(_LookupTerms)
+        s1_pend_fresh = Signal()
         with m.If(s1_ready):
             m.d.sync += [
                 s1_valid.eq(self.lookup.valid),
-                s1_key.eq(key),
-                # Without a process id the request is User and has no process (§1.1).
-                s1_key.process_id.eq(Mux(key.pv, key.process_id, 0)),
-                s1_key.priv.eq(key.priv & key.pv),
+                s1_key.eq(in_key),
                 s1_payload.eq(self.lookup.payload.payload),
+                s1_pend.eq(in_pend),
+                s1_pend_fresh.eq(~f1_advance),
             ]
+        with m.Elif(f1_advance):
+            m.d.sync += s1_pend_fresh.eq(0)
 
+        # Stage 1a: the set's ways read and each field compared (``_LookupTerms``).
         s1_set = Signal(max(set_bits, 1))
         m.d.comb += s1_set.eq(set_of(s1_key.vpn))
         s1_valid_ways = in_set(s1_set, [Cat(valid[s]) for s in range(sets)], ways, "s1_valid")
         s1_tags = ways_of("tag", "s1", s1_set)
         s1_data = ways_of("data", "s1", s1_set)
-
-        def matches(t, d, name):
-            """The lookup in stage 1 hits the entry with tag ``t`` and data ``d``."""
-            permitted = Signal(name=f"s1_permitted_{name}")
-            with m.Switch(s1_key.access):
-                with m.Case(Access.READ):
-                    m.d.comb += permitted.eq(d.r)
-                with m.Case(Access.WRITE):
-                    m.d.comb += permitted.eq(d.w & d.d)
-                with m.Case(Access.EXECUTE):
-                    # A Supervisor may never execute from a U page, whatever SUM says (§5.4).
-                    m.d.comb += permitted.eq(d.x & ~(s1_key.priv & d.u))
-            return ((t.device_id == s1_key.device_id) & (t.pv == s1_key.pv)
-                    & (t.process_id == s1_key.process_id) & (t.priv == s1_key.priv)
-                    & _same_page(t.vpn, t.span, s1_key.vpn)
-                    & permitted)
-
-        s1_hit = Signal(ways)
+        s1_terms = [Signal(_LookupTerms, name=f"s1_way{w}_terms") for w in range(ways)]
         for w in range(ways):
-            m.d.comb += s1_hit[w].eq(s1_valid_ways[w] & matches(s1_tags[w], s1_data[w], f"way{w}"))
-        # The fill written at this edge is compared too (forwarded): the way it writes
+            _lookup_terms(m, s1_terms[w], s1_valid_ways[w], s1_tags[w], s1_data[w], s1_key)
+
+        # The fill written at an edge is compared too (forwarded): the way it writes
         # takes that compare instead of the old entry's, so a lookup in the cycle of a
         # write sees the new entry, which its stage-2 select will read. Without it, a
         # requester that asks again as the previous walk's fill is written would miss
-        # every time (the walk and the fill would keep step with its requests).
-        pend_hit = Signal()
-        m.d.comb += pend_hit.eq(f4_keep & matches(pend_tag, pend_data, "fill"))
+        # every time (the walk and the fill would keep step with its requests). A hit
+        # on an entry an invalidation drops at an edge is dropped (a miss is always
+        # safe). An entry that an overlapping fill replaces keeps its data: a hit on it
+        # reads what it compared.
+        # At the edge ending stage 1a, each way's outcome is decided there if the way is
+        # written or dropped then (``decided``, ``decided_hit``), else by its terms.
         s1_written = in_set(s1_set, [f4_write[s * ways:(s + 1) * ways] for s in range(sets)],
                             ways, "s1_written")
         s1_inval = in_set(s1_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s1_inval")
+        s1_pend_hit = Signal()
+        m.d.comb += s1_pend_hit.eq(f4_keep & s1_pend_fresh & _terms_hit(s1_pend))
 
-        # A hit on an entry an invalidation drops at this edge is dropped (a miss is
-        # always safe); the stage-2 vector keeps dropping the hits on entries rewritten
-        # or dropped while it waits, and the select below masks the invalidated ones as
-        # it leaves (every mask comes from flip-flops). An entry that an overlapping fill
-        # replaces keeps its data: a hit on it reads what it compared.
-        s1_hit_kept = Signal(ways)
-        m.d.comb += s1_hit_kept.eq(((s1_written & pend_hit.replicate(ways)) | (~s1_written & s1_hit))
-                                   & ~s1_inval & s1_valid.replicate(ways))
+        # Stage 1b: the terms ANDed; the hit vector registered into stage 2.
+        s1b_terms = [Signal(_LookupTerms, name=f"s1b_way{w}_terms") for w in range(ways)]
+        s1b_decided = Signal(ways)
+        s1b_decided_hit = Signal(ways)
+        s1b_pend = Signal(_LookupTerms)
+        s1b_pend_fresh = Signal()
+        s1b_changed = in_set(s1b_set, [Cat(changed[s]) for s in range(sets)], ways,
+                             "s1b_changed")
+        with m.If(s1b_ready):
+            m.d.sync += [
+                s1b_valid.eq(s1_valid),
+                s1b_key.eq(s1_key),
+                s1b_payload.eq(s1_payload),
+                s1b_set.eq(s1_set),
+                *(s1b_terms[w].eq(s1_terms[w]) for w in range(ways)),
+                s1b_decided.eq(s1_written | s1_inval),
+                s1b_decided_hit.eq(s1_written & s1_pend_hit.replicate(ways) & ~s1_inval),
+                s1b_pend.eq(s1_pend),
+                s1b_pend_fresh.eq(s1_pend_fresh & ~f1_advance),
+            ]
+        with m.Else():
+            # Waiting: a way rewritten or dropped meanwhile becomes a miss.
+            m.d.sync += [s1b_decided.eq(s1b_decided | s1b_changed),
+                         s1b_decided_hit.eq(s1b_decided_hit & ~s1b_changed)]
+            with m.If(f1_advance):
+                m.d.sync += s1b_pend_fresh.eq(0)
+        s1b_hit = Signal(ways)
+        for w in range(ways):
+            m.d.comb += s1b_hit[w].eq(Mux(s1b_decided[w], s1b_decided_hit[w],
+                                          _terms_hit(s1b_terms[w])))
+        s1b_written = in_set(s1b_set, [f4_write[s * ways:(s + 1) * ways] for s in range(sets)],
+                             ways, "s1b_written")
+        s1b_inval = in_set(s1b_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s1b_inval")
+        s1b_pend_hit = Signal()
+        m.d.comb += s1b_pend_hit.eq(f4_keep & s1b_pend_fresh & _terms_hit(s1b_pend))
+        s1b_hit_kept = Signal(ways)
+        m.d.comb += s1b_hit_kept.eq(
+            ((s1b_written & s1b_pend_hit.replicate(ways)) | (~s1b_written & s1b_hit))
+            & ~s1b_inval & s1b_valid.replicate(ways))
+
+        # The stage-2 vector keeps dropping the hits on entries rewritten or dropped
+        # while it waits, and the select below masks the invalidated ones as it leaves
+        # (every mask comes from flip-flops).
         s2_set = Signal(max(set_bits, 1))
         s2_changed = in_set(s2_set, [Cat(changed[s]) for s in range(sets)], ways, "s2_changed")
         s2_inval = in_set(s2_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s2_inval")
         with m.If(s2_ready):
             m.d.sync += [
-                s2_valid.eq(s1_valid),
-                s2_hit.eq(s1_hit_kept),
-                s2_set.eq(s1_set),
-                s2_vpn.eq(s1_key.vpn),
-                s2_payload.eq(s1_payload),
+                s2_valid.eq(s1b_valid),
+                s2_hit.eq(s1b_hit_kept),
+                s2_set.eq(s1b_set),
+                s2_vpn.eq(s1b_key.vpn),
+                s2_payload.eq(s1b_payload),
             ]
         with m.Else():
             m.d.sync += s2_hit.eq(s2_hit & ~s2_changed)
@@ -631,7 +727,6 @@ class IOTLB(wiring.Component):
         f2_valid = Signal()
         f3_valid = Signal()
         f4_valid = Signal()
-        f1_advance = Signal()
         m.d.comb += [
             self.fill.ready.eq(~f1_valid),
             # Not while an invalidation is on its way: a fill written meanwhile could be

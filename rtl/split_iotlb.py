@@ -35,6 +35,7 @@ class SplitIOTLB(wiring.Component):
 
     LOOKUP_LATENCY = IOTLB.LOOKUP_LATENCY
     FILL_LATENCY = IOTLB.FILL_LATENCY
+    WRITE_LATENCY = IOTLB.WRITE_LATENCY
 
     def __init__(self, page_entries: int, page_ways: int, superpage_entries: int,
                  payload_shape=unsigned(1)):

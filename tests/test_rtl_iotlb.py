@@ -121,7 +121,7 @@ class TB:
 
     async def fill(self, ctx, t: Translation, inval: Inval | None = None, settle=True):
         """One fill (and, if given, an invalidation in the cycle it is accepted). With
-        ``settle``, return once it is written (``IOTLB.FILL_LATENCY`` + 1 edges after it
+        ``settle``, return once it is written (``IOTLB.WRITE_LATENCY`` edges after it
         was accepted; lookups see it an edge earlier), so that whatever is driven next,
         an invalidation included, comes after the write."""
         self._drive_fill(ctx, t)
@@ -129,7 +129,7 @@ class TB:
         while not ctx.get(self.dut.fill.ready):
             await self.tick(ctx)
             waited += 1
-            assert waited <= IOTLB.FILL_LATENCY, "the fill path never became ready"
+            assert waited <= IOTLB.WRITE_LATENCY, "the fill path never became ready"
         if inval is not None:
             self._drive_inval(ctx, inval)
             assert ctx.get(self.dut.inval.ready), "the IOTLB must always take an invalidation"
@@ -137,7 +137,7 @@ class TB:
         ctx.set(self.dut.fill.valid, 0)
         ctx.set(self.dut.inval.valid, 0)
         if settle:
-            await self.tick(ctx, IOTLB.FILL_LATENCY + 1)
+            await self.tick(ctx, IOTLB.WRITE_LATENCY)
 
     async def invalidate(self, ctx, cmd: Inval):
         self._drive_inval(ctx, cmd)
@@ -331,7 +331,7 @@ def test_hit_latency_is_fixed_at_one_lookup_per_cycle():
     tb.run(bench)
 
 
-@pytest.mark.parametrize("delay", range(IOTLB.FILL_LATENCY + 3))
+@pytest.mark.parametrize("delay", range(IOTLB.WRITE_LATENCY + 2))
 def test_a_refill_of_a_cached_page_never_hides_it(delay):
     """A second walk of a cached page (a request that missed while the first fill was on
     its way in) fills it again: every lookup hits, whenever it falls against that
@@ -700,7 +700,7 @@ def test_lookups_in_flight_lose_hits_an_invalidation_removes(entries, ways, vpn)
             tb._drive_lookup(ctx, host, page.vpn, Access.READ, tag)
             await tb.tick(ctx)
         ctx.set(tb.dut.lookup.valid, 0)
-        await tb.tick(ctx)
+        await tb.tick(ctx, IOTLB.LOOKUP_LATENCY - 2)  # the first result is out
         assert ctx.get(tb.dut.result.valid) and ctx.get(tb.dut.result.payload.hit)
         await tb.invalidate(ctx, Inval(InvalKind.IOTINVAL_VMA))  # every host entry
         ctx.set(tb.dut.result.ready, 1)
@@ -727,7 +727,7 @@ def test_lookups_in_flight_lose_hits_an_invalidation_removes(entries, ways, vpn)
         ctx.set(tb.dut.result.ready, 1)
         # The flush drops every entry at the second edge; nothing leaves in between.
         assert ctx.get(tb.dut.inval_busy) and not ctx.get(tb.dut.result.valid)
-        await tb.tick(ctx)
+        await tb.tick(ctx, IOTLB.LOOKUP_LATENCY - 2)
         res = ctx.get(tb.dut.result.payload)
         assert ctx.get(tb.dut.result.valid) and res.payload == 7 and not res.hit
         await tb.tick(ctx)
