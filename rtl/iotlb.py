@@ -154,16 +154,6 @@ class EntryData(data.Struct):
 # --------------------------------------------------------------------------- #
 # Combinational helpers
 # --------------------------------------------------------------------------- #
-def _same_page(entry_vpn, entry_span, vpn, other_span=None):
-    """``vpn`` lies in the entry's page (or, with ``other_span``, the two pages overlap:
-    aligned power-of-two pages overlap exactly when they agree above the larger one)."""
-    terms = [entry_vpn[SPAN_GROUPS[-1][1]:] == vpn[SPAN_GROUPS[-1][1]:]]
-    for i, (lo, hi) in enumerate(SPAN_GROUPS):
-        inside = entry_span[i] if other_span is None else entry_span[i] | other_span[i]
-        terms.append(inside | (entry_vpn[lo:hi] == vpn[lo:hi]))
-    return Cat(terms).all()
-
-
 def _inside_page_mask(span, width):
     """Mask of the low ``width`` page-number bits that lie inside a page of ``span``."""
     parts = [span[i].replicate(hi - lo) for i, (lo, hi) in enumerate(SPAN_GROUPS)]
@@ -748,25 +738,37 @@ class IOTLB(wiring.Component):
         f1_tags = ways_of("tag", "f1", f1_set)
 
         # Two entries of one requester must never cover the same page: the AND-OR select
-        # would merge them. So a fill replaces every entry of the set it overlaps.
-        overlap = Signal(ways)
-        for w, t in enumerate(f1_tags):
-            m.d.comb += overlap[w].eq(
-                f1_valid_ways[w]
-                & (t.device_id == f1_tag.device_id) & (t.pv == f1_tag.pv)
-                & (t.process_id == f1_tag.process_id) & (t.priv == f1_tag.priv)
-                & _same_page(t.vpn, t.span, f1_tag.vpn, other_span=f1_tag.span))
+        # would merge them. So a fill replaces every entry of the set it overlaps. The
+        # compare is split like a lookup's (issue 7: 8 LUT levels behind the RAM read):
+        # F1 registers each way's field compares, F2 ANDs them. Aligned power-of-two
+        # pages overlap exactly when they agree above the larger one: a group inside
+        # either page is ignored (``span`` is the OR of both spans; ``permitted`` is 1).
+        top = SPAN_GROUPS[-1][1]
+        f2_terms = [Signal(_LookupTerms, name=f"f2_way{w}_terms") for w in range(ways)]
         f2_set = Signal(max(set_bits, 1))
-        f2_overlap = Signal(ways)
         f2_free = Signal(ways)
         m.d.sync += f2_valid.eq(f1_advance)
         with m.If(f1_advance):
             m.d.sync += [
                 pend_tag.eq(f1_tag), pend_scope.eq(f1_scope), pend_data.eq(f1_data),
                 f2_set.eq(f1_set),
-                f2_overlap.eq(overlap),
                 f2_free.eq(~f1_valid_ways),
             ]
+            for w, t in enumerate(f1_tags):
+                m.d.sync += [
+                    f2_terms[w].valid.eq(f1_valid_ways[w]),
+                    f2_terms[w].device_eq.eq(t.device_id == f1_tag.device_id),
+                    f2_terms[w].requester_eq.eq((t.pv == f1_tag.pv)
+                                                & (t.process_id == f1_tag.process_id)
+                                                & (t.priv == f1_tag.priv)),
+                    f2_terms[w].vpn_high_eq.eq(t.vpn[top:] == f1_tag.vpn[top:]),
+                    f2_terms[w].vpn_group_eq.eq(Cat(t.vpn[lo:hi] == f1_tag.vpn[lo:hi]
+                                                    for lo, hi in SPAN_GROUPS)),
+                    f2_terms[w].span.eq(t.span | f1_tag.span),
+                    f2_terms[w].permitted.eq(1),
+                ]
+        f2_overlap = Signal(ways)
+        m.d.comb += f2_overlap.eq(Cat(_terms_hit(f2_terms[w]) for w in range(ways)))
 
         # F3: the two priority picks, each registered on its own.
         f3_set = Signal(max(set_bits, 1))
