@@ -4,7 +4,7 @@
                                                └─miss─► slot i: context fetch ─► walker i ─► completion ─┘   └► fault
                                                         (shared, cached)          (one per slot)
 
-* A hit answers 4 cycles after its request was accepted (3 in the IOTLB, 1 in the
+* A hit answers 5 cycles after its request was accepted (4 in the IOTLB, 1 in the
   registered output), one per cycle.
 * A miss takes a free *slot* (there are ``params.walkers``); up to that many
   walks are in flight and the hits behind them keep flowing. A miss with no
@@ -86,7 +86,7 @@ class TranslationCore(wiring.Component):
       ddtp, fctl:   configuration (from the register block), stable while translating.
       request:      translation requests (layouts.translation_request).
       response:     one per request, out of order, matched by tag; driven from a
-                    register (a hit leaves 4 cycles after its request was accepted).
+                    register (a hit leaves 5 cycles after its request was accepted).
       fault:        fault records for the fault queue (DTF already applied).
       inval:        IOTINVAL / IODIR operands from the command queue; always ready;
                     registered before it reaches the caches.
