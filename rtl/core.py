@@ -32,7 +32,6 @@ from .iotlb import Fill
 from .mem_arbiter import MemoryArbiter
 from .params import DEFAULT, IOMMUParams
 from .pick import lowest_set, round_robin
-from .skid import SkidBuffer
 from .split_iotlb import make_iotlb
 from .walker import PageTableWalker
 
@@ -127,13 +126,13 @@ class TranslationCore(wiring.Component):
         for i, w in enumerate(walkers):
             wiring.connect(m, w.mem_req, arb.client_req[i + 1])
             wiring.connect(m, arb.client_resp[i + 1], w.mem_resp)
-        # A register slice between the walkers' arbiter and the port: the port's ready
-        # (the IOMMU's own merge, then memory) no longer reaches the walkers' state
-        # enables in the same cycle, nor their requests the merge (issue 7). One cycle
-        # more per memory access.
-        m.submodules.mem_slice = mem_slice = SkidBuffer(arb.mem_req.payload.shape())
-        wiring.connect(m, arb.mem_req, mem_slice.i)
-        wiring.connect(m, mem_slice.o, wiring.flipped(self.mem_req))
+        # The arbiter registers each client's request and drives the port from a
+        # register of its own: the port's ready (the IOMMU's own merge, then memory)
+        # does not reach the walkers' state enables in the same cycle, nor their
+        # requests the merge (issue 7). It replaces the register slice that followed
+        # the arbiter (that slice's enables were the end of the whole IOMMU's routed
+        # critical path).
+        wiring.connect(m, arb.mem_req, wiring.flipped(self.mem_req))
         wiring.connect(m, wiring.flipped(self.mem_resp), arb.mem_resp)
         m.d.comb += [ctx.ddtp.eq(self.ddtp), ctx.fctl.eq(self.fctl)]
 
