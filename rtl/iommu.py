@@ -31,7 +31,6 @@ from .interrupts import VECTORS
 from .mem_merge import MemoryMerge
 from .params import DEFAULT, IOMMUParams
 from .registers import RegisterFile
-from .skid import SkidBuffer
 
 #: Memory clients on the merged port, by index (the high bits of mem_req.id).
 CLIENT_CORE, CLIENT_CQ, CLIENT_FQ, CLIENT_MSI = range(4)
@@ -162,12 +161,11 @@ class Iommu(wiring.Component):
             msi_resp.payload.rdata.eq(msi_back.payload.rdata),
             msi_resp.payload.id.eq(msi_back.payload.id),
         ]
-        # A register slice on the way out: memory's ready reaches no client's state in
-        # the same cycle, and the merge's choice no wire outside (issue 7). One cycle
-        # more per memory access.
-        m.submodules.mem_slice = mem_slice = SkidBuffer(merge.mem_req.payload.shape())
-        wiring.connect(m, merge.mem_req, mem_slice.i)
-        wiring.connect(m, mem_slice.o, wiring.flipped(self.mem_req))
+        # The merge registers each client's request and drives the port from a register
+        # (it replaces the register slice that followed it): memory's ready reaches no
+        # client's state in the same cycle, and the merge's choice no wire outside
+        # (issue 7).
+        wiring.connect(m, merge.mem_req, wiring.flipped(self.mem_req))
         wiring.connect(m, wiring.flipped(self.mem_resp), merge.mem_resp)
 
         # ------------------------------------------- requests: devices + debug

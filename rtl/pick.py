@@ -9,7 +9,7 @@ ECP5's fast carry logic resolves in a fraction of a LUT level per bit.
 from functools import reduce
 from operator import or_
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Signal, Value
 
 
 def round_robin(m: Module, bits, last, n: int, name: str):
@@ -75,26 +75,3 @@ def and_or(one_hot, values):
     width = len(Value.cast(values[0]))
     return reduce(or_, (Value.cast(v) & one_hot[i].replicate(width)
                         for i, v in enumerate(values)))
-
-
-def held_round_robin(m: Module, valids, ready):
-    """One-hot grant of a round-robin arbiter over the requests ``valids`` in front of a
-    stream port whose ``ready`` is given; returns ``(grant, valid)``.
-
-    The client after the last one served has priority; the grant is held while the
-    port waits for ready (a stream's payload must not change while valid), so the choice
-    only moves after a handshake. The caller drives the port's payload with
-    ``and_or(grant, ...)`` and each client's ready with ``grant[i] & ready``."""
-    n = len(valids)
-    last = Signal(n, init=1 << (n - 1))  # one-hot
-    locked = Signal()
-    held = Signal(n)  # one-hot
-    grant = Signal(n)
-    valid = Signal()
-    m.d.comb += [grant.eq(Mux(locked, held, round_robin_one_hot(valids, last))),
-                 valid.eq((grant & valids).any())]
-    with m.If(valid & ~ready):
-        m.d.sync += [locked.eq(1), held.eq(grant)]
-    with m.If(valid & ready):
-        m.d.sync += [locked.eq(0), last.eq(grant)]
-    return grant, valid
