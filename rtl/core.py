@@ -14,7 +14,7 @@
   to its requester but not filled into the IOTLB, so nothing fetched before an
   invalidation outlives it in a cache.
 * Timing (issue 7): the invalidation is registered before it reaches the caches, the
-  memory port leaves through a register slice, and the output is a skid buffer, so
+  memory port leaves from the arbiter's registers, and the output is a skid buffer, so
   no ready or invalidation wire crosses the core in one cycle.
 """
 
@@ -90,7 +90,7 @@ class TranslationCore(wiring.Component):
       inval:        IOTINVAL / IODIR operands from the command queue; always ready;
                     registered before it reaches the caches.
       mem_req/resp: the IOMMU's own memory port (walks, A/D updates); mem_req is
-                    driven from a register slice (rtl/skid.py).
+                    driven from the memory arbiter's output register.
       ev_*:         one-cycle event pulses for the performance counters.
       busy:         a miss is in flight (until its response is on the port).
       inval_pending: a walk that began before the latest invalidation, or a hit looked
