@@ -5,7 +5,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pick import and_or, one_hot_index, round_robin_one_hot
+from .pick import and_or, one_hot_index, registered_pick
 
 
 class MemoryArbiter(wiring.Component):
@@ -46,41 +46,15 @@ class MemoryArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.ports
-        req_layout = self.mem_req.payload.shape()
         resp_layout = self.mem_resp.payload.shape()
 
-        # Each client's request register.
-        waiting = Signal(n)  # client i's request register is full
-        waiting_req = [Signal(req_layout, name=f"client{i}_request") for i in range(n)]
-        for i, c in enumerate(self.client_req):
-            m.d.comb += c.ready.eq(~waiting[i])
-            with m.If(c.valid & c.ready):
-                m.d.sync += [waiting[i].eq(1), waiting_req[i].eq(c.payload)]
-
-        # The port is driven from a register too: a waiting request is picked
-        # (round-robin, one-hot, AND-OR payload: issue 7, no index to decode) and moved
-        # into it while it is empty. The port's ready only empties it, so no wire runs
-        # from the port back to the pick or to the clients' registers (the routed
-        # critical path of the whole IOMMU ran from ``waiting`` through a held grant
-        # into the register slice that used to follow: 13.2 ns). At most one request
-        # per two cycles leaves, plenty for clients that wait for each answer.
-        out_valid = Signal()
-        out = Signal(req_layout)
-        last = Signal(n, init=1 << (n - 1))  # one-hot: the client served last
-        grant = Signal(n)
-        m.d.comb += [
-            grant.eq(round_robin_one_hot(waiting, last)),
-            self.mem_req.valid.eq(out_valid),
-            self.mem_req.payload.eq(out),
-        ]
-        with m.If(self.mem_req.valid & self.mem_req.ready):
-            m.d.sync += out_valid.eq(0)
-        with m.If(~out_valid & waiting.any()):
-            m.d.sync += [out_valid.eq(1), out.eq(and_or(grant, waiting_req)),
-                         out.id.eq(one_hot_index(grant, n)), last.eq(grant)]
-            for i in range(n):
-                with m.If(grant[i]):
-                    m.d.sync += waiting[i].eq(0)
+        # Requests: a register per client, and the port driven from a register loaded
+        # with a round-robin pick of the waiting ones (rtl/pick.py). The routed
+        # critical path of the whole IOMMU used to run from the clients' registers
+        # through a held grant into a register slice after the arbiter (13.3 ns).
+        requests, grant, load, out = registered_pick(m, self.client_req, self.mem_req)
+        with m.If(load):
+            m.d.sync += [out.eq(and_or(grant, requests)), out.id.eq(one_hot_index(grant, n))]
 
         # Each client's response register, loaded from the response named by its id.
         answered = Signal(n)  # client i's response register is full

@@ -1,11 +1,11 @@
 """One memory port for the whole IOMMU: the core, the queues and the MSI sender."""
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import layouts
-from .pick import and_or, one_hot_index, round_robin_one_hot
+from .pick import and_or, one_hot_index, registered_pick
 
 
 class MemoryMerge(wiring.Component):
@@ -41,44 +41,18 @@ class MemoryMerge(wiring.Component):
         m = Module()
         n = self.clients
 
-        # Each client's request waits in a register of its own, and the pick moves one
-        # into the port's register while that is empty (issue 7, as in MemoryArbiter):
-        # neither a client's state logic nor the port's ready reaches the pick or the
-        # port register's enables in the same cycle. (A register slice used to follow
-        # an unregistered merge; the path from the fault queue's state through the
-        # merge's grant into its enables was 8 LUT levels.) A client's ready is its
-        # register being empty, so each client sends at most one request per two
-        # cycles, and the port at most one per two cycles.
-        req_layout = self.client_req[0].payload.shape()
-        waiting = Signal(n)
-        waiting_req = [Signal(req_layout, name=f"client{i}_request") for i in range(n)]
-        for i, c in enumerate(self.client_req):
-            m.d.comb += c.ready.eq(~waiting[i])
-            with m.If(c.valid & c.ready):
-                m.d.sync += [waiting[i].eq(1), waiting_req[i].eq(c.payload)]
-
-        out_valid = Signal()
-        out = Signal(self.mem_req.payload.shape())
-        last = Signal(n, init=1 << (n - 1))  # one-hot: the client served last
-        grant = Signal(n)
-        chosen = and_or(grant, [Cat(r.op, r.addr, r.wdata, r.compare, r.id)
-                                for r in waiting_req])
-        m.d.comb += [
-            grant.eq(round_robin_one_hot(waiting, last)),
-            self.mem_req.valid.eq(out_valid),
-            self.mem_req.payload.eq(out),
-        ]
-        with m.If(self.mem_req.valid & self.mem_req.ready):
-            m.d.sync += out_valid.eq(0)
-        with m.If(~out_valid & waiting.any()):
+        # Requests: a register per client, and the port driven from a register loaded
+        # with a round-robin pick of the waiting ones (rtl/pick.py, issue 7; as in
+        # MemoryArbiter). A register slice used to follow an unregistered merge: the
+        # path from the fault queue's state through the merge's grant into its enables
+        # was 8 LUT levels.
+        requests, grant, load, out = registered_pick(m, self.client_req, self.mem_req)
+        chosen = and_or(grant, [Cat(r.op, r.addr, r.wdata, r.compare, r.id) for r in requests])
+        with m.If(load):
             m.d.sync += [
-                out_valid.eq(1), last.eq(grant),
                 Cat(out.op, out.addr, out.wdata, out.compare, out.id[:self.inner_bits]).eq(chosen),
                 out.id[self.inner_bits:].eq(one_hot_index(grant, n)),
             ]
-            for i in range(n):
-                with m.If(grant[i]):
-                    m.d.sync += waiting[i].eq(0)
 
         resp = self.mem_resp.payload
         owner = resp.id[self.inner_bits:]

@@ -75,3 +75,44 @@ def and_or(one_hot, values):
     width = len(Value.cast(values[0]))
     return reduce(or_, (Value.cast(v) & one_hot[i].replicate(width)
                         for i, v in enumerate(values)))
+
+
+def registered_pick(m: Module, clients, port):
+    """Round-robin merge of the streams ``clients`` onto ``port``, registered on both
+    sides (issue 7): each client's request waits in a register of its own (its
+    ``ready`` is that register being empty, a flip-flop), and a one-hot pick of the
+    waiting ones is moved into the register that drives ``port`` while that is empty.
+    Neither a client's state logic nor the port's ``ready`` reaches the pick or the
+    port register's enables in the same cycle; each client and the port move at most
+    one request per two cycles.
+
+    Returns ``(requests, grant, load, out)``: the waiting requests, the one-hot pick,
+    the edge that moves it, and the port's payload register, which the caller loads
+    under ``m.If(load)`` from ``and_or(grant, requests)`` and ``one_hot_index(grant)``
+    as its id scheme needs."""
+    n = len(clients)
+    waiting = Signal(n)
+    requests = [Signal(c.payload.shape(), name=f"client{i}_request")
+                for i, c in enumerate(clients)]
+    out_valid = Signal()
+    out = Signal(port.payload.shape())
+    last = Signal(n, init=1 << (n - 1))  # one-hot: the client served last
+    grant = Signal(n)
+    load = Signal()
+    m.d.comb += [
+        grant.eq(round_robin_one_hot(waiting, last)),
+        load.eq(~out_valid & waiting.any()),
+        port.valid.eq(out_valid),
+        port.payload.eq(out),
+    ]
+    with m.If(port.valid & port.ready):
+        m.d.sync += out_valid.eq(0)
+    with m.If(load):
+        m.d.sync += [out_valid.eq(1), last.eq(grant)]
+    for i, c in enumerate(clients):
+        m.d.comb += c.ready.eq(~waiting[i])
+        with m.If(load & grant[i]):
+            m.d.sync += waiting[i].eq(0)
+        with m.If(c.valid & c.ready):  # never the granted one: it is waiting
+            m.d.sync += [waiting[i].eq(1), requests[i].eq(c.payload)]
+    return requests, grant, load, out
