@@ -40,9 +40,8 @@ class RegisteredBoundary(wiring.Component):
     synthesis only: it delays every handshake by a cycle and breaks stream rules.
     """
 
-    def __init__(self, inner: wiring.Component, reset_buffer: bool = True):
+    def __init__(self, inner: wiring.Component):
         self.inner = inner
-        self.reset_buffer = reset_buffer  # an ECP5 DCCA (False: simulate the harness)
         super().__init__(inner.signature)
 
     def elaborate(self, platform):

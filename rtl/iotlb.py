@@ -191,9 +191,26 @@ class _LookupTerms(data.Struct):
     permitted: unsigned(1)  # the entry's permissions allow the access
 
 
+def _match_terms(terms, valid, t, other, span, permitted):
+    """Assignments of ``terms`` (a ``_LookupTerms``) comparing entry tag ``t`` with
+    ``other`` (a normalized lookup key, or another entry's tag: both have the requester
+    fields and ``vpn``); VPN groups set in ``span`` are ignored."""
+    top = SPAN_GROUPS[-1][1]
+    return [
+        terms.valid.eq(valid),
+        terms.device_eq.eq(t.device_id == other.device_id),
+        terms.requester_eq.eq((t.pv == other.pv) & (t.process_id == other.process_id)
+                              & (t.priv == other.priv)),
+        terms.vpn_high_eq.eq(t.vpn[top:] == other.vpn[top:]),
+        terms.vpn_group_eq.eq(Cat(t.vpn[lo:hi] == other.vpn[lo:hi] for lo, hi in SPAN_GROUPS)),
+        terms.span.eq(span),
+        terms.permitted.eq(permitted),
+    ]
+
+
 def _lookup_terms(m, terms, valid, t, d, key):
-    """Drive ``terms`` (a ``_LookupTerms``) from entry tag ``t``, data ``d`` and the
-    normalized lookup ``key``."""
+    """Drive ``terms`` from entry tag ``t``, data ``d`` and the normalized lookup
+    ``key``: the entry's own page size, and its permissions for the key's access."""
     permitted = Signal(name=f"{terms.as_value().name}_permitted")
     with m.Switch(key.access):
         with m.Case(Access.READ):
@@ -203,17 +220,7 @@ def _lookup_terms(m, terms, valid, t, d, key):
         with m.Case(Access.EXECUTE):
             # A Supervisor may never execute from a U page, whatever SUM says (§5.4).
             m.d.comb += permitted.eq(d.x & ~(key.priv & d.u))
-    top = SPAN_GROUPS[-1][1]
-    m.d.comb += [
-        terms.valid.eq(valid),
-        terms.device_eq.eq(t.device_id == key.device_id),
-        terms.requester_eq.eq((t.pv == key.pv) & (t.process_id == key.process_id)
-                              & (t.priv == key.priv)),
-        terms.vpn_high_eq.eq(t.vpn[top:] == key.vpn[top:]),
-        terms.vpn_group_eq.eq(Cat(t.vpn[lo:hi] == key.vpn[lo:hi] for lo, hi in SPAN_GROUPS)),
-        terms.span.eq(t.span),
-        terms.permitted.eq(permitted),
-    ]
+    m.d.comb += _match_terms(terms, valid, t, key, t.span, permitted)
 
 
 def _terms_hit(terms):
@@ -420,7 +427,7 @@ class IOTLB(wiring.Component):
         s1_key = Signal(LookupKey)
         s1_payload = Signal(self.payload_shape)
         s1b_valid = Signal()
-        s1b_key = Signal(LookupKey)
+        s1b_vpn = Signal(layouts.VPN_BITS)
         s1b_payload = Signal(self.payload_shape)
         s1b_set = Signal(max(set_bits, 1))
         s2_valid = Signal()
@@ -467,6 +474,10 @@ class IOTLB(wiring.Component):
         f4_write = Signal(sets * ways)
         f4_keep = Signal()  # the entry written is left valid
         f1_advance = Signal()  # a fill moves from F1 to F2 (``pend_*`` loaded)
+        # Per set, the ways written, dropped, or either at the coming edge.
+        writes = [f4_write[s * ways:(s + 1) * ways] for s in range(sets)]
+        drops = [Cat(drop_q[s]) for s in range(sets)]
+        changes = [Cat(changed[s]) for s in range(sets)]
 
         s3_in_ready = Signal()  # stage 3 (the result skid buffer) takes a result
         s2_ready = ~s2_valid | s3_in_ready
@@ -522,9 +533,8 @@ class IOTLB(wiring.Component):
         # reads what it compared.
         # At the edge ending stage 1a, each way's outcome is decided there if the way is
         # written or dropped then (``decided``, ``decided_hit``), else by its terms.
-        s1_written = in_set(s1_set, [f4_write[s * ways:(s + 1) * ways] for s in range(sets)],
-                            ways, "s1_written")
-        s1_inval = in_set(s1_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s1_inval")
+        s1_written = in_set(s1_set, writes, ways, "s1_written")
+        s1_inval = in_set(s1_set, drops, ways, "s1_inval")
         s1_pend_hit = Signal()
         m.d.comb += s1_pend_hit.eq(f4_keep & s1_pend_fresh & _terms_hit(s1_pend))
 
@@ -534,12 +544,11 @@ class IOTLB(wiring.Component):
         s1b_decided_hit = Signal(ways)
         s1b_pend = Signal(_LookupTerms)
         s1b_pend_fresh = Signal()
-        s1b_changed = in_set(s1b_set, [Cat(changed[s]) for s in range(sets)], ways,
-                             "s1b_changed")
+        s1b_changed = in_set(s1b_set, changes, ways, "s1b_changed")
         with m.If(s1b_ready):
             m.d.sync += [
                 s1b_valid.eq(s1_valid),
-                s1b_key.eq(s1_key),
+                s1b_vpn.eq(s1_key.vpn),
                 s1b_payload.eq(s1_payload),
                 s1b_set.eq(s1_set),
                 *(s1b_terms[w].eq(s1_terms[w]) for w in range(ways)),
@@ -558,9 +567,8 @@ class IOTLB(wiring.Component):
         for w in range(ways):
             m.d.comb += s1b_hit[w].eq(Mux(s1b_decided[w], s1b_decided_hit[w],
                                           _terms_hit(s1b_terms[w])))
-        s1b_written = in_set(s1b_set, [f4_write[s * ways:(s + 1) * ways] for s in range(sets)],
-                             ways, "s1b_written")
-        s1b_inval = in_set(s1b_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s1b_inval")
+        s1b_written = in_set(s1b_set, writes, ways, "s1b_written")
+        s1b_inval = in_set(s1b_set, drops, ways, "s1b_inval")
         s1b_pend_hit = Signal()
         m.d.comb += s1b_pend_hit.eq(f4_keep & s1b_pend_fresh & _terms_hit(s1b_pend))
         s1b_hit_kept = Signal(ways)
@@ -572,14 +580,14 @@ class IOTLB(wiring.Component):
         # while it waits, and the select below masks the invalidated ones as it leaves
         # (every mask comes from flip-flops).
         s2_set = Signal(max(set_bits, 1))
-        s2_changed = in_set(s2_set, [Cat(changed[s]) for s in range(sets)], ways, "s2_changed")
-        s2_inval = in_set(s2_set, [Cat(drop_q[s]) for s in range(sets)], ways, "s2_inval")
+        s2_changed = in_set(s2_set, changes, ways, "s2_changed")
+        s2_inval = in_set(s2_set, drops, ways, "s2_inval")
         with m.If(s2_ready):
             m.d.sync += [
                 s2_valid.eq(s1b_valid),
                 s2_hit.eq(s1b_hit_kept),
                 s2_set.eq(s1b_set),
-                s2_vpn.eq(s1b_key.vpn),
+                s2_vpn.eq(s1b_vpn),
                 s2_payload.eq(s1b_payload),
             ]
         with m.Else():
@@ -653,7 +661,6 @@ class IOTLB(wiring.Component):
         # A result selected before the invalidation's matches were registered may use
         # an entry it drops: it becomes a miss at the drop edge, wherever it waits.
         # (Later selections are masked on their way through stage 2.)
-        drops = [Cat(drop_q[s]) for s in range(sets)]
         s3_dropped = (s3_way & in_set(s3_set, drops, ways, "s3_drops")).any()
         skid_dropped = (skid_way & in_set(skid_set, drops, ways, "skid_drops")).any()
         with m.If(s3_free & skid_valid):  # the skid moves to stage 3 at this edge
@@ -743,7 +750,6 @@ class IOTLB(wiring.Component):
         # F1 registers each way's field compares, F2 ANDs them. Aligned power-of-two
         # pages overlap exactly when they agree above the larger one: a group inside
         # either page is ignored (``span`` is the OR of both spans; ``permitted`` is 1).
-        top = SPAN_GROUPS[-1][1]
         f2_terms = [Signal(_LookupTerms, name=f"f2_way{w}_terms") for w in range(ways)]
         f2_set = Signal(max(set_bits, 1))
         f2_free = Signal(ways)
@@ -755,18 +761,8 @@ class IOTLB(wiring.Component):
                 f2_free.eq(~f1_valid_ways),
             ]
             for w, t in enumerate(f1_tags):
-                m.d.sync += [
-                    f2_terms[w].valid.eq(f1_valid_ways[w]),
-                    f2_terms[w].device_eq.eq(t.device_id == f1_tag.device_id),
-                    f2_terms[w].requester_eq.eq((t.pv == f1_tag.pv)
-                                                & (t.process_id == f1_tag.process_id)
-                                                & (t.priv == f1_tag.priv)),
-                    f2_terms[w].vpn_high_eq.eq(t.vpn[top:] == f1_tag.vpn[top:]),
-                    f2_terms[w].vpn_group_eq.eq(Cat(t.vpn[lo:hi] == f1_tag.vpn[lo:hi]
-                                                    for lo, hi in SPAN_GROUPS)),
-                    f2_terms[w].span.eq(t.span | f1_tag.span),
-                    f2_terms[w].permitted.eq(1),
-                ]
+                m.d.sync += _match_terms(f2_terms[w], f1_valid_ways[w], t, f1_tag,
+                                         t.span | f1_tag.span, 1)
         f2_overlap = Signal(ways)
         m.d.comb += f2_overlap.eq(Cat(_terms_hit(f2_terms[w]) for w in range(ways)))
 

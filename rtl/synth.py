@@ -47,8 +47,9 @@ Placer. ``--placer static`` (nextpnr's electrostatic placer) rather than the def
 HeAP: on the whole default IOMMU HeAP packed the design into the middle 60% of the
 chip's columns, and router2 started from 75,000 overused wires and stalled at 43,000;
 the static placer spreads it over the chip (wirelength 291,000 instead of 361,000,
-placer estimate 53 MHz instead of 41-52) and router2 starts from 65,000 and keeps
-falling. HeAP's density target (``--placer-heap-beta`` 0.5 or 0.6) changed neither.
+placer estimate 53 MHz instead of 41-52). router2 still stalls on it (at ~7,400
+overused wires), router1 routes it in 20-30 minutes. HeAP's density target
+(``--placer-heap-beta`` 0.5 or 0.6) changed neither.
 
 Yosys options. In Yosys 0.70 ``synth_ecp5`` is a wrapper around
 ``synth_lattice -family ecp5``, which always maps with ``abc9``: the old
@@ -554,7 +555,8 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
                 run_tool("nextpnr", [f"--{DEVICE}", "--package", PACKAGE, "--speed", str(SPEED),
                                      "--json", "synth.json", "--freq", f"{args.freq:g}",
                                      "--timing-allow-fail",
-                                     "--seed", str(args.seed), "--router", args.router, "--placer", "static",
+                                     "--seed", str(args.seed), "--router", args.router,
+                                     "--placer", "static",
                                      *(["--no-route"] if args.no_route else []),
                                      "--report", "pnr_report.json",
                                      "-l", "nextpnr.log", "-q"],
