@@ -31,7 +31,7 @@ from .hpm import EventSource
 from .iotlb import Fill
 from .mem_arbiter import MemoryArbiter
 from .params import DEFAULT, IOMMUParams
-from .pick import lowest_set, round_robin
+from .pick import lowest_one_hot, round_robin
 from .split_iotlb import make_iotlb
 from .walker import PageTableWalker
 
@@ -229,10 +229,16 @@ class TranslationCore(wiring.Component):
         slot_d = [Signal(name=f"slot{i}_dirty") for i in range(n)]
 
 
-        # Allocation: the lowest free slot takes the miss.
+        # Allocation: a miss takes the slot reserved for it, a register (``alloc``,
+        # one-hot, the lowest free slot; ``alloc_ok`` when there is one). Chosen a
+        # cycle ahead from the slot states, so no slot's state reaches another slot's
+        # enables (the four slots' states through the lowest-free pick into every
+        # slot's state enables were the whole IOMMU's routed critical path, 76 MHz,
+        # issue 7). A slot freed at an edge is offered from the next.
         free = Signal(n)
         m.d.comb += free.eq(Cat(s == SlotState.FREE for s in slot_state))
-        alloc = lowest_set(m, free, n, "alloc")
+        alloc = Signal(n)
+        alloc_ok = Signal()
 
         # ------------------------------------------------------------ output
         # Two registers stand between the sources and the response port, so that
@@ -288,15 +294,20 @@ class TranslationCore(wiring.Component):
         cpl_move = Signal()  # the completion goes to ``out`` at this edge
         m.d.comb += cpl_move.eq(cpl_valid & out_free & (~cpl_fill | iotlb.fill.ready))
 
+        # The finished slot that moves out next is a register too (``winner``, one-hot,
+        # the lowest DONE slot; ``winner_ok``), chosen a cycle ahead like ``alloc``.
         done = Signal(n)
         m.d.comb += done.eq(Cat(s == SlotState.DONE for s in slot_state))
-        winner = lowest_set(m, done, n, "winner")
+        winner = Signal(n)
+        winner_ok = Signal()
         take_slot = Signal()  # the winner moves to the completion register
-        m.d.comb += take_slot.eq(done.any() & (~cpl_valid | cpl_move))
+        m.d.comb += take_slot.eq(winner_ok & (~cpl_valid | cpl_move))
+        left = done & ~Mux(take_slot, winner, 0)  # still DONE after this edge
+        m.d.sync += [winner.eq(lowest_one_hot(left)), winner_ok.eq(left.any())]
         with m.If(take_slot):
             m.d.sync += [cpl_valid.eq(1), cpl_stale.eq(inval_seen)]
             for i in range(n):
-                with m.If(winner == i):
+                with m.If(winner[i]):
                     q, c, s = slot_req[i], slot_ctx[i], slot_resp[i]
                     fp = cpl_fill_payload
                     m.d.sync += [
@@ -338,11 +349,13 @@ class TranslationCore(wiring.Component):
         take_miss = Signal()
         take_imm = Signal()
         m.d.comb += [
-            take_miss.eq(iotlb.result.valid & is_miss & free.any()),
+            take_miss.eq(iotlb.result.valid & is_miss & alloc_ok),
             take_imm.eq(iotlb.result.valid & ~is_miss & out_free & ~cpl_valid),
             iotlb.result.ready.eq(take_miss | take_imm),
             self.ev_iotlb_miss.eq(take_miss),
         ]
+        unclaimed = free & ~Mux(take_miss, alloc, 0)  # still free after this edge
+        m.d.sync += [alloc.eq(lowest_one_hot(unclaimed)), alloc_ok.eq(unclaimed.any())]
 
         src_req = Signal(request_layout)
         src_iotval2 = Signal(64)
@@ -425,7 +438,10 @@ class TranslationCore(wiring.Component):
         # ----------------------------------------------- shared context fetch
         # The request is registered: a slot waiting for a context is picked into
         # ``ctx_req`` (off the slot-state path), then offered to the context
-        # fetch, which serves one at a time.
+        # fetch, which serves one at a time. The picked slot moves on when it sees
+        # itself in the register (``ctx_req_owner``), a cycle later, so its state's
+        # enable comes from registers, not from the other slots' states through the
+        # pick; the register takes no new pick meanwhile.
         ctx_busy = Signal()  # a context fetch is outstanding
         ctx_owner = Signal(range(max(n, 2)))  # the slot it works for
         ctx_req_valid = Signal()
@@ -439,6 +455,7 @@ class TranslationCore(wiring.Component):
         m.d.comb += ctx_load.eq(wants_ctx.any() & ~ctx_req_valid)
         with m.If(ctx_load):
             m.d.sync += [ctx_req_valid.eq(1), ctx_req_owner.eq(ctx_pick)]
+        with m.If(~ctx_req_valid):  # empty: the payload follows the pick (enable: one FF)
             for i in range(n):
                 with m.If(ctx_pick == i):
                     q = slot_req[i]
@@ -482,16 +499,21 @@ class TranslationCore(wiring.Component):
             fs_walk_pulses.append(w.req.valid & w.req.ready & (slot_ctx[i].fs_mode != 0))
 
             with m.Switch(state):
-                with m.Case(SlotState.FREE), m.If(take_miss & (alloc == i)):
-                    m.d.sync += [state.eq(SlotState.CONTEXT), slot_req[i].eq(r),
-                                 slot_stale[i].eq(0)]
+                with m.Case(SlotState.FREE):
+                    # Free, the slot follows the IOTLB's result every cycle (its
+                    # enable is its own state, not the decision to take the miss).
+                    m.d.sync += [slot_req[i].eq(r), slot_stale[i].eq(0)]
+                    with m.If(take_miss & alloc[i]):
+                        m.d.sync += state.eq(SlotState.CONTEXT)
                 with m.Case(SlotState.CONTEXT):
-                    with m.If(ctx_load & (ctx_pick == i)):
+                    with m.If(ctx_req_valid & (ctx_req_owner == i)):
                         m.d.sync += state.eq(SlotState.CONTEXT_WAIT)
                 with m.Case(SlotState.CONTEXT_WAIT):
+                    res = ctx.res.payload
+                    # Waiting, the slot follows the fetch's result (its own arrives
+                    # with ``ctx.res.valid`` and ``ctx_owner`` == i, and stays).
+                    m.d.sync += slot_ctx[i].eq(res.context)
                     with m.If(ctx.res.valid & (ctx_owner == i)):
-                        res = ctx.res.payload
-                        m.d.sync += slot_ctx[i].eq(res.context)
                         with m.If(res.fault):
                             suppressed = res.context.dtf & ~_cause_in(res.cause, _ALWAYS_REPORTED)
                             m.d.sync += [
@@ -542,7 +564,7 @@ class TranslationCore(wiring.Component):
                                         & ~res.mrif
                                         & ~(both_bare & q.iova[layouts.PA_BITS:].any())),
                     ]
-                with m.Case(SlotState.DONE), m.If(take_slot & (winner == i)):
+                with m.Case(SlotState.DONE), m.If(take_slot & winner[i]):
                     m.d.sync += state.eq(SlotState.FREE)
             # A slot that became stale while DONE must not fill.
             with m.If(inval_seen & (state == SlotState.DONE)):

@@ -898,8 +898,6 @@ class PageTableWalker(wiring.Component):
                     # the accepted request's, and the enable is a state bit, not the
                     # first stage's request logic (issue 7, timing).
                     cache.lookup_en.eq(1),
-                    cache.lookup_tag.gscid.eq(context.gscid),
-                    cache.lookup_tag.gpn.eq(fs.gpa_req.payload.gpa[arch.PAGE_SHIFT:]),
                 ]
                 with m.If(fs.gpa_req.valid & in_first_stage):
                     m.d.sync += [pending.eq(fs.gpa_req.payload), stale.eq(0)]
@@ -925,9 +923,13 @@ class PageTableWalker(wiring.Component):
                     m.d.comb += cache.fill_en.eq(cacheable & ~gs.res.payload.fault & ~stale
                                                  & ~self.inval.valid)
                     m.next = "IDLE"
+        # The lookup's tag whatever the state (only its enable is the state's): a tag
+        # muxed by the state cost a LUT level in front of the compare (issue 7).
         # The fill's tag and data straight from registers, whatever the state: the cache
         # chooses its victim on the tag each cycle (issue 7, timing).
         m.d.comb += [
+            cache.lookup_tag.gscid.eq(context.gscid),
+            cache.lookup_tag.gpn.eq(fs.gpa_req.payload.gpa[arch.PAGE_SHIFT:]),
             cache.fill_tag.gscid.eq(context.gscid),
             cache.fill_tag.gpn.eq(pending.gpa[arch.PAGE_SHIFT:]),
             cache.fill_ppn.eq(gs.res.payload.ppn),
