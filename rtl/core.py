@@ -362,7 +362,11 @@ class TranslationCore(wiring.Component):
         incoming = Signal(out_entry)  # what enters the output this cycle, if anything
         out_load = Signal()
         m.d.comb += out_load.eq(cpl_move | take_imm)
-        with m.If(cpl_move):
+        # Selected by ``cpl_valid`` (a flip-flop), not ``cpl_move``: an immediate
+        # response enters only while the completion register is empty, so the two agree
+        # whenever ``out_load`` is set, and the IOTLB's fill ready (in ``cpl_move``)
+        # stays off the ~300 data inputs of ``out`` (issue 7).
+        with m.If(cpl_valid):
             m.d.comb += [incoming.resp.eq(cpl_resp), incoming.report.eq(cpl_report),
                          incoming.from_slot.eq(1), incoming.stale.eq(cpl_stale),
                          src_req.eq(cpl_req), src_iotval2.eq(cpl_iotval2)]
@@ -411,7 +415,7 @@ class TranslationCore(wiring.Component):
                     with m.Default():
                         m.d.comb += tt.eq(base + 2)
         m.d.comb += [
-            report.cause.eq(Mux(cpl_move, cpl_resp.cause, imm.cause)),
+            report.cause.eq(Mux(cpl_valid, cpl_resp.cause, imm.cause)),
             report.ttyp.eq(tt),
             report.device_id.eq(src_req.device_id),
             report.pv.eq(src_req.pv),
@@ -531,11 +535,15 @@ class TranslationCore(wiring.Component):
                             m.d.sync += state.eq(SlotState.WALK)
                 with m.Case(SlotState.WALK), m.If(w.req.ready):
                     m.d.sync += state.eq(SlotState.WALK_WAIT)
-                with m.Case(SlotState.WALK_WAIT), m.If(w.res.valid):
+                with m.Case(SlotState.WALK_WAIT):
+                    # Waiting, the slot follows the walker's result every cycle (its
+                    # own arrives with ``w.res.valid`` and stays): the enables of the
+                    # ~250 result bits are the state, not the walker's valid (issue 7).
                     res = w.res.payload
                     both_bare = (slot_ctx[i].fs_mode == 0) & (slot_ctx[i].gs_mode == 0)
+                    with m.If(w.res.valid):
+                        m.d.sync += state.eq(SlotState.DONE)
                     m.d.sync += [
-                        state.eq(SlotState.DONE),
                         slot_resp[i].tag.eq(q.tag),
                         slot_resp[i].fault.eq(res.fault),
                         slot_resp[i].cause.eq(Mux_(res.fault, res.cause)),

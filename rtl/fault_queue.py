@@ -4,16 +4,17 @@ The queue is a circular buffer in memory (base ``fqb``, 2^(LOG2SZ-1+1) records o
 bytes). The IOMMU is the producer: it writes a record at the tail ``fqt`` and moves
 the tail on; software reads records from the head ``fqh`` and moves the head on.
 
-    IDLE ──report, queue on, not stopped──► CHECK ──room──► WRITE ─► WRITE_WAIT ─(4 dwords)─► IDLE
-      │                                       │               ▲   └──┘        fqt + 1, record_written
-      │                    queue full: set_fqof ──────────► HALTED (until the register block shows
-      │               a store faults (WRITE_WAIT): set_fqmf ─┘     fqof/fqmf as ``stopped``)
+    IDLE ──report, queue on, not stopped──► SETTLE ─► CHECK ──room──► WRITE ─► WRITE_WAIT ─(4 dwords)─► IDLE
+      │                                                 │               ▲   └──┘        fqt + 1, record_written
+      │                              queue full: set_fqof ──────────► HALTED (until the register block shows
+      │                         a store faults (WRITE_WAIT): set_fqmf ─┘     fqof/fqmf as ``stopped``)
       └──report while off or stopped: dropped
 
-Timing (issue 7): IDLE takes the report into the record in every cycle and registers
-the checks of the slot at ``fqt`` (queue full, record beyond the address space); CHECK
-acts on them a cycle later, so a record costs one cycle more. The checks see the
-indices of the cycle the report was taken, as before. The memory request comes from
+Timing (issue 7): IDLE takes the report into the record in every cycle; the checks of
+the slot at ``fqt`` (queue full, record beyond the address space) are registered in
+every cycle, the full check in two steps (fqt + 1, then the compare with fqh). SETTLE
+waits for them and CHECK acts on them, so a record costs two cycles more. The checks
+see the indices of the cycle before the report was taken. The memory request comes from
 flip-flops: the record is shifted out a dword at a time and its address is registered.
 
 No report is lost silently: one that finds the queue full sets ``fqof`` and one whose
@@ -35,7 +36,7 @@ from .command_queue import queue_index_mask
 __all__ = ["FAULT_QUEUE_STATES", "FAULT_RECORD_LAYOUT", "FaultQueue"]
 
 #: The FSM's states in declaration order (Amaranth numbers them this way in the Verilog).
-FAULT_QUEUE_STATES = ("OFF", "START", "IDLE", "CHECK", "WRITE", "WRITE_WAIT", "HALTED")
+FAULT_QUEUE_STATES = ("OFF", "START", "IDLE", "SETTLE", "CHECK", "HALTED", "WRITE", "WRITE_WAIT")
 
 _INDEX_BITS = 32  # fqh / fqt are 32-bit registers (§8.6)
 _RECORD_LOG2 = arch.FAULT_RECORD_SIZE.bit_length() - 1
@@ -104,7 +105,12 @@ class FaultQueue(wiring.Component):
         index_mask = Signal(_INDEX_BITS)
         m.d.comb += index_mask.eq(queue_index_mask(self.fqb_log2szm1))
         next_fqt = (self.fqt + 1) & index_mask
-        full = next_fqt == self.fqh  # tail == head - 1 (mod N): N - 1 usable slots (§8.6)
+        # fqt + 1 registered, then compared with fqh: the increment's carry chain and
+        # the compare in one cycle were 7.7 levels (issue 7). The checks are two edges
+        # behind fqt, which SETTLE waits for.
+        next_fqt_q = Signal(_INDEX_BITS)
+        m.d.sync += next_fqt_q.eq(next_fqt)
+        full = next_fqt_q == self.fqh  # tail == head - 1 (mod N): N - 1 usable slots (§8.6)
 
         # fqb + fqt * 32, wide enough to see an address beyond the 56-bit space.
         record_addr = Signal(layouts.PA_BITS + _INDEX_BITS)
@@ -134,7 +140,7 @@ class FaultQueue(wiring.Component):
             m.d.comb += pulse.eq(1)
             m.next = "HALTED"
 
-        with m.FSM(name="fq"):
+        with m.FSM(name="fq") as fsm:
             with m.State("OFF"):
                 m.d.comb += self.fault.ready.eq(1)  # FQ off: nothing is written (§6.3)
                 with m.If(self.fqen):
@@ -165,7 +171,12 @@ class FaultQueue(wiring.Component):
                     m.d.sync += self.fqon.eq(0)
                     m.next = "OFF"
                 with m.Elif(self.fault.valid & ~self.stopped):
-                    m.next = "CHECK"
+                    m.next = "SETTLE"
+
+            with m.State("SETTLE"):
+                # fqt moved at the edge into IDLE at the latest: its checks are
+                # registered two edges later (next_fqt_q, then slot_full).
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 with m.If(slot_full):
@@ -198,6 +209,10 @@ class FaultQueue(wiring.Component):
                 m.d.comb += self.fault.ready.eq(1)
                 with m.If(self.stopped | ~self.fqen):
                     m.next = "IDLE"
+
+        if tuple(fsm.encoding) != FAULT_QUEUE_STATES:
+            raise AssertionError(f"fault queue FSM encoding {tuple(fsm.encoding)} differs "
+                                 f"from FAULT_QUEUE_STATES, which the waveforms decode with")
 
         # Disabling: the queue stays on, busy, until the record being stored is written.
         with m.If(self.fqon & ~self.fqen):

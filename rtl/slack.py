@@ -2,19 +2,20 @@
 
 nextpnr prints one critical path per clock, so closing timing on the whole IOMMU one
 path per 25-minute route is slow: each fix only shows the next path. With
-``--detailed-timing-report`` nextpnr's JSON report (``pnr_report.json``, which
-``python -m rtl.synth`` writes) also holds every routed net's delay to each of its
-sinks. This runs a static timing analysis over those nets (the routed delays as nextpnr
-computed them, a fixed delay per cell) and lists *every* failing register group at
-once, worst first, grouped by start register → end register (pin):
+``--detailed-timing-report`` (which ``python -m rtl.synth`` passes) nextpnr's JSON report
+(``pnr_report.json``) also holds, for every net that ends at a register input, the
+routed arrival time at that input (clock-to-Q, logic and routing from the launching
+register). This lists *every* failing register group of a route at once, worst first,
+grouped by end register and pin:
 
-    python -m rtl.slack build/synth/default/pnr_report.json          # failing groups
-    python -m rtl.slack build/synth/default/pnr_report.json --via    # with the worst paths
+    python -m rtl.slack build/synth/default/pnr_report.json
+    python -m rtl.slack build/synth/default/pnr_report.json --netlist build/synth/default/synth.json
 
-Cell delays are ECP5 speed-6 typical figures (a LUT 0.24 ns, a slice's wide mux 0.17,
-a flip-flop's clock-to-Q 0.52); the worst slack agrees with nextpnr's Fmax to within a
-few percent, which is enough to rank paths. Its figures are an analysis aid: the Fmax
-of record is nextpnr's own.
+With ``--netlist`` (the Yosys netlist nextpnr read; cell names are the same), each group
+also names the register its deepest logic path starts from and that path's nets, as
+``rtl.depth`` traces them, since the report gives only the last net of each path.
+Slack here is period minus arrival (no setup time), so the worst one is within a few
+tenths of a nanosecond of nextpnr's own Fmax, which is the figure of record.
 """
 
 from __future__ import annotations
@@ -23,169 +24,123 @@ import argparse
 import json
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-CLK_TO_Q = 0.52
-# Delay of a combinational cell's output over its inputs (ns), by output port.
-OUTPUT_DELAY = {"F": 0.24, "OFX": 0.17, "FCO": 0.06}
-DEFAULT_OUTPUT_DELAY = 0.0  # pass-through cells (the RAM write port's TRELLIS_RAMW)
-# Inputs that end a path: a flip-flop's data, mux input, enable and reset; a distributed
-# RAM's write data, address and enable (sampled at the clock edge).
-FLOP_ENDS = {"DI": "D", "M": "D", "CE": "CE", "LSR": "LSR"}
-RAM_END = re.compile(r"^(WD|WAD|WRE)\d*$")
-CLOCK_PORTS = {"CLK", "WCK", "CLKI"}
+# Register inputs, by nextpnr port name: a flip-flop's data, mux input, enable and
+# reset; a distributed RAM's write data, address and enable (sampled at the edge).
+PIN_KINDS = {"DI": "D", "M": "D", "CE": "CE", "LSR": "LSR",
+             "WD": "RAM WD", "WAD": "RAM WAD", "WRE": "RAM WRE"}
+
+
+def _pin_kind(port: str) -> str | None:
+    return PIN_KINDS.get(re.sub(r"\d+$", "", port))
 
 
 def _base(cell: str) -> str:
-    """A register cell's signal name, without nextpnr's and Yosys' cell suffixes."""
+    """A register cell's signal name, without the cell suffixes Yosys gives it."""
     name = re.sub(r"_TRELLIS_FF_Q.*$", "", cell)
-    name = re.sub(r"(_(LUT4|PFUMX|L6MUX21|CCU2C|DPR16X4|TRELLIS_\w+)(_\w+)?)+$", "", name)
+    name = re.sub(r"_(TRELLIS_DPR16X4|DPR16X4|TRELLIS_RAMW)\w*$", "", name)
     return re.sub(r"\[\d+\]$", "", name)
 
 
-class RoutedTiming:
-    """The routed netlist as nextpnr reports it: nets (driver → sinks, delays), cells."""
-
-    def __init__(self, report: dict, period_ns: float):
-        nets = report.get("detailed_net_timings")
-        if nets is None:
-            raise ValueError("no detailed_net_timings: run nextpnr with "
-                             "--detailed-timing-report")
-        self.period = period_ns
-        self.sinks: dict[tuple[str, str], list[tuple[str, str, float]]] = defaultdict(list)
-        self.driver_of: dict[tuple[str, str], tuple[str, str, float, str]] = {}
-        self.cell_inputs: dict[str, list[str]] = defaultdict(list)
-        self.cell_outputs: dict[str, list[str]] = defaultdict(list)
-        self.fanout: dict[tuple[str, str], int] = {}
-        for net in nets:
-            drv = (net["driver"], net["port"])
-            self.cell_outputs[net["driver"]].append(net["port"])
-            self.fanout[drv] = len(net["endpoints"])
-            for ep in net["endpoints"]:
-                sink = (ep["cell"], ep["port"])
-                delay = float(ep["delay"][1])
-                self.sinks[drv].append((*sink, delay))
-                self.driver_of[sink] = (*drv, delay, net["net"])
-                self.cell_inputs[ep["cell"]].append(ep["port"])
-        self.flops = {c for c, outs in self.cell_outputs.items() if "Q" in outs}
-        self._arrival: dict[tuple[str, str], tuple[float, tuple[str, str] | None]] = {}
-
-    def _is_end(self, cell: str, port: str) -> str | None:
-        if cell in self.flops:
-            return FLOP_ENDS.get(port)
-        if RAM_END.match(port):
-            return "RAM " + RAM_END.match(port).group(1)
-        return None
-
-    def _comb_inputs(self, cell: str) -> list[str]:
-        return [p for p in self.cell_inputs.get(cell, ())
-                if p not in CLOCK_PORTS and not RAM_END.match(p)]
-
-    def output_arrival(self, out: tuple[str, str]) -> float:
-        """Arrival time (ns after the clock edge) at a cell output, iteratively."""
-        stack = [out]
-        while stack:
-            node = stack[-1]
-            if node in self._arrival:
-                stack.pop()
-                continue
-            cell, port = node
-            if cell in self.flops or port == "Q":
-                self._arrival[node] = (CLK_TO_Q, None)
-                stack.pop()
-                continue
-            inputs = [(cell, p) for p in self._comb_inputs(cell) if (cell, p) in self.driver_of]
-            drivers = [self.driver_of[i][:2] for i in inputs]
-            todo = [d for d in drivers if d not in self._arrival]
-            if todo:
-                stack.extend(todo)
-                continue
-            best, best_t = None, 0.0
-            for i in inputs:
-                d = self.driver_of[i]
-                t = self._arrival[d[:2]][0] + d[2]
-                if t >= best_t:
-                    best, best_t = i, t
-            self._arrival[node] = (best_t + OUTPUT_DELAY.get(port, DEFAULT_OUTPUT_DELAY), best)
-            stack.pop()
-        return self._arrival[out][0]
-
-    def input_arrival(self, sink: tuple[str, str]) -> float:
-        drv = self.driver_of[sink]
-        return self.output_arrival(drv[:2]) + drv[2]
-
-    def path(self, sink: tuple[str, str]) -> list[tuple[str, str, float, int]]:
-        """(cell, port, arrival ns, net fanout) from the start register to ``sink``."""
-        steps = [(*sink, self.input_arrival(sink), 0)]
-        node = sink
-        while node is not None and node in self.driver_of:
-            drv = self.driver_of[node][:2]
-            t, prev_in = self._arrival[drv]
-            steps.append((*drv, t, self.fanout.get(drv, 0)))
-            if prev_in is not None:
-                steps.append((*prev_in, self.input_arrival(prev_in), 0))
-            node = prev_in
-        return steps[::-1]
-
-    def endpoints(self):
-        """(slack ns, end cell, pin kind, sink) for every timed register input."""
-        for sink in self.driver_of:
-            kind = self._is_end(*sink)
-            if kind is None:
-                continue
-            yield self.period - self.input_arrival(sink), sink[0], kind, sink
+def endpoints(report: dict):
+    """(arrival ns, end cell, nextpnr port, net) for every timed register input."""
+    nets = report.get("detailed_net_timings")
+    if nets is None:
+        raise ValueError("no detailed_net_timings: run nextpnr with --detailed-timing-report")
+    for net in nets:
+        for ep in net["endpoints"]:
+            if _pin_kind(ep["port"]) is not None:
+                yield float(ep["delay"][1]), ep["cell"], ep["port"], net["net"]
 
 
-def analyse(report: dict, period_ns: float, worst: int | None = None) -> list[dict]:
-    rt = RoutedTiming(report, period_ns)
-    groups: dict[tuple[str, str, str], dict] = {}
-    for slack, end, kind, sink in rt.endpoints():
-        steps = rt.path(sink)
-        start = _base(steps[0][0])
-        key = (start, _base(end), kind)
-        g = groups.setdefault(key, {"slack": float("inf"), "count": 0, "failing": 0})
+def analyse(report: dict, period_ns: float) -> list[dict]:
+    """Register groups (end register, pin), worst slack first."""
+    groups: dict[tuple[str, str], dict] = {}
+    for arrival, cell, port, net in endpoints(report):
+        slack = period_ns - arrival
+        g = groups.setdefault((_base(cell), _pin_kind(port)),
+                              {"slack": float("inf"), "count": 0, "failing": 0})
         g["count"] += 1
         g["failing"] += slack < 0
         if slack < g["slack"]:
-            g.update(slack=slack, levels=sum(1 for s in steps[1:-1] if s[1] in OUTPUT_DELAY),
-                     fanout=max((s[3] for s in steps), default=0), via=steps)
-    rows = sorted(({"start": k[0], "end": k[1], "pin": k[2], **v} for k, v in groups.items()),
+            g.update(slack=slack, cell=cell, port=port, net=net)
+    return sorted(({"end": k[0], "pin": k[1], **v} for k, v in groups.items()),
                   key=lambda r: r["slack"])
-    return rows if worst is None else rows[:worst]
+
+
+def trace_starts(rows: list[dict], netlist_path: Path) -> None:
+    """Add each row's deepest logic path (``start``, ``levels``, ``via``) from the netlist."""
+    from .depth import Netlist, _base as depth_base
+
+    nl = Netlist(netlist_path)
+    for r in rows:
+        cell = nl.cells.get(r["cell"])
+        port = re.sub(r"\d+$", "", r["port"])
+        # nextpnr feeds a flip-flop's data on M when no LUT of its slice computes it.
+        port = {"M": "DI", "WD": "DI"}.get(port, port) if cell else port
+        bits = cell["connections"].get(port, []) if cell else []
+        index = re.search(r"\d+$", r["port"])
+        if index and len(bits) > int(index[0]):
+            bits = [bits[int(index[0])]]
+        bits = [b for b in bits if isinstance(b, int)]
+        if not bits:
+            continue
+        bit = max(bits, key=nl.arrival)
+        path = nl.trace(bit)
+        r.update(start=depth_base(nl.name(path[0])), levels=nl.arrival(bit),
+                 via=[nl.name(b) for b in path])
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rtl.slack", description=__doc__.split("\n")[0])
     ap.add_argument("report", type=Path,
                     help="nextpnr --report JSON written with --detailed-timing-report")
+    ap.add_argument("--netlist", type=Path, default=None,
+                    help="the Yosys JSON nextpnr read (synth.json): name each path's start")
     ap.add_argument("--freq", type=float, default=100.0, help="target clock in MHz (default 100)")
     ap.add_argument("--top", type=int, default=None,
-                    help="list this many groups, failing or not (default: every failing group)")
-    ap.add_argument("--via", action="store_true", help="print the worst path of the first 5")
+                    help="list this many groups, failing or not (default: every failing one)")
+    ap.add_argument("--via", action="store_true",
+                    help="with --netlist, print the nets of the first 5 groups' paths")
     args = ap.parse_args(argv)
-    if not args.report.is_file():
-        print(f"rtl.slack: no such report: {args.report}", file=sys.stderr)
-        return 2
+    for path in (args.report, args.netlist):
+        if path is not None and not path.is_file():
+            print(f"rtl.slack: no such file: {path}", file=sys.stderr)
+            return 2
+    period = 1000.0 / args.freq
     try:
-        rows = analyse(json.loads(args.report.read_text()), 1000.0 / args.freq)
-    except (ValueError, KeyError, TypeError) as error:
+        rows = analyse(json.loads(args.report.read_text()), period)
+    except (ValueError, KeyError, TypeError, IndexError) as error:
         print(f"rtl.slack: {args.report}: {error}", file=sys.stderr)
         return 2
     shown = rows[:args.top] if args.top is not None else [r for r in rows if r["slack"] < 0]
+    if args.netlist is not None:
+        try:
+            trace_starts(shown, args.netlist)
+        except (ValueError, KeyError, StopIteration) as error:
+            print(f"rtl.slack: {args.netlist} is not a Yosys ECP5 netlist ({error})",
+                  file=sys.stderr)
+            return 2
+    if not rows:
+        print("no timed register inputs in the report")
+        return 0
     failing = sum(r["failing"] for r in rows)
-    print(f"{failing} register inputs fail {args.freq:g} MHz in {len(shown)} groups; "
-          f"worst slack {rows[0]['slack']:.2f} ns (Fmax ~{1000.0 / (1000.0 / args.freq - rows[0]['slack']):.1f} MHz)"
-          if rows else "no timed register inputs")
-    print(f"{'slack':>6} {'levels':>6} {'fanout':>6} {'fail':>5}  start -> end (pin)")
+    worst = rows[0]["slack"]
+    print(f"{failing} register inputs fail {args.freq:g} MHz, in "
+          f"{sum(1 for r in rows if r['slack'] < 0)} groups; worst slack {worst:.2f} ns "
+          f"(~{1000.0 / (period - worst):.1f} MHz)")
+    print(f"{'slack':>6} {'fail':>5} {'of':>5}  end register (pin)"
+          + ("  <- start register, levels" if args.netlist else "  <- last net"))
     for r in shown:
-        print(f"{r['slack']:6.2f} {r['levels']:6d} {r['fanout']:6d} {r['failing']:5d}  "
-              f"{r['start']} -> {r['end']} ({r['pin']})")
+        where = (f"{r['start']}, {r['levels']:.1f}" if "start" in r else r["net"])
+        print(f"{r['slack']:6.2f} {r['failing']:5d} {r['count']:5d}  {r['end']} ({r['pin']})"
+              f"  <- {where}")
     if args.via:
-        for r in shown[:5]:
+        for r in [r for r in shown if "via" in r][:5]:
             print(f"\n{r['slack']:.2f} ns {r['start']} -> {r['end']} ({r['pin']}):")
-            for cell, port, t, fan in r["via"]:
-                print(f"  {t:6.2f}  {cell}.{port}" + (f"  (fanout {fan})" if fan > 1 else ""))
+            for name in r["via"]:
+                print(f"    {name}")
     return 0
 
 

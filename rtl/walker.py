@@ -588,11 +588,14 @@ class StageWalker(wiring.Component):
                 with m.State("XLATE_WAIT"):
                     gres = self.gpa_res.payload
                     m.d.comb += self.gpa_res.ready.eq(1)
+                    # Waiting, pte_spa follows the answer's page every cycle (the
+                    # answer's own stays): its enable is the state, not the answer's
+                    # valid, which comes from the walk cache's verdict (issue 7).
+                    m.d.sync += pte_spa.eq(Cat(pte_addr[:arch.PAGE_SHIFT], gres.ppn))
                     with m.If(self.gpa_res.valid):
                         with m.If(gres.fault):
                             finish_with_fault(gres.cause, gres.iotval2)
                         with m.Else():
-                            m.d.sync += pte_spa.eq(Cat(pte_addr[:arch.PAGE_SHIFT], gres.ppn))
                             with m.If(xlate_write):
                                 goto("UPDATE_AD")
                             with m.Else():
@@ -610,6 +613,7 @@ class _WalkPhase(enum.Enum, shape=3):
     FINAL_GPA = 2  # the final GPA goes to the G-stage walker (§1.4 step 19)
     DONE = 3
     MSI = 4  # the final GPA is an interrupt-file address: MSI translation (step 18)
+    CHOOSE = 5  # the first stage's leaf is registered: MSI, FINAL_GPA or DONE next
 
 
 class PageTableWalker(wiring.Component):
@@ -631,7 +635,7 @@ class PageTableWalker(wiring.Component):
 
     ``walk_cache_entries`` (0 = none): a ``WalkCache`` of the G-stage translations of
     first-stage table pages, consulted before each implicit read's G-stage walk (a
-    hit costs 2 cycles instead of a walk).
+    hit costs 3 cycles instead of a walk).
 
     With MSI_FLAT in ``capabilities`` (and a G-stage), a final GPA that matches the
     context's MSI address pattern (``context.msi_flat``) goes to an ``MsiTranslator``
@@ -814,7 +818,6 @@ class PageTableWalker(wiring.Component):
                     m.d.comb += fs.res.ready.eq(1)
                     with m.If(fs.res.valid):
                         m.d.sync += [first.eq(fs.res.payload), result.eq(fs.res.payload)]
-                        next_phase = _WalkPhase.FINAL_GPA
                         if msi is not None:
                             # §9.1: the final GPA (as ``final.gpa`` will hold it) is an
                             # interrupt-file address (bit 0, 4 KiB): step 18 instead of
@@ -822,14 +825,20 @@ class PageTableWalker(wiring.Component):
                             # msi_pages_within(fs_gpa) from its parts: GPA[55:12] is
                             # the leaf's PPN either way (a Bare first stage returns
                             # IOVA[55:12]); GPA[63:56] is 0 or IOVA[63:56].
-                            within = msi_pages_within_parts(
+                            m.d.sync += msi_within.eq(msi_pages_within_parts(
                                 fs.res.payload.ppn,
                                 Mux(fs_bare, iova[layouts.PA_BITS:], 0),
-                                context.msi_mask, context.msi_pattern)
-                            m.d.sync += msi_within.eq(within)
-                            next_phase = Mux(context.msi_flat & within[0],
-                                             _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
-                        set_phase(Mux(fs.res.payload.fault, _WalkPhase.DONE, next_phase))
+                                context.msi_mask, context.msi_pattern))
+                        # The next phase is chosen from registers a cycle later: the MSI
+                        # compare into the phase flags (which select ~180 bits of muxes)
+                        # was among the routed critical paths (issue 7).
+                        set_phase(_WalkPhase.CHOOSE)
+            with m.Case(_WalkPhase.CHOOSE):
+                next_phase = _WalkPhase.FINAL_GPA
+                if msi is not None:
+                    next_phase = Mux(context.msi_flat & msi_within[0],
+                                     _WalkPhase.MSI, _WalkPhase.FINAL_GPA)
+                set_phase(Mux(first.fault, _WalkPhase.DONE, next_phase))
             with m.Case(_WalkPhase.FINAL_GPA, _WalkPhase.MSI), m.If(leaf_valid):
                 g = leaf
                 smaller = Mux(fs_bare | (g.size_log2 < first.size_log2),
@@ -878,10 +887,10 @@ class PageTableWalker(wiring.Component):
         ``pending`` is the G-stage walker's request register: taken from the first
         stage here, looked up, and handed to the G-stage walker on a miss.
 
-        LOOKUP: the request is taken and looked up (the answer is registered). HIT: an
-        implicit read that hits is answered from the cache; anything else goes to the
-        G-stage walker (WALK), whose successful implicit reads are filled in unless an
-        invalidation came while they were in flight.
+        IDLE: the request is taken and looked up (the answer is registered). LOOKUP:
+        the verdict. HIT: an implicit read that hits is answered from the cache. MISS:
+        anything else goes to the G-stage walker (then WALK), whose successful implicit
+        reads are filled in unless an invalidation came while they were in flight.
         """
         m.submodules.walk_cache = cache = WalkCache(self.walk_cache_entries)
         m.d.comb += [cache.inval.valid.eq(self.inval.valid),
@@ -903,18 +912,24 @@ class PageTableWalker(wiring.Component):
                     m.d.sync += [pending.eq(fs.gpa_req.payload), stale.eq(0)]
                     m.next = "LOOKUP"
             with m.State("LOOKUP"):
-                # Both answers' payloads are driven whatever the hit: only the valids
-                # wait for it (issue 7, timing).
-                m.d.comb += [fs.gpa_res.payload.ppn.eq(cache.ppn),
-                             fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT)]
+                # The verdict is a state of its own (HIT or MISS): the hit into the
+                # first stage's result enables (through gpa_res.valid) and into the
+                # G-stage's request enables (through gs.req.valid) was 5 levels after
+                # the compare's register and among the routed critical paths (issue 7).
                 with m.If(cacheable & cache.hit):
-                    m.d.comb += fs.gpa_res.valid.eq(1)
-                    with m.If(fs.gpa_res.ready):
-                        m.next = "IDLE"
+                    m.next = "HIT"
                 with m.Else():
-                    m.d.comb += gs.req.valid.eq(1)
-                    with m.If(gs.req.ready):
-                        m.next = "WALK"
+                    m.next = "MISS"
+            with m.State("HIT"):
+                m.d.comb += [fs.gpa_res.valid.eq(1),
+                             fs.gpa_res.payload.ppn.eq(cache.ppn),
+                             fs.gpa_res.payload.size_log2.eq(arch.PAGE_SHIFT)]
+                with m.If(fs.gpa_res.ready):
+                    m.next = "IDLE"
+            with m.State("MISS"):
+                m.d.comb += gs.req.valid.eq(1)
+                with m.If(gs.req.ready):
+                    m.next = "WALK"
             with m.State("WALK"):
                 wiring.connect(m, gs.res, fs.gpa_res)
                 with m.If(self.inval.valid):
