@@ -558,7 +558,9 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
                                      "--seed", str(args.seed), "--router", args.router,
                                      "--placer", "static",
                                      *(["--no-route"] if args.no_route else []),
-                                     "--report", "pnr_report.json",
+                                     # Every register input's routed arrival, for
+                                     # python -m rtl.slack (all failing paths at once).
+                                     "--report", "pnr_report.json", "--detailed-timing-report",
                                      "-l", "nextpnr.log", "-q"],
                          work, "nextpnr.log", preset, progress,
                          route_limit_s=args.route_minutes * 60)
