@@ -9,10 +9,11 @@ context fetch, one walk decision), so a counter, which selects one event ID, add
 at most one per cycle and no event is lost.
 
 Timing (issue 7): the events come from all over the core and the counters are 64
-bits wide, so an event is counted in three registered steps: the pulses and their
-sources are registered as they arrive (E), matched against every selector into a
-registered count strobe per counter (M), and added (C). A counter therefore shows
-an event 3 cycles after its pulse (software reads take longer than that). What
+bits wide, so an event is counted in four registered steps: the pulses and their
+sources are registered as they arrive (E), matched against every selector (M1: per
+source, the raised event and its two ID filters; M2: their AND, a count strobe per
+counter), and added (C). A counter therefore shows an event ``EVENT_LATENCY`` (4)
+cycles after its pulse (software reads take longer than that). What
 depends on the selector alone is decoded when it is written and kept in registers:
 the events it counts (one-hot) and its DMASK care mask.
 
@@ -50,6 +51,9 @@ class EventSource(data.Struct):
     pscid_valid: unsigned(1)
     pscid: unsigned(layouts.PSCID_BITS)
 
+
+#: Cycles from an event's pulse to its counter's new value (E, M1, M2, C).
+EVENT_LATENCY = 4
 
 #: Request event per address type (§10.6 ids 1-3).
 _REQUEST_EVENT = {
@@ -93,8 +97,9 @@ def counts_event(selector, event_id: int):
     return selected
 
 
-def filter_matches(selector, src, care):
-    """The ID filters of one iohpmevt selector (DID_GSCID compared on ``care``)."""
+def filter_terms(selector, src, care):
+    """The two ID filters of one iohpmevt selector, (PID/PSCID, DID/GSCID), each 1 when
+    it passes (DID_GSCID compared on ``care``); the event counts when both do."""
     idt = selector[Hpmevt.IDT.lo]
     by_pid = selector[Hpmevt.PV_PSCV.lo]
     by_did = selector[Hpmevt.DV_GSCV.lo]
@@ -103,7 +108,8 @@ def filter_matches(selector, src, care):
                  src.pv & (src.process_id == want_pid))
     did_ok = Mux(idt, src.gscid_valid & did_gscid_match(selector, src.gscid, care),
                  did_gscid_match(selector, src.device_id, care))
-    return (~by_pid | pid_ok) & (~by_did | did_ok)
+    return ~by_pid | pid_ok, ~by_did | did_ok
+
 
 
 class Hpm(wiring.Component):
@@ -119,7 +125,7 @@ class Hpm(wiring.Component):
                     may count on top of the written value.
       cycles, ctr[n], evt[n]: the registers' values (``ctr[0]`` is iohpmctr1).
       ev_request (+ev_request_src): a request was accepted (events 1-3 by addr_type);
-                    every ev_* is counted 3 cycles after its pulse (see above).
+                    every ev_* is counted EVENT_LATENCY cycles after its pulse (see above).
       ev_ddt_walk / ev_pdt_walk (+ev_context_src): a DDT / PDT walk started (5, 6).
       ev_walk (+ev_walk_src): a miss with a known context goes to the page tables:
                     TLB_MISS (4) when a stage is active, S_VS_PT_WALK (7) when the first
@@ -222,12 +228,18 @@ class Hpm(wiring.Component):
                 new_evt = Cat(legal_event_id(merged), merged[Hpmevt.EVENT_ID.width:])
                 m.d.sync += [evt.eq(new_evt), care.eq(did_gscid_care(new_evt)),
                              counted.eq(Cat(counts_event(new_evt, eid) for _, eid, _ in events))]
-            # M: this cycle's events matched against the selector, registered.
+            # M1: this cycle's events matched against the selector, each source's
+            # raised event and its two ID filters registered apart; M2: their AND.
+            # (The filters' compares and their AND into one count strobe were 8
+            # levels, issue 7.)
             by_source = []
-            for src in sources:
+            for k, src in enumerate(sources):
                 raised = Cat(valid & counted[e] for e, (valid, _, s) in enumerate(events)
                              if s is src).any()
-                by_source.append(raised & filter_matches(evt, src, care))
+                pid_term, did_term = filter_terms(evt, src, care)
+                terms = Signal(3, name=f"matched{n + 1}_{k}")
+                m.d.sync += terms.eq(Cat(raised, pid_term, did_term))
+                by_source.append(terms.all())
             count = Signal(name=f"count{n + 1}")
             m.d.sync += count.eq(Cat(*by_source).any() & ~self.inhibit[n + 1])
             with m.If(write_ctr[n]):

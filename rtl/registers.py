@@ -74,8 +74,8 @@ class RegisterFile(wiring.Component):
 
     Ports (configuration outputs hold their register's value):
       mmio_req / mmio_resp: register accesses (layouts.MmioRequest / MmioResponse), one
-                    response per request, 2 cycles after it is accepted; one access
-                    per cycle. The access takes effect 1 cycle after it is accepted;
+                    response per request, 3 cycles after it is accepted; one access
+                    every 2 cycles. The access takes effect 1 cycle after it is accepted;
                     after a write to cqb, fqb or an HPM register (which settles a
                     cycle later) the next access is performed and answered a cycle later.
       ddtp, fctl:   to the translation core.
@@ -170,7 +170,8 @@ class RegisterFile(wiring.Component):
         #      together. A write takes effect as its access leaves A, so an access
         #      reads what every earlier one wrote.
         # No address compare sits between a flip-flop and a register's enable or the
-        # read data; the response comes 2 cycles after the request is accepted.
+        # read data; the read data is ORed in two steps (R, then the response), so the
+        # response comes 3 cycles after the request is accepted.
         # Some writes finish a cycle after they leave A (issue 7: the HPM registers
         # them before its counters, a queue base masks its index a cycle later); the
         # access after such a "settling" write waits in A for that cycle, so it
@@ -182,9 +183,12 @@ class RegisterFile(wiring.Component):
         acc_move = Signal()  # the access in A is performed and its response loaded
         settling = Signal()  # the previous access was a settling write, finishing now
         settling_hits = []  # the decode flags of the registers whose writes settle
+        read_valid = Signal()  # step R holds a read's partial ORs (or a write's reply)
         m.d.comb += [
-            acc_move.eq(acc_valid & ~settling
-                        & (~self.mmio_resp.valid | self.mmio_resp.ready)),
+            # Not behind the response port's ready: acc_move is every register's write
+            # enable, and mmio_resp.ready through it was a routed critical path
+            # (issue 7). A is performed when R is empty: one access every 2 cycles.
+            acc_move.eq(acc_valid & ~settling & ~read_valid),
             self.mmio_req.ready.eq(~acc_valid | acc_move),
             fire.eq(self.mmio_req.valid & self.mmio_req.ready),
         ]
@@ -408,11 +412,21 @@ class RegisterFile(wiring.Component):
 
         # ------------------------------------------------------------- response
         m.d.sync += settling.eq(write & Cat(*settling_hits).any())
-        rdata = Signal(64)
-        m.d.comb += rdata.eq(_or_all(read_terms))  # at most one term is nonzero
+        # At most one term is nonzero. The OR of the register values (from all over
+        # the chip) is made in two registered steps: partial ORs of groups of 8
+        # neighbouring registers as the access leaves A (step R), then their OR into
+        # the response (issue 7: one OR tree of ~100 terms was 6 levels).
+        groups = [read_terms[i:i + 8] for i in range(0, len(read_terms), 8)]
+        partials = [Signal(64, name=f"read_part{k}") for k in range(len(groups))]
+        read_write = Signal()  # R holds a write: its response carries no data
         with m.If(acc_move):
-            m.d.sync += [self.mmio_resp.valid.eq(1),
-                         self.mmio_resp.payload.rdata.eq(Mux(acc.write, 0, rdata))]
+            m.d.sync += [read_valid.eq(1), read_write.eq(acc.write),
+                         *(part.eq(_or_all(terms)) for part, terms in zip(partials, groups))]
+        read_move = Signal()
+        m.d.comb += read_move.eq(read_valid & (~self.mmio_resp.valid | self.mmio_resp.ready))
+        with m.If(read_move):
+            m.d.sync += [read_valid.eq(0), self.mmio_resp.valid.eq(1),
+                         self.mmio_resp.payload.rdata.eq(Mux(read_write, 0, _or_all(partials)))]
         with m.Elif(self.mmio_resp.ready):
             m.d.sync += self.mmio_resp.valid.eq(0)
         return m

@@ -22,6 +22,7 @@ from models.iommu import IOMMU, tr_response_value
 from models.memory import Memory
 from models.transaction import Response, Status
 from rtl import layouts
+from rtl.hpm import EVENT_LATENCY
 from rtl.params import DEFAULT, SMALL
 from rtl.registers import RegisterFile
 
@@ -303,9 +304,9 @@ def test_hpm_event_counters_with_filters_match_the_model():
             for s in ("ev_request", "ev_ddt_walk", "ev_pdt_walk", "ev_walk"):
                 ctx.set(getattr(regs, s), 0)
             model._count_events([(e, dev, bool(pv), pid if pv else 0, *tags) for e in events])
-        # An event shows in its counter 3 cycles after it happens (rtl/hpm.py): let the
-        # last ones land before reading.
-        for _ in range(3):
+        # An event shows in its counter EVENT_LATENCY cycles after it happens
+        # (rtl/hpm.py): let the last ones land before reading.
+        for _ in range(EVENT_LATENCY):
             await ctx.tick()
         for k in range(1, n + 1):
             for offset in (arch.iohpmctr(k), arch.iohpmevt(k)):
