@@ -340,18 +340,26 @@ class ContextFetch(wiring.Component):
             pc_cache.lookup_tag.device_id.eq(q.device_id),
             pc_cache.lookup_tag.process_id.eq(pid),
         ]
-        # Whether the device_id fits a 1- and a 2-level DDT's indexes (step 5),
-        # registered with the request: their wide zero tests, then the mode and the
-        # LOOKUP's priority in one cycle were 10-12 levels into the walk's registers
-        # in the whole IOMMU (issue 7).
-        did_fits_lvl1 = Signal()
-        did_fits_lvl2 = Signal()
+        # ddtp's mode verdicts (steps 1-5: Off, Bare, a reserved mode, a device_id wider
+        # than the DDT's indexes), registered with the request, so that LOOKUP's choice
+        # is one LUT of registers and the DC cache's hit (the device_id's wide zero
+        # tests, the mode's decode and LOOKUP's priority in one cycle were 7-12 levels
+        # into the state and the walk's registers, issue 7). ddtp is sampled as the
+        # request is accepted, a cycle before LOOKUP.
         lvl1_bits, lvl2_bits = (6, 15) if self.extended else (7, 16)
+        refuse_all = Signal()  # Off or a reserved mode: cause 256
+        refuse_type = Signal()  # Bare (the core answers it), or a device_id too wide: 260
         with m.If(accept):
+            accept_mode = _field(self.ddtp, arch.Ddtp.IOMMU_MODE)
+            accept_fits = (((accept_mode != arch.DdtpMode.LVL1) | (req.device_id[lvl1_bits:] == 0))
+                           & ((accept_mode != arch.DdtpMode.LVL2) | (req.device_id[lvl2_bits:] == 0)))
+            accept_lvl = ((accept_mode == arch.DdtpMode.LVL1) | (accept_mode == arch.DdtpMode.LVL2)
+                          | (accept_mode == arch.DdtpMode.LVL3))
             m.d.sync += [q.eq(req), stale.eq(inval_fire), state.eq(State.LOOKUP),
                          pid.eq(req.process_id & req.pv.replicate(layouts.PROCESS_ID_BITS)),
-                         did_fits_lvl1.eq(req.device_id[lvl1_bits:] == 0),
-                         did_fits_lvl2.eq(req.device_id[lvl2_bits:] == 0)]
+                         refuse_all.eq(~accept_lvl & (accept_mode != arch.DdtpMode.BARE)),
+                         refuse_type.eq((accept_mode == arch.DdtpMode.BARE)
+                                        | (accept_lvl & ~accept_fits))]
         with m.Elif(inval_fire):
             m.d.sync += stale.eq(1)
 
@@ -461,11 +469,6 @@ class ContextFetch(wiring.Component):
         use_pc = Signal()  # finish with pc_now (step 15, 16)
 
         mode = _field(self.ddtp, arch.Ddtp.IOMMU_MODE)
-        lvl_mode = ((mode == arch.DdtpMode.LVL1) | (mode == arch.DdtpMode.LVL2)
-                    | (mode == arch.DdtpMode.LVL3))
-        # Step 5: the device_id must be no wider than the DDT indexes.
-        id_fits = (((mode != arch.DdtpMode.LVL1) | did_fits_lvl1)
-                   & ((mode != arch.DdtpMode.LVL2) | did_fits_lvl2))
 
         # Step 7's checks and steps 10-13's choice of first stage, computed in the cycle
         # before DECIDE from the DC that DECIDE will use (the DC cache's data in LOOKUP,
@@ -566,13 +569,10 @@ class ContextFetch(wiring.Component):
                 # below find; only the state, own_valid and the result wait for them.
                 m.d.sync += dc.eq(dc_cache.data)
                 prepare_walk(0, _field(self.ddtp, arch.Ddtp.PPN), (mode - 2)[:2])
-                with m.If(mode == arch.DdtpMode.OFF):
-                    fault(C.ALL_INBOUND_DISALLOWED)
-                with m.Elif(mode == arch.DdtpMode.BARE):
-                    fault(C.TRANSACTION_TYPE_DISALLOWED)  # the core answers Bare itself
-                with m.Elif(~lvl_mode):
-                    fault(C.ALL_INBOUND_DISALLOWED)  # reserved modes: refuse everything
-                with m.Elif(~id_fits):
+                with m.If(refuse_all):
+                    fault(C.ALL_INBOUND_DISALLOWED)  # Off, or a reserved mode
+                with m.Elif(refuse_type):
+                    # Bare (the core answers Bare itself), or a device_id too wide.
                     fault(C.TRANSACTION_TYPE_DISALLOWED)
                 with m.Elif(dc_cache.hit):
                     # Step 7 on waits a cycle (DECIDE): from the cache's select through
