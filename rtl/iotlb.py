@@ -645,6 +645,12 @@ class IOTLB(wiring.Component):
             s3_in_ready.eq(~skid_valid),
             self.result.valid.eq(s3_valid & ~self.inval_busy),
             self.result.payload.eq(s3),
+            # A miss carries zeros: the entry's fields are masked here by the hit bit,
+            # so that a drop (below) clears only the hit bit of a waiting result, not
+            # its ~60 fields (the drop's check into them was 7 levels, issue 7).
+            *(getattr(self.result.payload, name).eq(
+                getattr(s3, name) & s3.hit.replicate(len(getattr(s3, name))))
+              for name in _ENTRY_FIELDS),
         ]
         s2_moves = s2_valid & s3_in_ready
         s3_free = ~s3_valid | (self.result.valid & self.result.ready)
@@ -883,8 +889,11 @@ class IOTLB(wiring.Component):
         return m
 
 
+#: The entry's fields in a result: zero on a miss (masked at the result port).
+_ENTRY_FIELDS = ("ppn", "size_log2", "r", "w", "x", "u", "g", "pbmt")
+
+
 def _as_miss(result):
-    """Statements turning a waiting result into a miss (its payload kept)."""
-    return [result.hit.eq(0), result.ppn.eq(0), result.size_log2.eq(0), result.r.eq(0),
-            result.w.eq(0), result.x.eq(0), result.u.eq(0), result.g.eq(0),
-            result.pbmt.eq(0)]
+    """Statements turning a waiting result into a miss: its hit bit cleared (the port
+    masks the entry's fields with it; the payload is kept)."""
+    return [result.hit.eq(0)]
