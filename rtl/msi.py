@@ -10,7 +10,7 @@ MSI PTE in the flat MSI page table at ``msiptp.PPN``, whose basic-translate form
 ``PageTableWalker`` makes on the final GPA; ``MsiTranslator`` does the rest:
 
     req ─► IDLE ─► INDEX (one mask bit per cycle) ─► READ ─► WAIT ─► (dword 1) READ ─► WAIT
-                                                                      └─ checks ─► DONE ─► res
+                                                                      └─► CHECK ─► DONE ─► res
 
 Timing: INDEX packs the GPA's page-number bits selected by the mask into the
 interrupt-file number, lowest mask bit first, one bit per cycle, until no mask bit is
@@ -41,7 +41,7 @@ __all__ = ["LEAF_SIZES_LOG2", "MSI_STATES", "MsiRequest", "MsiTranslator",
            "msi_pages_within_parts"]
 
 #: The translator's FSM states in their encoding (declaration order), for waveforms.
-MSI_STATES = ("IDLE", "INDEX", "READ", "WAIT", "DONE")
+MSI_STATES = ("IDLE", "INDEX", "READ", "WAIT", "DONE", "CHECK")
 
 _PTE_ADDR_LOW = 4  # log2(arch.MSI_PTE_SIZE): the file number indexes 16-byte entries
 _DWORD = 8
@@ -190,9 +190,10 @@ class MsiTranslator(wiring.Component):
             m.d.sync += [result.eq(0), result.fault.eq(1), result.cause.eq(cause)]
             goto("DONE")
 
-        # The PTE checks of §9.3 steps 1-6, made as dword 1 arrives (``resp.rdata``);
-        # dword 1 matters only to an MRIF-mode PTE.
-        dw1 = resp.rdata
+        # The PTE checks of §9.3 steps 1-6, made in CHECK from both dwords registered
+        # (issue 7: made as dword 1 arrived, the checks were 8 levels from the memory
+        # response into the result); dword 1 matters only to an MRIF-mode PTE.
+        dw1 = Signal(64)
         mode = _field(dw0, arch.MsiPte.M)
         basic = mode == arch.MsiPteMode.BASIC
         basic_ok = basic & ((dw0 & arch.MsiPte.BASIC_RESERVED) == 0)
@@ -247,7 +248,12 @@ class MsiTranslator(wiring.Component):
                 with m.Elif(~read_hi):
                     m.d.sync += [dw0.eq(resp.rdata), read_hi.eq(1)]
                     goto("READ")
-                with m.Elif(~_field(dw0, arch.MsiPte.V)):
+                with m.Else():
+                    m.d.sync += dw1.eq(resp.rdata)
+                    goto("CHECK")
+
+            with m.State("CHECK"):
+                with m.If(~_field(dw0, arch.MsiPte.V)):
                     finish_with_fault(arch.Cause.MSI_PTE_NOT_VALID)
                 with m.Elif(misconfigured):
                     finish_with_fault(arch.Cause.MSI_PTE_MISCONFIGURED)
