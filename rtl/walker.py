@@ -5,8 +5,8 @@
     req ─► IDLE ──Bare / address out of range─────────────────────────────────► DONE ─► res
               └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ─► CHECK_PTE ──pointer──► next level
                      ▲                                  ├──leaf, A/D fine, or any fault──► DONE
-                     │                                  └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD
-                     └──────── CAS saw a different PTE: re-read that level ◄──┘
+                     │                                  └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD ─► CHECK_AD
+                     └──────── CAS saw a different PTE: re-read that level ◄──────────────────────────────┘
 
 The bracketed states exist only in a first-stage walker built for nesting: with an
 active G-stage every first-stage PTE address is a GPA (§1.3, §5.7), which the walker
@@ -28,7 +28,7 @@ memory latency. (Checking in the cycle the response arrives made the memory resp
 memory that answers ``L`` cycles after accepting a request (and accepts at once), a
 first-stage walk with a Bare G-stage has ``res.valid`` ``levels * (L + 2) + 1`` cycles
 after the request handshake (Sv39, no A/D update: ``3 * (L + 2) + 1``); an A/D update
-adds ``L + 1``. A Bare or
+adds ``L + 2``. A Bare or
 non-canonical request answers the cycle after it is taken. Nested walks add, per
 first-stage level, a G-stage walk and two cycles of hand-over, and the final G-stage
 walk plus three cycles.
@@ -119,7 +119,7 @@ def _pack(layout: data.StructLayout, **fields):
 #: The walk FSM's states in declaration order: Amaranth numbers them this way in the
 #: generated Verilog (``walk_state``), and the waveform save file decodes them with it.
 WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "CHECK_PTE", "UPDATE_AD", "WAIT_AD", "DONE",
-                 "XLATE", "XLATE_WAIT")
+                 "CHECK_AD", "XLATE", "XLATE_WAIT")
 
 _FIRST_STAGE_CAPS = ((arch.SV39, arch.Cap.SV39), (arch.SV48, arch.Cap.SV48),
                      (arch.SV57, arch.Cap.SV57))
@@ -336,6 +336,8 @@ class StageWalker(wiring.Component):
         # register was there already: the A/D update compares with it.
         resp = self.mem_resp.payload
         pte_err = Signal(layouts.MemErr)
+        ad_err = Signal(layouts.MemErr)  # the A/D CAS's answer (WAIT_AD -> CHECK_AD)
+        ad_same = Signal()  # memory held the PTE the CAS compared with
         rd = pte
         reserved_mask = (1 << arch.Pte.RESERVED.width) - 1
         if self.svrsw60t59b:
@@ -406,7 +408,8 @@ class StageWalker(wiring.Component):
         # ------------------------------------------------------------------- FSM
         with m.FSM(name="walk") as fsm:
             # Number the states as WALKER_STATES says (else the first mention decides).
-            for name in WALKER_STATES[:9 if self.nested else 7]:
+            states = WALKER_STATES[:10 if self.nested else 8]  # XLATE* only when nested
+            for name in states:
                 fsm.ongoing(name)
             with m.State("IDLE"):
                 # The walk registers load in every idle cycle and mean something only
@@ -565,12 +568,20 @@ class StageWalker(wiring.Component):
             with m.State("UPDATE_AD"), m.If(self.mem_req.ready):
                 goto("WAIT_AD")
 
+            # The CAS's answer is registered (its error, and whether memory held the PTE
+            # checked) and acted on in CHECK_AD: the 64-bit compare and the error
+            # checks into the state and the handshake flip-flops were a routed
+            # critical path (issue 7).
             with m.State("WAIT_AD"), m.If(self.mem_resp.valid):
-                with m.If(resp.err == layouts.MemErr.ACCESS_FAULT):
+                m.d.sync += [ad_err.eq(resp.err), ad_same.eq(resp.rdata == pte.as_value())]
+                goto("CHECK_AD")
+
+            with m.State("CHECK_AD"):
+                with m.If(ad_err == layouts.MemErr.ACCESS_FAULT):
                     finish_with_fault(access_fault)  # store PMA/PMP violation
-                with m.Elif(resp.err == layouts.MemErr.POISON):
+                with m.Elif(ad_err == layouts.MemErr.POISON):
                     finish_with_fault(corruption)
-                with m.Elif(resp.rdata != pte.as_value()):
+                with m.Elif(~ad_same):
                     reread_level()  # the PTE changed: restart this level (step 1)
                 with m.Else():
                     goto("DONE")
@@ -601,7 +612,7 @@ class StageWalker(wiring.Component):
                             with m.Else():
                                 goto("READ_PTE")
 
-        if tuple(fsm.encoding) != WALKER_STATES[:9 if self.nested else 7]:
+        if tuple(fsm.encoding) != states:
             raise AssertionError(f"walk FSM encoding {tuple(fsm.encoding)} differs from "
                                  f"WALKER_STATES, which the waveform save file decodes with")
         return m

@@ -761,20 +761,20 @@ def test_ad_update_memory_error(kind, access):
 @pytest.mark.parametrize("latency", [1, 2, 5])
 @pytest.mark.parametrize("scheme", [arch.SV39, arch.SV48, arch.SV57], ids=lambda s: s.name)
 def test_walk_latency(scheme, latency):
-    """Request handshake to result handshake: levels * (L + 2) + 1 cycles, + L + 1 for A/D.
+    """Request handshake to result handshake: levels * (L + 2) + 1 cycles, + L + 2 for A/D.
 
     Per level: READ_PTE (1 cycle, the request is accepted at once), L cycles of memory
     latency ending in WAIT_PTE, which registers the PTE, and CHECK_PTE (1 cycle, the
     checks on the registered PTE: issue 7's timing cut). The A/D update's CAS adds
-    UPDATE_AD (1) and L cycles ending in WAIT_AD, which compares at once; the final +1
-    is DONE, where the result is taken."""
+    UPDATE_AD (1), L cycles ending in WAIT_AD, which registers the answer, and CHECK_AD
+    (1, the same cut); the final +1 is DONE, where the result is taken."""
     memory, pt = new_table(scheme)
     pt.map(0x7000, 0x9000, a=True)
     pt.map(0x8000, 0xA000, a=False)
     plain, update = run_walks(memory, [job_for(pt, 0x7000), job_for(pt, 0x8000, sade=1)],
                               Bench(latency=latency))
     assert plain.cycles == scheme.levels * (latency + 2) + 1
-    assert update.cycles == scheme.levels * (latency + 2) + (latency + 1) + 1
+    assert update.cycles == scheme.levels * (latency + 2) + (latency + 2) + 1
     if scheme is arch.SV39:
         assert plain.cycles <= 3 * (latency + 2) + 1
 
