@@ -7,15 +7,18 @@
 * A hit answers 5 cycles after its request was accepted (4 in the IOTLB, 1 in the
   registered output), one per cycle.
 * A miss takes a free *slot* (there are ``params.walkers``); up to that many
-  walks are in flight and the hits behind them keep flowing. A miss with no
-  free slot stalls the pipe (the only way a miss blocks a hit).
+  walks are in flight and the hits behind them keep flowing. While no slot is
+  free the pipe stalls, hits too (the only way a miss blocks a hit): the decision
+  to take a result is made from registers only (issue 7).
 * Slot completions win the output over the hit path, so walks cannot starve.
 * An invalidation marks every busy slot stale: its result is still returned
   to its requester but not filled into the IOTLB, so nothing fetched before an
   invalidation outlives it in a cache.
 * Timing (issue 7): the invalidation is registered before it reaches the caches, the
-  memory port leaves from the arbiter's registers, and the output is a skid buffer, so
-  no ready or invalidation wire crosses the core in one cycle.
+  memory port leaves from the arbiter's registers, the output is a skid buffer, and
+  the slot a miss takes, the slot that leaves and the IOTLB result's ready are
+  registers, so no ready, slot-state or invalidation wire crosses the core in one
+  cycle.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal
@@ -345,13 +348,20 @@ class TranslationCore(wiring.Component):
             iotlb.fill.payload.eq(cpl_fill_payload),
         ]
 
-        # The decide stage: a miss leaves when a slot is free; others go to ``out``.
+        # The decide stage: a miss leaves for its reserved slot, others go to ``out``.
+        # The IOTLB's result is taken only when either could go (``decide_ready``, three
+        # flip-flops): its ready is not behind the result's own hit, mode and address
+        # type, and it is the enable of the IOTLB's result registers (the decision into
+        # them was a routed critical path, issue 7). The price: while every slot is
+        # busy a hit waits too (a miss would block what follows it anyway).
         take_miss = Signal()
         take_imm = Signal()
+        decide_ready = Signal()
         m.d.comb += [
-            take_miss.eq(iotlb.result.valid & is_miss & alloc_ok),
-            take_imm.eq(iotlb.result.valid & ~is_miss & out_free & ~cpl_valid),
-            iotlb.result.ready.eq(take_miss | take_imm),
+            decide_ready.eq(alloc_ok & out_free & ~cpl_valid),
+            take_miss.eq(iotlb.result.valid & decide_ready & is_miss),
+            take_imm.eq(iotlb.result.valid & decide_ready & ~is_miss),
+            iotlb.result.ready.eq(decide_ready),
             self.ev_iotlb_miss.eq(take_miss),
         ]
         unclaimed = free & ~Mux(take_miss, alloc, 0)  # still free after this edge
@@ -454,14 +464,21 @@ class TranslationCore(wiring.Component):
         m.d.comb += wants_ctx.eq(Cat(s == SlotState.CONTEXT for s in slot_state))
         # Round-robin: with a fixed priority, a slot could wait for ever behind lower
         # slots whose misses fault at once and come back (the memory-error traffic).
+        # The pick is registered (``ctx_pick_q``) and loaded only if that slot still
+        # waits: the slot states through the round-robin into the ~50 payload bits
+        # were a routed critical path (issue 7). A slot just picked is still CONTEXT
+        # for a cycle, but the register is full then, and the check drops a pick of it
+        # made meanwhile.
         ctx_pick = round_robin(m, wants_ctx, ctx_req_owner, n, "ctx_pick")
+        ctx_pick_q = Signal(range(max(n, 2)))
+        m.d.sync += ctx_pick_q.eq(ctx_pick)
         ctx_load = Signal()
-        m.d.comb += ctx_load.eq(wants_ctx.any() & ~ctx_req_valid)
+        m.d.comb += ctx_load.eq(wants_ctx.bit_select(ctx_pick_q, 1) & ~ctx_req_valid)
         with m.If(ctx_load):
-            m.d.sync += [ctx_req_valid.eq(1), ctx_req_owner.eq(ctx_pick)]
+            m.d.sync += [ctx_req_valid.eq(1), ctx_req_owner.eq(ctx_pick_q)]
         with m.If(~ctx_req_valid):  # empty: the payload follows the pick (enable: one FF)
             for i in range(n):
-                with m.If(ctx_pick == i):
+                with m.If(ctx_pick_q == i):
                     q = slot_req[i]
                     m.d.sync += [
                         ctx.req.payload.device_id.eq(q.device_id),
