@@ -47,19 +47,29 @@ class ContextCache(wiring.Component):
     free entry, else the round-robin pointer's. A fill that breaks the promise would
     leave the tag in two entries.
 
+    ``forward_fill=False``: a lookup in the cycle the registered fill is written does
+    not see it (it misses that tag, and hits it from the next lookup on). The compare
+    of the registered fill's tag with the lookup's is then not in front of the hit
+    vector (a 60-bit compare into it, issue 7); for a caller that rarely looks up what
+    it has just filled (the walk cache).
+
     Invalidate: in a cycle with ``inval_en``, every entry whose tag equals
     ``inval_tag`` on the bits set in ``inval_mask`` is dropped (a zero mask flushes
     the cache). An invalidation in the same cycle as a fill, or in the cycle its
     registered copy is written, also applies to the entry being filled.
     """
 
-    def __init__(self, tag_shape, data_shape, entries: int, *, fill_missing_only=False):
+    def __init__(self, tag_shape, data_shape, entries: int, *, fill_missing_only=False,
+                 forward_fill=True):
         if not isinstance(entries, int) or not 1 <= entries <= 64:
             raise ValueError(f"entries must be an integer in 1..64, not {entries!r}")
         if not isinstance(fill_missing_only, bool):
             raise TypeError(f"fill_missing_only must be a bool, not {fill_missing_only!r}")
         self.tag_shape, self.data_shape, self.entries = tag_shape, data_shape, entries
+        if not isinstance(forward_fill, bool):
+            raise TypeError(f"forward_fill must be a bool, not {forward_fill!r}")
         self.fill_missing_only = fill_missing_only
+        self.forward_fill = forward_fill
         super().__init__({
             "lookup_en": In(1),
             "lookup_tag": In(tag_shape),
@@ -185,7 +195,8 @@ class ContextCache(wiring.Component):
                     # this cycle is checked against the new tag.
                     m.d.comb += [
                         next_valid[i].eq(~inval_covers(fill_q_tag)),
-                        next_hit[i].eq(self.lookup_en & (fill_q_tag == lookup_tag)),
+                        next_hit[i].eq(self.lookup_en & (fill_q_tag == lookup_tag)
+                                       if self.forward_fill else 0),
                     ]
             m.d.sync += rr.eq(Mux(rr == n - 1, 0, rr + 1))
         with m.If(self.inval_en):

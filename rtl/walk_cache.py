@@ -18,7 +18,7 @@ IOTINVAL.GVMA with GV=0 drops everything, with GV=1 every entry of that GSCID (a
 for AV=1: a superset the spec allows, §10.2). Other commands leave it alone.
 """
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -66,9 +66,25 @@ class WalkCache(wiring.Component):
         m = Module()
         # The walker fills a tag only after its lookup missed, one walk at a time, so
         # the cache need not search for the fill's tag (issue 7, timing).
+        # A lookup right after a fill of its own tag misses it (forward_fill=False):
+        # the walker fills after a G-stage walk and looks up the next PTE's page, which
+        # is rarely the same one (issue 7: the forward's 60-bit compare was in front of
+        # the hit vector).
         m.submodules.cache = cache = ContextCache(WalkCacheTag, unsigned(layouts.PPN_BITS),
-                                                  self.entries, fill_missing_only=True)
+                                                  self.entries, fill_missing_only=True,
+                                                  forward_fill=False)
+        # IOTINVAL.GVMA is registered here and applied a cycle later, from local
+        # flip-flops (issue 7: the core's invalidation register, the kind's decode and
+        # the GSCID compare were 6-7 levels into the valid bits). A walk in flight when
+        # it came is stale in the core already, and no walk starting after it looks
+        # up before it is applied.
         inv = self.inval.payload
+        inval_en = Signal()
+        inval_gscid = Signal(layouts.GSCID_BITS)
+        inval_gv = Signal()
+        m.d.sync += [inval_en.eq(self.inval.valid
+                                 & (inv.kind == layouts.InvalKind.IOTINVAL_GVMA)),
+                     inval_gscid.eq(inv.gscid), inval_gv.eq(inv.gv)]
         m.d.comb += [
             cache.lookup_en.eq(self.lookup_en),
             cache.lookup_tag.eq(self.lookup_tag),
@@ -79,11 +95,10 @@ class WalkCache(wiring.Component):
             cache.fill_data.eq(self.fill_ppn),
             self.inval.ready.eq(1),
             # IOTINVAL.GVMA: GV=0 every GSCID (mask 0), GV=1 the named one; any address.
-            cache.inval_en.eq(self.inval.valid
-                              & (inv.kind == layouts.InvalKind.IOTINVAL_GVMA)),
-            cache.inval_tag.gscid.eq(inv.gscid),
+            cache.inval_en.eq(inval_en),
+            cache.inval_tag.gscid.eq(inval_gscid),
             cache.inval_tag.gpn.eq(0),
-            cache.inval_mask.gscid.eq(inv.gv.replicate(layouts.GSCID_BITS)),
+            cache.inval_mask.gscid.eq(inval_gv.replicate(layouts.GSCID_BITS)),
             cache.inval_mask.gpn.eq(0),
         ]
         return m
