@@ -486,6 +486,17 @@ def collect_nextpnr(work: Path, res: Result, scopes: list[str]) -> None:
             raise FlowError("nextpnr printed no Max frequency for clock 'clk' "
                             f"[see {work / 'nextpnr.log'}]") from None
     res.critical_path = summarise_critical_path(rep, scopes) if rep else None
+    # Every failing register input, from the detailed timing report (python -m rtl.slack
+    # lists them): how far the design is from its target, beyond the one worst path.
+    try:
+        from .slack import analyse
+
+        target = rep["fmax"][clock_name(rep["fmax"])]["constraint"]
+        rows = analyse(rep, 1000.0 / target)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return
+    info["failing_inputs"] = sum(r["failing"] for r in rows)
+    info["failing_groups"] = sum(1 for r in rows if r["slack"] < 0)
 
 
 def run_preset(preset: str, args, progress: Progress) -> Result:
@@ -573,6 +584,11 @@ def run_preset(preset: str, args, progress: Progress) -> Result:
             where = (f"; critical path {cp['from_block']} -> {cp['to_block']}" if cp else "")
             progress(preset, f"nextpnr done in {res.seconds['nextpnr']:.0f}s: "
                              f"Fmax {res.fmax_mhz:.2f} MHz{where}")
+            if "failing_inputs" in res.nextpnr:
+                progress(preset, f"{res.nextpnr['failing_inputs']} register inputs fail "
+                                 f"{args.freq:g} MHz, in {res.nextpnr['failing_groups']} "
+                                 f"groups: python -m rtl.slack {work / 'pnr_report.json'} "
+                                 f"--netlist {work / 'synth.json'}")
         res.run = {"pnr": not args.no_pnr, "freq": args.freq, "seed": args.seed,
                    "router": args.router, "top": args.top,
                    "routed": not args.no_pnr and not args.no_route and stopped is None}

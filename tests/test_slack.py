@@ -1,4 +1,5 @@
-"""rtl.slack: routed slack from nextpnr's detailed net timings, on hand-made reports."""
+"""rtl.slack: every failing register input of a route, from nextpnr's detailed timing
+report (hand-made reports and netlists here, no nextpnr run)."""
 
 import json
 
@@ -8,6 +9,7 @@ from rtl import slack
 
 
 def _net(name, driver, port, *endpoints):
+    """A detailed_net_timings entry: each endpoint's delay is [min, max] arrival (ns)."""
     return {"net": name, "driver": driver, "port": port, "event": "posedge clk",
             "sources": [],
             "endpoints": [{"cell": c, "port": p, "event": "posedge clk", "delay": [d / 2, d]}
@@ -15,54 +17,73 @@ def _net(name, driver, port, *endpoints):
 
 
 def _report():
-    # a.Q -(1.0)-> l1.A ; l1.F -(2.0)-> l2.B ; l2.F -(3.0)-> far_TRELLIS_FF_Q.CE
-    # b.Q -(0.5)-> l1.B and -(0.3)-> near.DI ; l1.F -(0.2)-> ram.WD0 (a RAM write: an end)
-    # clk drives every flip-flop's CLK (not a timing path)
-    nets = [
-        _net("clk", "pin", "O", ("a_TRELLIS_FF_Q", "CLK", 0.1), ("b_TRELLIS_FF_Q", "CLK", 0.1),
-             ("far_TRELLIS_FF_Q", "CLK", 0.1), ("near_TRELLIS_FF_Q", "CLK", 0.1)),
-        _net("a", "a_TRELLIS_FF_Q", "Q", ("l1_LUT4_Z", "A", 1.0)),
-        _net("b", "b_TRELLIS_FF_Q", "Q", ("l1_LUT4_Z", "B", 0.5),
-             ("near_TRELLIS_FF_Q", "DI", 0.3)),
-        _net("x", "l1_LUT4_Z", "F", ("l2_LUT4_Z", "B", 2.0), ("ram", "WD0", 0.2)),
-        _net("y", "l2_LUT4_Z", "F", ("far_TRELLIS_FF_Q", "CE", 3.0)),
-        _net("far", "far_TRELLIS_FF_Q", "Q", ("out", "I", 0.1)),
-        _net("near", "near_TRELLIS_FF_Q", "Q", ("out", "I2", 0.1)),
-    ]
-    return {"fmax": {}, "critical_paths": [], "detailed_net_timings": nets}
+    return {"fmax": {}, "critical_paths": [], "detailed_net_timings": [
+        # two bits of one register late on D (one through M, nextpnr's direct data pin)
+        _net("x", "l1_LUT4_Z", "F", ("slow_TRELLIS_FF_Q", "DI", 6.0),
+             ("slow_TRELLIS_FF_Q_1", "M", 5.5)),
+        # its enable, and a fast register, from the same net
+        _net("y", "l2_LUT4_Z", "F", ("slow_TRELLIS_FF_Q_2", "CE", 5.2),
+             ("fast_TRELLIS_FF_Q", "DI", 2.0)),
+        # a distributed RAM's write address, late; its read side is not a register input
+        _net("z", "l3_LUT4_Z", "F", ("ram_TRELLIS_DPR16X4", "WAD0", 7.0),
+             ("ram_TRELLIS_DPR16X4", "RAD0", 9.0)),
+        # a clock pin is not timed
+        _net("clk", "pin", "O", ("slow_TRELLIS_FF_Q", "CLK", 9.0)),
+    ]}
 
 
-def test_arrival_adds_routing_and_cells_and_groups_by_registers():
+def test_groups_by_end_register_and_pin_worst_first():
     rows = slack.analyse(_report(), period_ns=5.0)
-    by_end = {(r["start"], r["end"], r["pin"]): r for r in rows}
-    deep = by_end[("a", "far", "CE")]
-    # clock-to-Q, 1.0, LUT, 2.0, LUT, 3.0
-    arrival = slack.CLK_TO_Q + 1.0 + 0.24 + 2.0 + 0.24 + 3.0
-    assert deep["slack"] == pytest.approx(5.0 - arrival)
-    assert deep["levels"] == 2 and deep["failing"] == 1
-    assert [(step[0], step[1]) for step in deep["via"]] == [
-        ("a_TRELLIS_FF_Q", "Q"), ("l1_LUT4_Z", "A"), ("l1_LUT4_Z", "F"), ("l2_LUT4_Z", "B"),
-        ("l2_LUT4_Z", "F"), ("far_TRELLIS_FF_Q", "CE")]
-    near = by_end[("b", "near", "D")]
-    assert near["slack"] == pytest.approx(5.0 - slack.CLK_TO_Q - 0.3)
-    assert near["failing"] == 0
-    ram = by_end[("a", "ram", "RAM WD")]  # through l1 from a (the later input)
-    assert ram["slack"] == pytest.approx(5.0 - (slack.CLK_TO_Q + 1.0 + 0.24 + 0.2))
-    assert rows[0] is deep  # worst first
-    # no path ends at a clock pin or at a port that is not a register's
-    assert not any(r["pin"] == "CLK" or r["end"] == "out" for r in rows)
+    by = {(r["end"], r["pin"]): r for r in rows}
+    assert set(by) == {("slow", "D"), ("slow", "CE"), ("fast", "D"), ("ram", "RAM WAD")}
+    assert by[("slow", "D")]["slack"] == pytest.approx(-1.0)  # the worse of its two bits
+    assert by[("slow", "D")]["failing"] == 2 and by[("slow", "D")]["count"] == 2
+    assert by[("slow", "D")]["net"] == "x"
+    assert by[("slow", "CE")]["slack"] == pytest.approx(-0.2)
+    assert by[("fast", "D")]["failing"] == 0
+    assert [r["end"] for r in rows][:1] == ["ram"]  # -2.0: worst first
+    with pytest.raises(ValueError, match="--detailed-timing-report"):
+        slack.analyse({"fmax": {}, "critical_paths": []}, 5.0)
 
 
-def test_cli_lists_failing_groups_and_errors_in_one_line(tmp_path, capsys):
-    path = tmp_path / "pnr_report.json"
-    path.write_text(json.dumps(_report()))
-    assert slack.main([str(path), "--freq", "200", "--via"]) == 0
+def _netlist(tmp_path):
+    """start -> lut -> lut -> slow_TRELLIS_FF_Q.DI, in Yosys' JSON (the names nextpnr keeps)."""
+    lut = {"type": "LUT4", "port_directions": {"A": "input", "Z": "output"}}
+    cells = {
+        "start_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "port_directions": {
+            "CLK": "input", "DI": "input", "Q": "output"},
+            "connections": {"CLK": [1], "DI": [2], "Q": [10]}},
+        "l1": {**lut, "connections": {"A": [10], "Z": [11]}},
+        "l2": {**lut, "connections": {"A": [11], "Z": [12]}},
+        "slow_TRELLIS_FF_Q": {"type": "TRELLIS_FF", "port_directions": {
+            "CLK": "input", "DI": "input", "Q": "output"},
+            "connections": {"CLK": [1], "DI": [12], "Q": [13]}},
+    }
+    names = {"clk": {"bits": [1]}, "in": {"bits": [2]}, "start": {"bits": [10]},
+             "mid": {"bits": [11]}, "late": {"bits": [12]}, "slow": {"bits": [13]}}
+    path = tmp_path / "synth.json"
+    path.write_text(json.dumps({"modules": {"top": {
+        "attributes": {"top": "00000000000000000000000000000001"},
+        "cells": cells, "netnames": names}}}))
+    return path
+
+
+def test_cli_lists_failing_groups_with_their_start_and_errors_in_one_line(tmp_path, capsys):
+    report = tmp_path / "pnr_report.json"
+    report.write_text(json.dumps(_report()))
+    netlist = _netlist(tmp_path)
+    assert slack.main([str(report), "--freq", "200", "--netlist", str(netlist), "--via"]) == 0
     out = capsys.readouterr().out
-    assert "1 register inputs fail 200 MHz in 1 groups" in out
-    assert "a -> far (CE)" in out and "near" not in out.split("\n\n")[0]
-    assert slack.main([str(tmp_path / "missing.json")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no such report" in err
+    assert "4 register inputs fail 200 MHz, in 3 groups; worst slack -2.00 ns" in out
+    assert "slow (D)  <- start, 2.0" in out  # traced through the netlist's two LUTs
+    assert "fast" not in out
+    assert "    mid\n" in out  # --via prints the path's nets
+    for bad, message in (([str(tmp_path / "missing.json")], "no such file"),
+                         ([str(report), "--netlist", str(tmp_path / "none.json")],
+                          "no such file")):
+        assert slack.main(bad) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"fmax": {}, "critical_paths": []}))
     assert slack.main([str(plain)]) == 2

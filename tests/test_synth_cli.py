@@ -5,6 +5,8 @@ No Yosys or nextpnr run here (a real run takes minutes: ``make synth``).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rtl import synth
@@ -219,3 +221,27 @@ def drive(dut, inp, out, values, clock_pin=None, hold=None):
     sim.add_testbench(bench)
     sim.run()
     return seen
+
+
+def test_collect_nextpnr_counts_failing_register_inputs(tmp_path):
+    """With the detailed timing report, the result counts every register input that
+    misses the clock (rtl.slack's groups), not only the worst path."""
+    (tmp_path / "nextpnr.log").write_text(
+        "Warning: Max frequency for clock 'clk': 80.00 MHz (FAIL at 100.00 MHz)\n")
+
+    def net(name, *ends):
+        return {"net": name, "driver": f"{name}_LUT4_Z", "port": "F", "event": "posedge clk",
+                "sources": [], "endpoints": [
+                    {"cell": c, "port": p, "event": "posedge clk", "delay": [1.0, d]}
+                    for c, p, d in ends]}
+
+    report = {"fmax": {"clk": {"achieved": 80.0, "constraint": 100.0}}, "critical_paths": [],
+              "detailed_net_timings": [
+                  net("a", ("slow_TRELLIS_FF_Q", "DI", 12.5), ("slow_TRELLIS_FF_Q_1", "DI", 10.5)),
+                  net("b", ("slow_TRELLIS_FF_Q_2", "CE", 11.0), ("fast_TRELLIS_FF_Q", "M", 4.0))]}
+    (tmp_path / "pnr_report.json").write_text(json.dumps(report))
+    res = synth.Result("default", {})
+    synth.collect_nextpnr(tmp_path, res, [])
+    assert res.fmax_mhz == 80.0
+    # slow (D): two inputs, slow (CE): one; fast passes
+    assert res.nextpnr["failing_inputs"] == 3 and res.nextpnr["failing_groups"] == 2
