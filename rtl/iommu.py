@@ -169,14 +169,16 @@ class Iommu(wiring.Component):
         wiring.connect(m, wiring.flipped(self.mem_resp), merge.mem_resp)
 
         # ------------------------------------------- requests: devices + debug
-        # The choice is held while the core has not taken the offered request, so a
-        # valid request never changes under the core (stream rule).
+        # The choice is a flip-flop (issue 7: decoded from the debug interface's state,
+        # it selected ~100 payload bits in front of the IOTLB's first stage): made a
+        # cycle ahead from the debug request's valid, and kept while the core has not
+        # taken the offered request, so a valid request never changes under the core
+        # (stream rule). The cycle after a debug request is taken offers nothing.
         dbg = regs.tr_request
         core_req = core.request
-        held = Signal()  # the core did not take last cycle's offer: keep the choice
-        held_debug = Signal()
         choose_debug = Signal()
-        m.d.comb += choose_debug.eq(Mux(held, held_debug, dbg.valid))
+        m.d.sync += choose_debug.eq(Mux(core_req.valid & ~core_req.ready, choose_debug,
+                                        dbg.valid))
         with m.If(choose_debug):
             m.d.comb += [core_req.valid.eq(dbg.valid), dbg.ready.eq(core_req.ready)]
             _copy_fields(m, core_req.payload, dbg.payload)
@@ -185,7 +187,6 @@ class Iommu(wiring.Component):
             m.d.comb += [core_req.valid.eq(self.request.valid),
                          self.request.ready.eq(core_req.ready)]
             _copy_fields(m, core_req.payload, self.request.payload)
-        m.d.sync += [held.eq(core_req.valid & ~core_req.ready), held_debug.eq(choose_debug)]
 
         # ------------------------------------------------------------ responses
         resp = core.response

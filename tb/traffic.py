@@ -501,18 +501,24 @@ class RandomSystem:
         Returns ``(address, kind, what)`` for the log.
         """
         rng = self.rng
-        candidates: list[tuple[int, str]] = []
+        # (address, what, a request whose translation reads it or None)
+        candidates: list[tuple[int, str, Request | None]] = []
         for device in self.devices:
+            with_pid = device.kind in ("pdt", "guest-pdt")
             addr = self.ddt.dc_address(device.device_id)
             if addr is not None:
+                # Every request of the device reads its DC (a faulting one is not cached).
+                pid = next(iter(device.processes), None) if with_pid else None
                 candidates.append((addr + 8 * rng.randrange(self.ddt.dc_size // 8),
-                                   f"DC of device {device.device_id:#x}"))
+                                   f"DC of device {device.device_id:#x}",
+                                   _read_request(device, pid, 0)))
             if device.pdt is not None and device.processes:
                 pid = rng.choice(list(device.processes))
                 candidates.append((device.pdt.pc_address(pid) + 8 * rng.randrange(2),
-                                   f"PC of device {device.device_id:#x} process {pid:#x}"))
-            spaces = [device.space] + list(device.processes.values())
-            for space in spaces:
+                                   f"PC of device {device.device_id:#x} process {pid:#x}",
+                                   _read_request(device, pid, 0)))
+            spaces = ([] if with_pid else [(None, device.space)]) + list(device.processes.items())
+            for pid, space in spaces:
                 if space and space.table and space.mapped:
                     # Not on the way to a global page: an IOTLB may answer those from
                     # another address space's walk, so whether a request meets the
@@ -523,17 +529,30 @@ class RandomSystem:
                     path = [p for p in space.table.walk_path(va) if p[0] not in global_path]
                     if path:
                         pte, level, _ = rng.choice(path)
-                        candidates.append((pte, f"level-{level} PTE for va {va:#x}"))
+                        candidates.append((pte, f"level-{level} PTE for va {va:#x}",
+                                           _read_request(device, pid, va)))
             if device.vm is not None and device.vm.msi is not None:
                 index = rng.randrange(device.vm.msi.entries)
                 candidates.append((device.vm.msi.entry_address(index) + 8 * rng.randrange(2),
-                                   f"MSI PTE {index} of GSCID {device.vm.gscid:#x}"))
+                                   f"MSI PTE {index} of GSCID {device.vm.gscid:#x}", None))
         injected = []
-        for addr, what in rng.sample(candidates, min(count, len(candidates))):
+        self.error_targets = []
+        for addr, what, target in rng.sample(candidates, min(count, len(candidates))):
             kind = rng.choice(["access", "poison"])
             self.memory.inject_fault(addr, 8, kind)
             injected.append((addr, kind, what))
+            if target is not None:
+                self.error_targets.append(target)
         return injected
+
+    def requests_with_errors(self, count: int) -> list[Request]:
+        """``count`` random requests, and among them (at random places) one request that
+        reads each error ``inject_memory_errors`` made (but MSI PTEs'): random traffic
+        alone may miss every one of them."""
+        out = self.requests(count)
+        for target in getattr(self, "error_targets", []):
+            out.insert(self.rng.randrange(len(out) + 1), target)
+        return out
 
     def describe(self) -> str:
         kinds = {}
@@ -545,3 +564,10 @@ class RandomSystem:
                 f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}), {tables} page "
                 f"tables ({'/'.join(s.name for s in self.schemes)}), PDTs "
                 f"{'/'.join(m.name for m in self.pd_modes)}")
+
+
+def _read_request(device, pid: int | None, iova: int) -> Request:
+    """An untranslated read of ``iova`` by ``device`` (with ``pid`` if given, as User)."""
+    return Request(device_id=device.device_id, iova=iova, access=arch.Access.READ,
+                   process_id=pid or 0, pv=pid is not None, priv=Priv.USER,
+                   addr_type=AddrType.UNTRANSLATED)

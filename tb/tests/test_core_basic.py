@@ -204,7 +204,7 @@ async def random_traffic_memory_errors(dut, stress):
     apply_stress(tb, stress)
     await tb.reset()
     tb.configure(world.ddtp())
-    results = await tb.translate_all(world.requests(TRANSACTIONS // 2))
+    results = await tb.translate_all(world.requests_with_errors(TRANSACTIONS // 2))
     figures = tb.report()
     assert figures["memory"]["errors"] > 0, "no request ran into an injected memory error"
     causes = {r.cause for _, r in results if not r.ok}
