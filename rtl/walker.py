@@ -2,8 +2,8 @@
 
 ``StageWalker`` walks one stage's table for one address (digest §5.3-§5.6):
 
-    req ─► IDLE ──Bare / address out of range─────────────────────────────────► DONE ─► res
-              └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ─► CHECK_PTE ──pointer──► next level
+    req ─► IDLE ─► START ──Bare / address out of range─────────────────────────────► DONE ─► res
+                       └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ─► CHECK_PTE ──pointer──► next level
                      ▲                                  ├──leaf, A/D fine, or any fault──► DONE
                      │                                  └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD ─► CHECK_AD
                      └──────── CAS saw a different PTE: re-read that level ◄──────────────────────────────┘
@@ -26,10 +26,11 @@ Timing: the PTE is registered as it arrives (WAIT_PTE) and checked the next cycl
 memory latency. (Checking in the cycle the response arrives made the memory response
 -> permission / A/D / cause checks -> result path the IOMMU's longest, issue 7.) With
 memory that answers ``L`` cycles after accepting a request (and accepts at once), a
-first-stage walk with a Bare G-stage has ``res.valid`` ``levels * (L + 2) + 1`` cycles
-after the request handshake (Sv39, no A/D update: ``3 * (L + 2) + 1``); an A/D update
+first-stage walk with a Bare G-stage has ``res.valid`` ``levels * (L + 2) + 2`` cycles
+after the request handshake (Sv39, no A/D update: ``3 * (L + 2) + 2``; START, which acts
+on the request's registered verdicts, is the extra cycle); an A/D update
 adds ``L + 2``. A Bare or
-non-canonical request answers the cycle after it is taken. Nested walks add, per
+non-canonical request answers two cycles after it is taken. Nested walks add, per
 first-stage level, a G-stage walk and two cycles of hand-over, and the final G-stage
 walk plus three cycles.
 
@@ -118,8 +119,8 @@ def _pack(layout: data.StructLayout, **fields):
 
 #: The walk FSM's states in declaration order: Amaranth numbers them this way in the
 #: generated Verilog (``walk_state``), and the waveform save file decodes them with it.
-WALKER_STATES = ("IDLE", "READ_PTE", "WAIT_PTE", "CHECK_PTE", "UPDATE_AD", "WAIT_AD", "DONE",
-                 "CHECK_AD", "XLATE", "XLATE_WAIT")
+WALKER_STATES = ("IDLE", "START", "READ_PTE", "WAIT_PTE", "CHECK_PTE", "UPDATE_AD", "WAIT_AD",
+                 "DONE", "CHECK_AD", "XLATE", "XLATE_WAIT")
 
 _FIRST_STAGE_CAPS = ((arch.SV39, arch.Cap.SV39), (arch.SV48, arch.Cap.SV48),
                      (arch.SV57, arch.Cap.SV57))
@@ -336,6 +337,7 @@ class StageWalker(wiring.Component):
         # register was there already: the A/D update compares with it.
         resp = self.mem_resp.payload
         pte_err = Signal(layouts.MemErr)
+        stop = Signal()  # START: the request needs no walk (Bare, unknown mode, out of range)
         ad_err = Signal(layouts.MemErr)  # the A/D CAS's answer (WAIT_AD -> CHECK_AD)
         ad_same = Signal()  # memory held the PTE the CAS compared with
         rd = pte
@@ -408,7 +410,7 @@ class StageWalker(wiring.Component):
         # ------------------------------------------------------------------- FSM
         with m.FSM(name="walk") as fsm:
             # Number the states as WALKER_STATES says (else the first mention decides).
-            states = WALKER_STATES[:10 if self.nested else 8]  # XLATE* only when nested
+            states = WALKER_STATES[:11 if self.nested else 9]  # XLATE* only when nested
             for name in states:
                 fsm.ongoing(name)
             with m.State("IDLE"):
@@ -502,13 +504,21 @@ class StageWalker(wiring.Component):
                 if self.nested:
                     # The root's SPA if the G-stage is Bare; XLATE_WAIT overwrites it if not.
                     m.d.sync += [pte_spa.eq(root_addr), xlate_write.eq(0)]
-                with m.If(bare | unknown | out_of_range):
-                    on_request("DONE")
+                # The mode's and the address's verdict is registered too, and acted on
+                # in START: from the requester's registers (the core's miss slot)
+                # through the range check and the mode into the state and the handshake
+                # flip-flops was a routed critical path (issue 7). One cycle per walk.
+                m.d.sync += stop.eq(bare | unknown | out_of_range)
+                on_request("START")
+
+            with m.State("START"):
+                with m.If(stop):
+                    goto("DONE")
                 if self.nested:
-                    with m.Elif(req.context.gs_mode != 0):
-                        on_request("XLATE")  # step 1 for the root: through the G-stage
+                    with m.Elif(gs_active):
+                        goto("XLATE")  # step 1 for the root: through the G-stage
                 with m.Else():
-                    on_request("READ_PTE")
+                    goto("READ_PTE")
 
             if self.nested:
                 gpa_req = self.gpa_req.payload
