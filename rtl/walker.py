@@ -2,11 +2,11 @@
 
 ``StageWalker`` walks one stage's table for one address (digest §5.3-§5.6):
 
-    req ─► IDLE ─► START ──Bare / address out of range─────────────────────────────► DONE ─► res
+    req ─► IDLE ─► START ──Bare / address out of range──────────────────────────────► DONE ─► res
                        └─► [XLATE ─► XLATE_WAIT] ─► READ_PTE ─► WAIT_PTE ─► CHECK_PTE ──pointer──► next level
-                     ▲                                  ├──leaf, A/D fine, or any fault──► DONE
-                     │                                  └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD ─► CHECK_AD
-                     └──────── CAS saw a different PTE: re-read that level ◄──────────────────────────────┘
+                              ▲                                  ├──leaf, A/D fine, or any fault──► DONE
+                              │                                  └──leaf needs A/D ─► [XLATE ...] UPDATE_AD ─► WAIT_AD ─► CHECK_AD
+                              └──────── CAS saw a different PTE: re-read that level ◄───────────────────────────────────────┘
 
 The bracketed states exist only in a first-stage walker built for nesting: with an
 active G-stage every first-stage PTE address is a GPA (§1.3, §5.7), which the walker
