@@ -26,6 +26,8 @@ import re
 import sys
 from pathlib import Path
 
+from .depth import _base as depth_base
+
 # Register inputs, by nextpnr port name: a flip-flop's data, mux input, enable and
 # reset; a distributed RAM's write data, address and enable (sampled at the edge).
 PIN_KINDS = {"DI": "D", "M": "D", "CE": "CE", "LSR": "LSR",
@@ -37,10 +39,8 @@ def _pin_kind(port: str) -> str | None:
 
 
 def _base(cell: str) -> str:
-    """A register cell's signal name, without the cell suffixes Yosys gives it."""
-    name = re.sub(r"_TRELLIS_FF_Q.*$", "", cell)
-    name = re.sub(r"_(TRELLIS_DPR16X4|DPR16X4|TRELLIS_RAMW)\w*$", "", name)
-    return re.sub(r"\[\d+\]$", "", name)
+    """A register cell's signal name: ``rtl.depth``'s, a distributed RAM's suffix too."""
+    return depth_base(re.sub(r"_(TRELLIS_DPR16X4|DPR16X4|TRELLIS_RAMW)\w*$", "", cell))
 
 
 def endpoints(report: dict):
@@ -71,7 +71,7 @@ def analyse(report: dict, period_ns: float) -> list[dict]:
 
 def trace_starts(rows: list[dict], netlist_path: Path) -> None:
     """Add each row's deepest logic path (``start``, ``levels``, ``via``) from the netlist."""
-    from .depth import Netlist, _base as depth_base
+    from .depth import Netlist
 
     nl = Netlist(netlist_path)
     for r in rows:
@@ -145,4 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the listing quietly
     sys.exit(main())

@@ -241,6 +241,8 @@ class RandomSystem:
             kind = rng.choices(list(weights), list(weights.values()))[0]
             self.devices.append(self._add_device(device_id, kind))
         self.hot: list[tuple[Device, int | None, int]] = []  # recent (device, pid, iova)
+        # One request per injected memory error that reads it (inject_memory_errors).
+        self.error_targets: list[Request] = []
 
     def ddtp(self) -> int:
         return self.ddt.ddtp()
@@ -550,7 +552,7 @@ class RandomSystem:
         reads each error ``inject_memory_errors`` made (but MSI PTEs'): random traffic
         alone may miss every one of them."""
         out = self.requests(count)
-        for target in getattr(self, "error_targets", []):
+        for target in self.error_targets:
             out.insert(self.rng.randrange(len(out) + 1), target)
         return out
 
