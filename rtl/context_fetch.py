@@ -34,6 +34,10 @@ from .walker import StageWalker, g_stage_schemes
 
 C = arch.Cause
 
+# Cycles from a request's handshake to its result when the DC cache (and the PC cache,
+# when one is needed) hits: LOOKUP, DC_HIT, DECIDE, then the registered result.
+HIT_LATENCY = 4
+
 
 def _field(word, field: arch.Field):
     """``word[field]`` as an Amaranth slice (positions from ``models.arch``)."""
@@ -88,6 +92,7 @@ class State(enum.Enum, shape=4):
     DC_VERDICT = 9  # the DC's faults in priority order, the rules' result registered
     PC_VERDICT = 10  # the same for the PC
     ENTRY_CHECK = 11  # a non-leaf DDTE / PDTE is in (registered): §2.4's checks, next read
+    DC_HIT = 12  # the DC cache's DC is registered: step 7's checks are computed from it
 
 
 # Capabilities this block cannot honour: a DC asking for them must still be refused
@@ -119,8 +124,8 @@ class ContextFetch(wiring.Component):
       ddt_walk, pdt_walk: one-cycle pulse when a DDT / PDT walk starts (HPM events 5, 6).
 
     Latency: a request that hits the DC cache (and the PC cache, when one is needed)
-    has its result valid 3 cycles after the request handshake (LOOKUP, DECIDE, then
-    the registered result). A walk issues each
+    has its result valid ``HIT_LATENCY`` (4) cycles after the request handshake
+    (LOOKUP, DC_HIT, DECIDE, then the registered result). A walk issues each
     read the cycle after the previous read's response.
     """
 
@@ -471,13 +476,14 @@ class ContextFetch(wiring.Component):
         mode = _field(self.ddtp, arch.Ddtp.IOMMU_MODE)
 
         # Step 7's checks and steps 10-13's choice of first stage, computed in the cycle
-        # before DECIDE from the DC that DECIDE will use (the DC cache's data in LOOKUP,
-        # the fetched DC, already in ``dc``, in DC_VERDICT) and registered: loaded in
-        # every cycle, they are only looked at in DECIDE. From the request and the DC
-        # through these checks, the PC cache's hit and the walk start into the result
-        # and the memory request was 11-12 levels (issue 7). No cycle added.
-        dc_next = Signal(DeviceContextEntry)
-        m.d.comb += dc_next.eq(Mux(state == State.LOOKUP, dc_cache.data, dc))
+        # before DECIDE from the DC that DECIDE will use, already in ``dc`` (a DC cache
+        # hit's in DC_HIT, a fetched DC in DC_VERDICT), and registered: loaded in every
+        # cycle, they are only looked at in DECIDE. From the request and the DC through
+        # these checks, the PC cache's hit and the walk start into the result and the
+        # memory request was 11-12 levels; computed from the DC cache's RAM read in
+        # LOOKUP, they were the whole IOMMU's routed critical path (89.9 MHz, issue 7):
+        # a DC cache hit takes a cycle more (DC_HIT) so that they start at ``dc``.
+        dc_next = dc
         pd_mode = dc_next.fsc_mode
         pid_fits = (((pd_mode != arch.PdtpMode.PD8) | (q.process_id[8:] == 0))
                     & ((pd_mode != arch.PdtpMode.PD17) | (q.process_id[17:] == 0)))
@@ -575,12 +581,15 @@ class ContextFetch(wiring.Component):
                     # Bare (the core answers Bare itself), or a device_id too wide.
                     fault(C.TRANSACTION_TYPE_DISALLOWED)
                 with m.Elif(dc_cache.hit):
-                    # Step 7 on waits a cycle (DECIDE): from the cache's select through
-                    # the DC's decisions and the PC cache's hit to the result was the
-                    # context fetch's longest path (issue 7).
-                    m.d.sync += state.eq(State.DECIDE)
+                    # Step 7 on waits two cycles (DC_HIT, DECIDE): from the cache's
+                    # select through the DC's decisions and the PC cache's hit to the
+                    # result was the context fetch's longest path (issue 7).
+                    m.d.sync += state.eq(State.DC_HIT)
                 with m.Else():
                     start_walk(0)
+
+            with m.Case(State.DC_HIT):
+                m.d.sync += state.eq(State.DECIDE)
 
             with m.Case(State.WALK):
                 resp = self.mem_resp.payload

@@ -600,11 +600,16 @@ class IOTLB(wiring.Component):
         m.d.comb += s2_hit_kept.eq(s2_hit & ~s2_inval)
         s2_data = ways_of("data", "s2", s2_set)
         s2_spans = ways_of("span", "s2", s2_set)
+        # The entry's fields are selected by ``s2_hit`` (a flip-flop), not by the hit
+        # kept after this cycle's drops: a result that a drop turns into a miss carries
+        # whatever fields it selected, and the result port masks them with its hit bit.
+        # The drop's mask is then in front of the hit bit alone (issue 7: it was in
+        # front of the select, the page-number merge and stage 3's 169 data bits).
         hit_data = Signal(EntryData)
         hit_span = Signal(SPAN_BITS)
         m.d.comb += [
-            hit_data.as_value().eq(and_or(s2_hit_kept, [d.as_value() for d in s2_data])),
-            hit_span.eq(and_or(s2_hit_kept, s2_spans)),
+            hit_data.as_value().eq(and_or(s2_hit, [d.as_value() for d in s2_data])),
+            hit_span.eq(and_or(s2_hit, s2_spans)),
         ]
         selected = Signal(self.result_layout)  # the result, as it enters stage 3
         m.d.comb += [
@@ -617,11 +622,12 @@ class IOTLB(wiring.Component):
             selected.u.eq(hit_data.u), selected.g.eq(hit_data.g),
             selected.pbmt.eq(hit_data.pbmt),
         ]
-        # The page size of the hit's span (SPAN_OF_SIZE_LOG2); 0 on a miss.
+        # The page size of the hit's span (SPAN_OF_SIZE_LOG2); a miss's is masked at
+        # the port.
         with m.Switch(hit_span):
             for size_log2, span in SPAN_OF_SIZE_LOG2.items():
                 with m.Case(span):
-                    m.d.comb += selected.size_log2.eq(Mux(s2_hit_kept.any(), size_log2, 0))
+                    m.d.comb += selected.size_log2.eq(size_log2)
 
         # The way a lookup used, for the PLRU of its set: registered, and applied a cycle
         # later (the PLRU is a hint; its update is off the lookup path).
