@@ -303,12 +303,19 @@ class TranslationCore(wiring.Component):
         m.d.comb += done.eq(Cat(s == SlotState.DONE for s in slot_state))
         winner = Signal(n)
         winner_ok = Signal()
+        # The completion register takes a slot only while empty, and while empty its
+        # ~300 bits follow the winner every cycle: their enable is ``cpl_valid``, a
+        # flip-flop, not the decision whether the completion leaves and another comes
+        # in at the same edge (the output skid's state through ``cpl_move`` into them
+        # was 0.8 ns short of 100 MHz, issue 7). A completion then moves at most every
+        # other cycle; a walk takes tens.
         take_slot = Signal()  # the winner moves to the completion register
-        m.d.comb += take_slot.eq(winner_ok & (~cpl_valid | cpl_move))
+        m.d.comb += take_slot.eq(winner_ok & ~cpl_valid)
         left = done & ~Mux(take_slot, winner, 0)  # still DONE after this edge
         m.d.sync += [winner.eq(lowest_one_hot(left)), winner_ok.eq(left.any())]
         with m.If(take_slot):
-            m.d.sync += [cpl_valid.eq(1), cpl_stale.eq(inval_seen)]
+            m.d.sync += cpl_valid.eq(1)
+        with m.If(~cpl_valid):
             for i in range(n):
                 with m.If(winner[i]):
                     q, c, s = slot_req[i], slot_ctx[i], slot_resp[i]
