@@ -668,13 +668,18 @@ class IOTLB(wiring.Component):
                 m.d.sync += [s3.eq(selected), s3_valid.eq(s2_moves),
                              s3_way.eq(s2_hit_kept), s3_set.eq(s2_set)]
         with m.Elif(s2_moves):
-            m.d.sync += [skid.eq(selected), skid_valid.eq(1),
-                         skid_way.eq(s2_hit_kept), skid_set.eq(s2_set)]
+            m.d.sync += skid_valid.eq(1)  # it holds ``selected`` from this edge
+        # While empty, the skid follows ``selected`` in every cycle: the enable of its
+        # ~180 bits is ``skid_valid`` (a flip-flop), not the decision whether stage 3
+        # is held (the consumer's ready through ``s3_free`` into them was 0.6 ns short
+        # of 100 MHz, issue 7). It means something only once ``skid_valid`` is set.
+        with m.If(~skid_valid):
+            m.d.sync += [skid.eq(selected), skid_way.eq(s2_hit_kept), skid_set.eq(s2_set)]
         # A result selected before the invalidation's matches were registered may use
         # an entry it drops: it becomes a miss at the drop edge, wherever it waits.
         # (Later selections are masked on their way through stage 2.)
         s3_dropped = (s3_way & in_set(s3_set, drops, ways, "s3_drops")).any()
-        skid_dropped = (skid_way & in_set(skid_set, drops, ways, "skid_drops")).any()
+        skid_dropped = skid_valid & (skid_way & in_set(skid_set, drops, ways, "skid_drops")).any()
         with m.If(s3_free & skid_valid):  # the skid moves to stage 3 at this edge
             with m.If(skid_dropped):
                 m.d.sync += _as_miss(s3)
