@@ -350,7 +350,9 @@ class IOTLB(wiring.Component):
                registered and applied (§10.2): ``inval_cycles`` = sets + 2 cycles. No
                result leaves in between (``result.valid`` is held low) and the results
                waiting lose the hits it removes. A fill accepted in the same cycle, or
-               still on its way in, is dropped; one accepted later waits in F1.
+               still on its way in, is dropped, except one being written in that cycle
+               (F4): that one the scan checks like any entry. A fill accepted later
+               waits in F1.
       inval_busy: Out(1): an accepted invalidation is not applied yet (the
                ``inval_cycles`` cycles after its acceptance).
       flush:   In(1): drop every entry, as an invalidation matching all of them would
@@ -735,7 +737,7 @@ class IOTLB(wiring.Component):
 
         # An invalidation in the cycle a fill is accepted, or while it is on its way in,
         # might cover the translation (it was walked before the invalidation took
-        # effect): the fill is dropped, still accepted. A fill accepted later waits in
+        # effect): the fill is dropped, still accepted (or, in F4, scanned). A fill accepted later waits in
         # F1 until the invalidation is applied.
         inval_now = (self.inval.valid & self.inval.ready) | self.flush
 
@@ -827,10 +829,14 @@ class IOTLB(wiring.Component):
             ]
         m.d.sync += [f4_set.eq(f3_set), f4_target.eq(Mux(f3_valid, target, 0))]
 
-        # Dropped on the way in: the invalidation is the later event. A fill in F4 is
-        # still written (the victim way is given up, which a cache may always do) but
-        # left invalid, so the write enables need no invalidation term.
-        m.d.comb += f4_keep.eq(f4_valid & ~inval_now)
+        # Dropped on the way in: the invalidation is the later event. A fill in F4 when
+        # an invalidation is accepted is written and kept: the scan starts at the next
+        # edge and treats it as any other entry, dropping it if the invalidation covers
+        # it. (Left invalid instead, its keep bit hung on the acceptance, which the
+        # split IOTLB's ready and the core's register decide: 1.4 ns short of 100 MHz
+        # into the hit vectors, issue 7.) A flush leaves it invalid, and the write
+        # enables need no invalidation term.
+        m.d.comb += f4_keep.eq(f4_valid & ~self.flush)
         with m.If(inval_now):
             m.d.sync += [f1_valid.eq(0), f2_valid.eq(0), f3_valid.eq(0), f4_valid.eq(0)]
             for s in range(sets):
