@@ -346,8 +346,9 @@ class IOTLB(wiring.Component):
                the same requester in its set replaces it.
       inval:   In stream of ``layouts.Invalidation``, ready (a flip-flop) when no
                invalidation is on its way. Registered, then compared with the ways of
-               one set per cycle, each way's field compares registered, then its verdict
-               registered and applied (§10.2): ``inval_cycles`` = sets + 2 cycles. No
+               one set per cycle, each way read and registered, its field compares
+               registered, then its verdict registered and applied (§10.2):
+               ``inval_cycles`` = sets + 4 cycles. No
                result leaves in between (``result.valid`` is held low) and the results
                waiting lose the hits it removes. A fill accepted in the same cycle, or
                still on its way in, is dropped, except one being written in that cycle
@@ -368,7 +369,7 @@ class IOTLB(wiring.Component):
     LOOKUP_LATENCY = 4  # clock edges from a lookup's acceptance to its result
     FILL_LATENCY = 2  # clock edges from a fill's acceptance to the first lookup that sees it
     WRITE_LATENCY = 4  # clock edges from a fill's acceptance (F1 idle) to its write
-    INVAL_CYCLES = 3  # ``inval_cycles`` when fully associative (one set)
+    INVAL_CYCLES = 5  # ``inval_cycles`` when fully associative (one set)
 
     def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
         if ways is None:
@@ -384,8 +385,8 @@ class IOTLB(wiring.Component):
             raise TypeError(f"payload_shape must be a shape, not {payload_shape!r}") from error
         self.entries, self.ways, self.sets = entries, ways, entries // ways
         # Cycles ``inval_busy`` is high after an invalidation's acceptance: one per set
-        # scanned, then the registered terms and drops.
-        self.inval_cycles = self.sets + 2
+        # scanned, then the registered reads, compares, verdicts and drops.
+        self.inval_cycles = self.sets + 4
         self.payload_shape = payload_shape
         self.lookup_layout = lookup_layout(payload_shape)
         self.result_layout = result_layout(payload_shape)
@@ -440,38 +441,50 @@ class IOTLB(wiring.Component):
         # An invalidation is applied in registered steps, one set at a time (issue 7:
         # no wire runs from the core to the entries, and no per-entry compare sits in
         # front of a lookup's hit vector or of an entry's valid bit):
-        #   scan      the accepted operands (``inv``), compared with the ways of set
-        #             ``scan_set``, one set per cycle (``scan_active``);
-        #   compared  per way, the field compares (same GSCID, same PSCID, same page-number
-        #             bits per page-size group, same device, same process) registered
-        #             with the flags they are combined with (``terms_valid``);
-        #   drop_q    per entry: the scope the command's kind and operands ask for
-        #             (§10.2), registered (``drop_valid``); dropped at the edge ending it.
-        # While it is on its way (``inval_busy``, ``sets`` + 2 cycles) no result leaves
+        #   scan      the ways of set ``scan_set`` read, one set per cycle
+        #             (``scan_active``), and registered (``read_valid``);
+        #   compared  per way, the field compares with the accepted operands (``inv``:
+        #             same GSCID, same PSCID, same page-number bits per page-size group,
+        #             same device, same process) registered with the flags they are
+        #             combined with (``terms_valid``);
+        #   hit       per way, the scope the command's kind and operands ask for
+        #             (§10.2), registered (``hit_valid``);
+        #   drop_q    per entry: that verdict in its set (``drop_valid``); dropped at
+        #             the edge ending it.
+        # (The read and the compares in one step, and the compares and the scope in
+        # another, were up to 0.95 ns short of 100 MHz, issue 7.)
+        # While it is on its way (``inval_busy``, ``sets`` + 4 cycles) no result leaves
         # and no fill moves on; hits a lookup in flight found on a matching entry are
         # dropped on the way, and the results waiting at a drop edge lose the hits on
         # entries it drops (a miss is always safe).
         inv = Signal(layouts.Invalidation)
         scan_active = Signal()
         scan_set = Signal(max(set_bits, 1))
+        read_valid = Signal()
+        read_set = Signal(max(set_bits, 1))
         terms_valid = Signal()
         terms_set = Signal(max(set_bits, 1))
+        hit_valid = Signal()
+        hit_set = Signal(max(set_bits, 1))
         drop_valid = Signal()
-        # ``inval_busy`` is scan_active | terms_valid | drop_valid, kept in a flip-flop of
-        # its own (loaded with what the three will be after the edge): the command
-        # queue's enables hang on it through the split IOTLB's OR, and the OR of three
-        # (six) flip-flops in front of them was 0.4 ns short of 100 MHz (issue 7).
+        # ``inval_busy`` is the OR of the steps' valid bits, kept in a flip-flop of its
+        # own (loaded with what they will be after the edge): the command queue's
+        # enables hang on it through the split IOTLB's OR, and the OR of three (six)
+        # flip-flops in front of them was 0.4 ns short of 100 MHz (issue 7).
         busy = Signal()
         m.d.comb += [self.inval_busy.eq(busy), self.inval.ready.eq(~busy)]
-        m.d.sync += busy.eq((self.inval.valid & ~busy) | scan_active | terms_valid | self.flush)
+        m.d.sync += busy.eq((self.inval.valid & ~busy) | scan_active | read_valid
+                            | terms_valid | hit_valid | self.flush)
         with m.If(self.inval.valid & self.inval.ready):
             m.d.sync += [inv.eq(self.inval.payload), scan_active.eq(1), scan_set.eq(0)]
         with m.Elif(scan_active):
             m.d.sync += scan_set.eq(scan_set + 1)
             with m.If(scan_set == sets - 1):
                 m.d.sync += scan_active.eq(0)
-        m.d.sync += [terms_valid.eq(scan_active), terms_set.eq(scan_set),
-                     drop_valid.eq(terms_valid | self.flush)]
+        m.d.sync += [read_valid.eq(scan_active), read_set.eq(scan_set),
+                     terms_valid.eq(read_valid), terms_set.eq(read_set),
+                     hit_valid.eq(terms_valid), hit_set.eq(terms_set),
+                     drop_valid.eq(hit_valid | self.flush)]
         drop_q = per_entry(1, "drop")  # dropped at the edge ending drop_valid
         # The fill being written (F4, below): its entry, and per entry (set-major)
         # whether it is written at this edge.
@@ -849,9 +862,14 @@ class IOTLB(wiring.Component):
         # ------------------------------------------------------------ invalidation
         # The operands in ``inv`` stay until the drop: the next invalidation waits.
         for w in range(ways):
-            t = store[w].read("tag", "scan", scan_set)
-            sc = store[w].read("scope", "scan", scan_set)
-            d = store[w].read("data", "scan", scan_set)
+            # The way as read in the scan, registered (only what the compares use).
+            read_tag = Signal(EntryTag, name=f"way{w}_inval_read_tag")
+            read_scope = Signal(EntryScope, name=f"way{w}_inval_read_scope")
+            read_g = Signal(name=f"way{w}_inval_read_g")
+            m.d.sync += [read_tag.eq(store[w].read("tag", "scan", scan_set)),
+                         read_scope.eq(store[w].read("scope", "scan", scan_set)),
+                         read_g.eq(store[w].read("data", "scan", scan_set).g)]
+            t, sc = read_tag, read_scope
             cmp = Signal(_InvalCompare, name=f"way{w}_inval_compared")
             m.d.sync += [
                 cmp.vpn_high_eq.eq(t.vpn[SPAN_GROUPS[-1][1]:] == inv.vpn[SPAN_GROUPS[-1][1]:]),
@@ -861,7 +879,7 @@ class IOTLB(wiring.Component):
                 cmp.gscid_eq.eq(sc.gscid == inv.gscid),
                 cmp.pscid_valid.eq(sc.pscid_valid),
                 cmp.pscid_eq.eq(sc.pscid == inv.pscid),
-                cmp.g.eq(d.g),
+                cmp.g.eq(read_g),
                 cmp.device_eq.eq(t.device_id == inv.device_id),
                 cmp.pv.eq(t.pv),
                 cmp.process_eq.eq(t.process_id == inv.process_id),
@@ -883,12 +901,14 @@ class IOTLB(wiring.Component):
                     m.d.comb += inval_hit.eq(~inv.dv | cmp.device_eq)
                 with m.Case(InvalKind.IODIR_INVAL_PDT):
                     m.d.comb += inval_hit.eq(cmp.device_eq & cmp.pv & cmp.process_eq)
+            hit_q = Signal(name=f"way{w}_inval_hit")
+            m.d.sync += hit_q.eq(inval_hit)
             store[w].write(f4_set, f4_target[w], pend_tag, pend_scope, pend_data)
             for s in range(sets):
                 # No fill is written while an invalidation is on its way (F1 waits), so
-                # the tests made two cycles before the drop stay right.
-                scanned = terms_valid & (Const(1) if sets == 1 else terms_set == s)
-                m.d.sync += drop_q[s][w].eq((scanned & inval_hit) | self.flush)
+                # the tests made four cycles before the drop stay right.
+                scanned = hit_valid & (Const(1) if sets == 1 else hit_set == s)
+                m.d.sync += drop_q[s][w].eq((scanned & hit_q) | self.flush)
 
                 write = f4_write[s * ways + w]  # already qualified by f4_valid
                 drop = drop_q[s][w] | f4_replace[s * ways + w]

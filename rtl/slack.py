@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="list this many groups, failing or not (default: every failing one)")
     ap.add_argument("--via", action="store_true",
                     help="with --netlist, print the nets of the first 5 groups' paths")
+    ap.add_argument("--match", default=None, metavar="TEXT",
+                    help="only the groups whose end register's name contains TEXT")
     args = ap.parse_args(argv)
     for path in (args.report, args.netlist):
         if path is not None and not path.is_file():
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, TypeError, IndexError) as error:
         print(f"rtl.slack: {args.report}: {error}", file=sys.stderr)
         return 2
-    shown = rows[:args.top] if args.top is not None else [r for r in rows if r["slack"] < 0]
+    shown = [r for r in rows if args.match is None or args.match in r["end"]]
+    shown = shown[:args.top] if args.top is not None else [r for r in shown if r["slack"] < 0]
     if args.netlist is not None:
         try:
             trace_starts(shown, args.netlist)

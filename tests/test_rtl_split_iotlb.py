@@ -149,7 +149,7 @@ def test_every_invalidation_scope_reaches_both():
 
 def test_inval_busy_covers_the_longer_scan():
     dut = SplitIOTLB(PAGE_ENTRIES, PAGE_WAYS, SUPERPAGES, PAYLOAD)
-    assert dut.inval_cycles == PAGE_ENTRIES // PAGE_WAYS + 2
+    assert dut.inval_cycles == PAGE_ENTRIES // PAGE_WAYS + 4
     tb = TB(dut=dut)
 
     async def bench(ctx):

@@ -78,6 +78,9 @@ def test_cli_lists_failing_groups_with_their_start_and_errors_in_one_line(tmp_pa
     assert "slow (D)  <- start, 2.0" in out  # traced through the netlist's two LUTs
     assert "fast" not in out
     assert "    mid\n" in out  # --via prints the path's nets
+    assert slack.main([str(report), "--freq", "200", "--match", "ra", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "ram (RAM WAD)" in out and "slow (" not in out and "fast (" not in out
     for bad, message in (([str(tmp_path / "missing.json")], "no such file"),
                          ([str(report), "--netlist", str(tmp_path / "none.json")],
                           "no such file")):
