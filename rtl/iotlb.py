@@ -281,13 +281,15 @@ class _WayStore:
     GROUPS = (("tag", EntryTag), ("scope", EntryScope), ("data", EntryData),
               ("span", unsigned(SPAN_BITS)))
 
-    def __init__(self, m, sets, way):
+    def __init__(self, m, sets, way, fixed_span=None):
         self.m, self.sets, self.ports = m, sets, {}
+        self.way, self.fixed_span = way, fixed_span
         self.store = {}
         for group, shape in self.GROUPS:
+            if group == "span" and (sets == 1 or fixed_span is not None):
+                continue  # in the tag's flip-flops, or a constant
             if sets == 1:
-                if group != "span":
-                    self.store[group] = Signal(shape, name=f"way{way}_{group}")
+                self.store[group] = Signal(shape, name=f"way{way}_{group}")
             else:
                 mem = Memory(shape=shape, depth=sets, init=[])
                 m.submodules[f"way{way}_{group}"] = mem
@@ -295,15 +297,24 @@ class _WayStore:
 
     def read(self, group, port, addr):
         """``group`` of the entry in set ``addr`` through the read port named ``port``
-        (made at its first use; every use of one port must pass the same address)."""
+        (made at its first use; every use of one port must pass the same address).
+        With ``fixed_span`` (one page size) every span read is that constant."""
+        if group == "span" and self.fixed_span is not None:
+            return Const(self.fixed_span, SPAN_BITS)
         if self.sets == 1:
-            return self.store["tag"].span if group == "span" else self.store[group]
-        store = self.store[group]
-        if (group, port) not in self.ports:
-            read_port = store.read_port(domain="comb")
-            self.m.d.comb += read_port.addr.eq(addr)
-            self.ports[group, port] = read_port
-        return self.ports[group, port].data
+            value = self.store["tag"].span if group == "span" else self.store[group]
+        else:
+            store = self.store[group]
+            if (group, port) not in self.ports:
+                read_port = store.read_port(domain="comb")
+                self.m.d.comb += read_port.addr.eq(addr)
+                self.ports[group, port] = read_port
+            value = self.ports[group, port].data
+        if group == "tag" and self.fixed_span is not None:
+            tag = Signal(EntryTag, name=f"way{self.way}_{port}_tag")
+            self.m.d.comb += [tag.eq(value), tag.span.eq(self.fixed_span)]
+            return tag
+        return value
 
     def write(self, addr, enable, tag, scope, entry_data):
         """Write the entry of set ``addr`` at the clock edge when ``enable``."""
@@ -324,6 +335,8 @@ class IOTLB(wiring.Component):
 
     ``entries`` entries in ``entries // ways`` sets (``ways == entries``: fully
     associative); ``payload_shape`` is carried from ``lookup`` to ``result`` untouched.
+    ``page_sizes`` (log2, default every size of ``SPAN_OF_SIZE_LOG2``): the page sizes
+    it caches; a fill of another size is accepted and dropped.
 
     Ports:
       lookup:  In stream of ``{key: LookupKey, payload}``. Accepted at clock edge k, its
@@ -371,7 +384,15 @@ class IOTLB(wiring.Component):
     WRITE_LATENCY = 4  # clock edges from a fill's acceptance (F1 idle) to its write
     INVAL_CYCLES = 5  # ``inval_cycles`` when fully associative (one set)
 
-    def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1)):
+    def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1),
+                 page_sizes=None):
+        if page_sizes is None:
+            page_sizes = tuple(SPAN_OF_SIZE_LOG2)
+        page_sizes = tuple(page_sizes)
+        if not page_sizes or any(p not in SPAN_OF_SIZE_LOG2 for p in page_sizes):
+            raise ValueError(f"page_sizes must be sizes (log2) out of "
+                             f"{sorted(SPAN_OF_SIZE_LOG2)}, not {page_sizes!r}")
+        self.page_sizes = page_sizes
         if ways is None:
             ways = entries
         for name, value in (("entries", entries), ("ways", ways)):
@@ -410,7 +431,13 @@ class IOTLB(wiring.Component):
                     for s in range(sets)]
 
         valid = per_entry(1, "valid")
-        store = [_WayStore(m, sets, w) for w in range(ways)]
+        # With one page size every entry's span is the same constant: the synthesizer
+        # then drops the span's compares, its select and the page-number merge of a
+        # hit (issue 7: the span read through the merge into stage 3 was 0.8 ns short
+        # of 100 MHz in the split IOTLB's 4 KiB bank).
+        fixed_span = (SPAN_OF_SIZE_LOG2[self.page_sizes[0]] if len(self.page_sizes) == 1
+                      else None)
+        store = [_WayStore(m, sets, w, fixed_span) for w in range(ways)]
         plru_state = [Signal(plru.bits, name=f"set{s}_plru") for s in range(sets)]
         changed = per_entry(1, "changed")  # rewritten or dropped at the coming edge
 
@@ -645,7 +672,8 @@ class IOTLB(wiring.Component):
         # The page size of the hit's span (SPAN_OF_SIZE_LOG2); a miss's is masked at
         # the port.
         with m.Switch(hit_span):
-            for size_log2, span in SPAN_OF_SIZE_LOG2.items():
+            for size_log2 in self.page_sizes:
+                span = SPAN_OF_SIZE_LOG2[size_log2]
                 with m.Case(span):
                     m.d.comb += selected.size_log2.eq(size_log2)
 
@@ -723,9 +751,10 @@ class IOTLB(wiring.Component):
         fill_span = Signal(SPAN_BITS)
         fill_size_ok = Signal()
         with m.Switch(fill.size_log2):
-            for size_log2, span in SPAN_OF_SIZE_LOG2.items():
+            for size_log2 in self.page_sizes:
                 with m.Case(size_log2):
-                    m.d.comb += [fill_span.eq(span), fill_size_ok.eq(1)]
+                    m.d.comb += [fill_span.eq(SPAN_OF_SIZE_LOG2[size_log2]),
+                                 fill_size_ok.eq(1)]
         new_tag = Signal(EntryTag)
         new_scope = Signal(EntryScope)
         new_data = Signal(EntryData)

@@ -24,7 +24,7 @@ of the two (the set-associative one scans its sets, one per cycle).
 from amaranth.hdl import Module, Mux, unsigned
 from amaranth.lib import wiring
 
-from .iotlb import IOTLB, iotlb_signature
+from .iotlb import IOTLB, SPAN_OF_SIZE_LOG2, iotlb_signature
 
 PAGE_SIZE_LOG2 = 12  # fills of this size go to the set-associative IOTLB
 
@@ -39,10 +39,15 @@ class SplitIOTLB(wiring.Component):
 
     def __init__(self, page_entries: int, page_ways: int, superpage_entries: int,
                  payload_shape=unsigned(1)):
-        self.pages = IOTLB(page_entries, page_ways, payload_shape)
+        # Each bank knows which sizes it holds: the 4 KiB bank's spans are then a
+        # constant (no span compare, select or page-number merge: issue 7).
+        self.pages = IOTLB(page_entries, page_ways, payload_shape,
+                           page_sizes=(PAGE_SIZE_LOG2,))
         # The superpage IOTLB's results are joined with the page IOTLB's, which carries
         # the payload: it needs none of its own.
-        self.superpages = IOTLB(superpage_entries, superpage_entries, unsigned(1))
+        self.superpages = IOTLB(superpage_entries, superpage_entries, unsigned(1),
+                                page_sizes=tuple(p for p in SPAN_OF_SIZE_LOG2
+                                                 if p != PAGE_SIZE_LOG2))
         self.inval_cycles = max(self.pages.inval_cycles, self.superpages.inval_cycles)
         super().__init__(iotlb_signature(payload_shape))
 

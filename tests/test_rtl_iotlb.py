@@ -661,10 +661,11 @@ def test_a_fill_in_the_cycle_of_an_invalidation_does_not_survive_it():
     tb.run(bench)
 
 
-@pytest.mark.parametrize("delay", range(IOTLB.FILL_LATENCY + 1))  # + 1: as it is written
+@pytest.mark.parametrize("delay", range(IOTLB.WRITE_LATENCY + 2))
 def test_a_fill_on_its_way_in_does_not_survive_an_invalidation(delay):
-    """An invalidation accepted ``delay`` cycles after a fill, before the fill is
-    written, drops it (and one that does not cover the fill drops it too: harmless)."""
+    """An invalidation accepted ``delay`` cycles after a fill drops it: before the fill
+    is written (one that does not cover the fill drops it too: harmless), as it is
+    written (the scan finds it), or after."""
     tb = TB(entries=4)
     host = Requester(device_id=3)
     walked = Translation(host, 0x123, 0x456)
@@ -741,6 +742,31 @@ def test_lookups_in_flight_lose_hits_an_invalidation_removes(entries, ways, vpn)
 # Construction
 # --------------------------------------------------------------------------- #
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_a_one_size_iotlb_caches_that_size_only():
+    """``page_sizes=(12,)`` (the split IOTLB's 4 KiB bank): 4 KiB pages hit with their
+    own PPN; a fill of another size is accepted and dropped."""
+    def test(rng, seed):
+        tb = TB(dut=IOTLB(16, 4, PAYLOAD, page_sizes=(12,)))
+        host = Requester(device_id=9)
+        small = [Translation(host, rng.randrange(1 << 40), rng.randrange(1 << 40), r=1)
+                 for _ in range(4)]
+        big = Translation(host, 0x200 << 18, 0x400 << 18, size_log2=21, r=1)
+
+        async def bench(ctx):
+            for t in small + [big]:
+                await tb.fill(ctx, t)
+            for t in small:
+                res = await tb.lookup(ctx, host, t.vpn)
+                assert res.hit and res.ppn == t.ppn and res.size_log2 == 12, (
+                    f"{t}: {res} (seed {seed})")
+            res = await tb.lookup(ctx, host, big.vpn)
+            assert not res.hit, f"a 2 MiB fill was cached by a 4 KiB IOTLB (seed {seed})"
+
+        tb.run(bench)
+
+    run_seeded(test)
+
+
 def test_constructor_rejects_bad_geometry():
     with pytest.raises(ValueError, match="entries must be a power of two, not 12"):
         IOTLB(12, 4, PAYLOAD)
@@ -750,6 +776,8 @@ def test_constructor_rejects_bad_geometry():
         IOTLB(4, 8, PAYLOAD)
     with pytest.raises(TypeError, match="payload_shape"):
         IOTLB(4, 4, "tag")
+    with pytest.raises(ValueError, match="page_sizes"):
+        IOTLB(4, 4, PAYLOAD, page_sizes=(13,))
     gc.collect()  # the half-built components warn when collected: here, where it is ignored
 
 
