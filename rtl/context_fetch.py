@@ -483,8 +483,7 @@ class ContextFetch(wiring.Component):
         # memory request was 11-12 levels; computed from the DC cache's RAM read in
         # LOOKUP, they were the whole IOMMU's routed critical path (89.9 MHz, issue 7):
         # a DC cache hit takes a cycle more (DC_HIT) so that they start at ``dc``.
-        dc_next = dc
-        pd_mode = dc_next.fsc_mode
+        pd_mode = dc.fsc_mode
         pid_fits = (((pd_mode != arch.PdtpMode.PD8) | (q.process_id[8:] == 0))
                     & ((pd_mode != arch.PdtpMode.PD17) | (q.process_id[17:] == 0)))
         decide_refuse = Signal()  # step 7 (and the PID checks of 8-9): cause 260
@@ -492,9 +491,9 @@ class ContextFetch(wiring.Component):
         decide_bare = Signal()  # steps 12, 13: first stage Bare
         m.d.sync += [
             decide_refuse.eq((q.addr_type != layouts.AddrType.UNTRANSLATED)
-                             | (q.pv & ~dc_next.pdtv) | (q.pv & ~pid_fits)),
-            decide_iosatp.eq(~dc_next.pdtv),
-            decide_bare.eq((~q.pv & ~dc_next.dpe) | (dc_next.fsc_mode == arch.PdtpMode.BARE)),
+                             | (q.pv & ~dc.pdtv) | (q.pv & ~pid_fits)),
+            decide_iosatp.eq(~dc.pdtv),
+            decide_bare.eq((~q.pv & ~dc.dpe) | (dc.fsc_mode == arch.PdtpMode.BARE)),
         ]
 
         if self.gstage:
