@@ -9,7 +9,7 @@ ECP5's fast carry logic resolves in a fraction of a LUT level per bit.
 from functools import reduce
 from operator import or_
 
-from amaranth.hdl import Cat, Const, Module, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 
 
 def round_robin(m: Module, bits, last, n: int, name: str):
@@ -77,7 +77,7 @@ def and_or(one_hot, values):
                         for i, v in enumerate(values)))
 
 
-def registered_pick(m: Module, clients, port):
+def registered_pick(m: Module, clients, port, *, registered_grant=False):
     """Round-robin merge of the streams ``clients`` onto ``port``, registered on both
     sides (issue 7): each client's request waits in a register of its own (its
     ``ready`` is that register being empty, a flip-flop), and a one-hot pick of the
@@ -85,6 +85,11 @@ def registered_pick(m: Module, clients, port):
     Neither a client's state logic nor the port's ``ready`` reaches the pick or the
     port register's enables in the same cycle; each client and the port move at most
     one request per two cycles.
+
+    ``registered_grant``: the pick is a register too, made a cycle ahead from the
+    requests waiting then, so that the port register's data is an AND-OR of registers
+    (the round robin in front of it was 0.2 ns short of 100 MHz in the core's arbiter,
+    issue 7). A request then waits a cycle more before it is picked.
 
     Returns ``(requests, grant, load, out)``: the waiting requests, the one-hot pick,
     the edge that moves it, and the port's payload register, which the caller loads
@@ -99,12 +104,16 @@ def registered_pick(m: Module, clients, port):
     last = Signal(n, init=1 << (n - 1))  # one-hot: the client served last
     grant = Signal(n)
     load = Signal()
-    m.d.comb += [
-        grant.eq(round_robin_one_hot(waiting, last)),
-        load.eq(~out_valid & waiting.any()),
-        port.valid.eq(out_valid),
-        port.payload.eq(out),
-    ]
+    m.d.comb += [port.valid.eq(out_valid), port.payload.eq(out)]
+    if registered_grant:
+        # The requests still waiting after this edge, in the order after the one
+        # served last (a request arriving now is seen from the next cycle).
+        m.d.comb += load.eq(~out_valid & grant.any())
+        served = Mux(load, grant, last)
+        m.d.sync += grant.eq(round_robin_one_hot(waiting & ~Mux(load, grant, 0), served))
+    else:
+        m.d.comb += [grant.eq(round_robin_one_hot(waiting, last)),
+                     load.eq(~out_valid & waiting.any())]
     with m.If(port.valid & port.ready):
         m.d.sync += out_valid.eq(0)
     with m.If(load):

@@ -970,12 +970,14 @@ RESULT = PC_FILL + 1
     (DC_FILL, DDT_READS + PDT_READS),  # the DC's fill cycle: suppressed
     (DC_FILL + 1, PDT_READS),  # after the DC fill: only the PC is re-read
     (PC_FILL, PDT_READS),  # the PC's fill cycle: suppressed
-    (RESULT, 0),  # both filled
+    (RESULT, PDT_READS),  # the PC's write: dropped
 ])
 def test_invalidation_during_a_fetch_suppresses_the_fill(when, reads_after):
     """An IODIR (for an unrelated PC) at cycle ``when`` of the fetch: the result is still
     returned, and no fill happens after the invalidation was seen, so the next request
-    re-reads whatever was not yet filled."""
+    re-reads whatever was not yet filled. An invalidation in the cycle a registered
+    fill is written drops that entry whatever it names (a cache may always drop; the
+    compare was too slow, issue 7)."""
 
     async def body(ctx, bench, memory):
         _, ddt, _ = _simple_device(memory)
