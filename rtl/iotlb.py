@@ -382,10 +382,9 @@ class IOTLB(wiring.Component):
     LOOKUP_LATENCY = 4  # clock edges from a lookup's acceptance to its result
     FILL_LATENCY = 2  # clock edges from a fill's acceptance to the first lookup that sees it
     WRITE_LATENCY = 4  # clock edges from a fill's acceptance (F1 idle) to its write
-    INVAL_CYCLES = 5  # ``inval_cycles`` when fully associative (one set)
 
-    def __init__(self, entries: int = 32, ways: int | None = None, payload_shape=unsigned(1),
-                 page_sizes=None):
+    def __init__(self, entries: int = 32, ways: int | None = None,
+                 payload_shape=unsigned(1), page_sizes=None):
         if page_sizes is None:
             page_sizes = tuple(SPAN_OF_SIZE_LOG2)
         page_sizes = tuple(page_sizes)
@@ -731,7 +730,8 @@ class IOTLB(wiring.Component):
         # dropped where it waits, and the skid's drop check is not in front of stage
         # 3's hit bit (0.6 ns short of 100 MHz, issue 7).
         s3_dropped = (s3_way & in_set(s3_set, drops, ways, "s3_drops")).any()
-        skid_dropped = skid_valid & (skid_way & in_set(skid_set, drops, ways, "skid_drops")).any()
+        skid_drops = in_set(skid_set, drops, ways, "skid_drops")
+        skid_dropped = skid_valid & (skid_way & skid_drops).any()
         with m.If(~s3_free & s3_dropped):
             m.d.sync += _as_miss(s3)
         with m.If(skid_dropped):
@@ -780,8 +780,8 @@ class IOTLB(wiring.Component):
 
         # An invalidation in the cycle a fill is accepted, or while it is on its way in,
         # might cover the translation (it was walked before the invalidation took
-        # effect): the fill is dropped, still accepted (or, in F4, scanned). A fill accepted later waits in
-        # F1 until the invalidation is applied.
+        # effect): the fill is dropped, still accepted (or, in F4, scanned). A fill
+        # accepted later waits in F1 until the invalidation is applied.
         inval_now = (self.inval.valid & self.inval.ready) | self.flush
 
         f1_valid = Signal()
@@ -892,7 +892,8 @@ class IOTLB(wiring.Component):
         # ------------------------------------------------------------ invalidation
         # The operands in ``inv`` stay until the drop: the next invalidation waits.
         for w in range(ways):
-            # The way as read in the scan, registered (only what the compares use).
+            # The way as read in the scan, registered: its tag, its scope and its data's
+            # G bit (the only data field the compares use).
             read_tag = Signal(EntryTag, name=f"way{w}_inval_read_tag")
             read_scope = Signal(EntryScope, name=f"way{w}_inval_read_scope")
             read_g = Signal(name=f"way{w}_inval_read_g")

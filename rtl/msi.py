@@ -124,12 +124,12 @@ class MsiTranslator(wiring.Component):
                 success: ``ppn`` = the PTE's PPN, 4 KiB, R = W = U = D = 1, X = 0, G = 0,
                 PBMT 0; for an MRIF-mode PTE ``mrif`` = 1, ``ppn``/``mrif_offset`` the
                 MRIF address and ``notice`` the notice MSI (``notice`` means
-                something only with ``mrif``: a fault may carry one). Fault ``cause``: 261 the PTE
-                read was refused, 270 it was poisoned, 262 V = 0, 263 C = 1 (no custom
-                formats), a reserved mode, MRIF mode without ``mrif``, or reserved bits
-                set in either dword; 1 an execute of the MSI page (§9.3 step 6:
-                the page is a leaf with X = 0; ATS requests never reach the walker).
-                ``iotval2`` is 0.
+                something only with ``mrif``: a fault may carry one). Fault
+                ``cause``: 261 the PTE read was refused, 270 it was poisoned, 262
+                V = 0, 263 C = 1 (no custom formats), a reserved mode, MRIF mode
+                without ``mrif``, or reserved bits set in either dword; 1 an execute
+                of the MSI page (§9.3 step 6: the page is a leaf with X = 0; ATS
+                requests never reach the walker). ``iotval2`` is 0.
       mem_req:  8-byte READs of the PTE's two dwords (low first), id ``mem_id``;
                 at most one outstanding. A refused or poisoned low dword ends the
                 translation without reading the high one.
